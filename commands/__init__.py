@@ -1,0 +1,1 @@
+"""One thin Click module per `lltrace` subcommand; the logic lives in `lltrace/`."""

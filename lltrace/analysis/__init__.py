@@ -1,0 +1,1 @@
+"""Analyses over budgets and traces: diff, graph diagnostics, roofline, HTA."""

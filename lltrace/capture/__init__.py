@@ -1,0 +1,1 @@
+"""Instrumentation: regions, frame clock, recompile monitor, profiler windows, run directory."""

@@ -1,0 +1,1 @@
+"""The LongLive inference pipeline that lltrace profiles (causal Wan DiT + streaming VAE)."""

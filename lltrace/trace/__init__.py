@@ -1,0 +1,1 @@
+"""Trace reading: streaming Kineto/Chrome loader, GPU attribution, budgets, kernel classes."""

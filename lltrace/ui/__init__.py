@@ -1,0 +1,1 @@
+"""Presentation: Textual app and widgets, rich reports, Perfetto export."""
