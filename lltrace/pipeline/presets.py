@@ -134,3 +134,18 @@ def load_preset(name_or_path: str, overrides: dict[str, Any] | None = None) -> P
     preset = Preset(name=path.stem, **values)
     _validate(preset, path.name)
     return preset
+
+
+GPU_ONLY_KNOBS = ("fp8", "cuda_graphs", "compile")
+
+
+def cpu_fallback(preset: Preset) -> tuple[Preset, list[str]]:
+    """The preset as it can run on a CPU: GPU-only knobs off, with a note for each.
+
+    compile is turned off too: inductor's CPU C++ build of even the tiny model takes minutes,
+    which is not what someone trying the tool on a laptop wants. `lltrace doctor` and the tests
+    exercise compile on CPU explicitly.
+    """
+    changes = {k: False for k in GPU_ONLY_KNOBS if getattr(preset, k)}
+    notes = [f"{k} needs CUDA: off on this CPU run" for k in changes]
+    return dataclasses.replace(preset, **changes), notes

@@ -1,0 +1,239 @@
+"""The streaming LongLive pipeline: text encode -> blocks of latent frames -> streaming decode.
+
+One block = `steps` denoising forwards + one clean forward at `context_noise` that writes the
+KV cache (so steps + 1 forwards), then the block's latents are decoded to video frames. A
+prompt switch resets the cross-attention cache and re-runs the last min(window, frames so far)
+clean latent frames with the new prompt ("recache"), as LongLive's
+`SwitchCausalInferencePipeline._recache_after_switch` does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from lltrace.errors import LltraceError
+from lltrace.pipeline.config import ModelConfig, load_model_config
+from lltrace.pipeline.observer import NULL_OBSERVER, PipelineObserver
+from lltrace.pipeline.presets import Preset
+from lltrace.pipeline.scheduler import FlowMatchScheduler
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass
+class BlockOutput:
+    index: int
+    num_frames: int          # video frames this block produced (0 with decoder "none")
+    prompt_index: int
+    after_switch: bool       # first block after a prompt switch
+    latents: torch.Tensor    # [B, C, F, h, w] clean latents
+    video: torch.Tensor | None  # [B, 3, T, H, W] in [-1, 1]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LltraceError("--device cuda was asked for, but no CUDA device is available")
+    return dev
+
+
+class StreamingPipeline:
+    """Architecture-faithful LongLive inference; see the module docstring."""
+
+    def __init__(self, preset: Preset, *, device=None, model: str | None = None, weights: str | None = None,
+                 lora: str | None = None, lora_alpha: float | None = None, vae_weights: str | None = None,
+                 tokenizer: str | None = None, batch: int = 1, seed: int = 0,
+                 observer: PipelineObserver = NULL_OBSERVER):
+        from lltrace.pipeline import optimize
+        from lltrace.pipeline.attention import resolve_backend
+        from lltrace.pipeline.kv_cache import CrossAttnCache, make_kv_cache
+        from lltrace.pipeline.model import CausalWanModel
+        from lltrace.pipeline.text_encoder import TextEncoder
+        from lltrace.pipeline.vae import build_decoder
+        from lltrace.pipeline.weights import init_random_weights, load_generator_weights
+
+        self.preset = preset
+        self.device = resolve_device(device)
+        self.model_config: ModelConfig = load_model_config(model or preset.model)
+        # Half precision on a CPU is slow and numerically different; CPU runs are for logic, not speed.
+        self.dtype = DTYPES[preset.dtype] if self.device.type == "cuda" else torch.float32
+        self.batch = batch
+        self.seed = seed
+        self.observer = observer
+        self.scheduler = FlowMatchScheduler()
+        self.timesteps = self.scheduler.warp(preset.denoising_steps)
+        cfg = self.model_config
+
+        self.attention_backend = resolve_backend(preset.attention, self.device)
+        torch.manual_seed(seed)
+        with torch.device("meta"):
+            generator = CausalWanModel(cfg, attention_backend=self.attention_backend)
+        generator = generator.to_empty(device=self.device)
+        init_random_weights(generator, seed)
+        self.weights_report = None
+        if weights:
+            self.weights_report = load_generator_weights(generator, weights, lora_path=lora, lora_alpha=lora_alpha)
+        elif lora:
+            raise LltraceError("--lora needs --weights (a LoRA merges into a base checkpoint)")
+        self.generator = generator.to(self.dtype).eval().requires_grad_(False)
+
+        self.text_encoder = TextEncoder(cfg, dtype=self.dtype, device=self.device, tokenizer_path=tokenizer,
+                                        seed=seed)
+        self.decoder = None
+        if preset.decoder != "none":
+            self.decoder = build_decoder(preset.decoder, cfg, self.dtype, self.device)
+            if vae_weights:
+                from lltrace.pipeline.vae import load_vae_weights
+                load_vae_weights(self.decoder, vae_weights)
+
+        self.kv_cache = make_kv_cache(preset.kv_cache, cfg, batch, preset.local_attn_size, preset.sink_size,
+                                      self.dtype, self.device)
+        self.crossattn_cache = CrossAttnCache(cfg, batch, self.dtype, self.device)
+        self.optimizations = optimize.apply(self)  # fp8, regional compile, CUDA graphs (per preset)
+
+        self._noise_gen = torch.Generator(device=self.device)
+        self._context: torch.Tensor | None = None
+        self._history: list[torch.Tensor] = []  # clean latent frames kept for the recache, newest last
+        self.block_index = 0
+        self.prompt_index = -1
+        self._after_switch = False
+
+    # -- describe ---------------------------------------------------------------------------
+    def describe(self) -> dict:
+        """What meta.json and reports need to know about this pipeline."""
+        dev = {"type": self.device.type, "torch": torch.__version__}
+        if self.device.type == "cuda":
+            props = torch.cuda.get_device_properties(self.device)
+            dev.update(name=props.name, capability=f"{props.major}.{props.minor}",
+                       memory_bytes=props.total_memory, cuda=torch.version.cuda,
+                       cudnn=torch.backends.cudnn.version())
+        else:
+            import platform
+            dev.update(name=platform.processor() or platform.machine())
+        return {"preset": self.preset.name, "knobs": self.preset.to_dict(), "model": self.model_config.to_dict(),
+                "device": dev, "dtype": str(self.dtype).removeprefix("torch."),
+                "attention_backend": self.attention_backend, "timesteps": self.timesteps,
+                "optimizations": self.optimizations, "batch": self.batch, "seed": self.seed,
+                "weights": "random" if self.weights_report is None else str(self.weights_report)}
+
+    # -- the stream ---------------------------------------------------------------------------
+    @property
+    def frames_per_block(self) -> int:
+        return self.preset.frames_per_block
+
+    def _latent_shape(self, frames: int) -> tuple[int, ...]:
+        c = self.model_config
+        return (self.batch, c.in_dim, frames, c.latent_height, c.latent_width)
+
+    def _timestep(self, t: float, frames: int) -> torch.Tensor:
+        return torch.full((self.batch, frames), t, device=self.device, dtype=torch.float32)
+
+    def forward(self, x: torch.Tensor, t: float, start_frame: int) -> torch.Tensor:
+        """One generator forward over latent frames x starting at `start_frame` in the stream."""
+        return self.generator(x, self._timestep(t, x.shape[2]), self._context, self.kv_cache,
+                              self.crossattn_cache, start_frame * self.model_config.frame_seqlen)
+
+    @torch.no_grad()
+    def encode(self, prompt: str) -> torch.Tensor:
+        with self.observer.region("ll/text_encode"):
+            return self.text_encoder.encode([prompt] * self.batch).to(self.dtype)
+
+    @torch.no_grad()
+    def start(self, prompt: str) -> None:
+        """Begin a new video: reset caches, encode the prompt."""
+        self.observer.run_started()
+        self.kv_cache.reset()
+        self.crossattn_cache.reset()
+        if self.decoder is not None:
+            self.decoder.reset()
+        self._noise_gen.manual_seed(self.seed)
+        self._history.clear()
+        self.block_index = 0
+        self.prompt_index = 0
+        self._after_switch = False
+        self._context = self.encode(prompt)
+        self.observer.text_encoded(0)
+
+    @torch.no_grad()
+    def generate_block(self) -> BlockOutput:
+        if self._context is None:
+            raise RuntimeError("call start(prompt) before generate_block()")
+        i, F, obs = self.block_index, self.frames_per_block, self.observer
+        start_frame = i * F
+        with obs.region(f"ll/block[{i}]"):
+            with obs.region("ll/noise"):
+                noise = torch.randn(self._latent_shape(F), generator=self._noise_gen, device=self.device,
+                                    dtype=self.dtype)
+            x = noise
+            for j, t in enumerate(self.timesteps):
+                with obs.region(f"ll/step[{j}]"):
+                    flow = self.forward(x, t, start_frame)
+                    x0 = self.scheduler.to_x0(x, flow, t)
+                    if j + 1 < len(self.timesteps):
+                        renoise = torch.randn(x0.shape, generator=self._noise_gen, device=self.device,
+                                              dtype=self.dtype)
+                        x = self.scheduler.add_noise(x0, renoise, self.timesteps[j + 1])
+            with obs.region("ll/context"):
+                # The clean forward at context_noise writes this block's K/V into the cache.
+                self.forward(x0, float(self.preset.context_noise), start_frame)
+            video = None
+            if self.decoder is not None:
+                with obs.region("ll/decode"):
+                    video = self.decoder.decode_block(x0)
+        self._remember(x0)
+        num_frames = 0 if video is None else video.shape[2]
+        out = BlockOutput(i, num_frames, self.prompt_index, self._after_switch, x0, video)
+        obs.block_done(i, num_frames, self.prompt_index, self._after_switch)
+        self.block_index += 1
+        self._after_switch = False
+        return out
+
+    def _remember(self, x0: torch.Tensor) -> None:
+        self._history.append(x0)
+        # Keep just enough clean frames for a recache of the whole window.
+        while sum(h.shape[2] for h in self._history) - self._history[0].shape[2] >= self.preset.local_attn_size:
+            self._history.pop(0)
+
+    @torch.no_grad()
+    def switch_prompt(self, prompt: str) -> None:
+        """Switch prompts mid-stream: new text embeddings, cross-attn reset, KV recache."""
+        if self._context is None:
+            raise RuntimeError("call start(prompt) before switch_prompt()")
+        self.prompt_index += 1
+        self.observer.switch_requested(self.prompt_index, prompt)
+        self._context = self.encode(prompt)
+        self.observer.text_encoded(self.prompt_index)
+        with self.observer.region("ll/recache"):
+            self.crossattn_cache.reset()
+            frames_so_far = self.block_index * self.frames_per_block
+            n = min(self.preset.local_attn_size, frames_so_far)
+            if n:
+                clean = torch.cat(self._history, dim=2)[:, :, -n:]
+                self.forward(clean, float(self.preset.context_noise), frames_so_far - n)
+            # LongLive resets the cross-attention cache again after the recache forward.
+            self.crossattn_cache.reset()
+        self._after_switch = True
+
+    def stream(self, prompt: str, num_blocks: int, switches: dict[int, str] | None = None) -> Iterator[BlockOutput]:
+        """Generate `num_blocks` blocks; `switches` maps a block index to the prompt it starts with."""
+        switches = switches or {}
+        self.start(prompt)
+        try:
+            for b in range(num_blocks):
+                if b in switches and b > 0:
+                    self.switch_prompt(switches[b])
+                yield self.generate_block()
+        finally:
+            self.observer.run_finished()
+
+
+def frames_per_block(preset: Preset, first: bool) -> int:
+    """Video frames a block of latent frames decodes to (Wan VAE: 1 + 4(n-1) first, then 4n)."""
+    n = preset.frames_per_block
+    if preset.decoder == "none":
+        return 0
+    return 1 + 4 * (n - 1) if first else 4 * n
