@@ -65,7 +65,7 @@ def available_models() -> list[str]:
 def load_model_config(name_or_path: str) -> ModelConfig:
     """Load `configs/models/<name>.yaml` (or a YAML path); unknown keys are an error."""
     path = Path(name_or_path)
-    if not path.suffix:
+    if path.suffix not in (".yaml", ".yml"):  # a name like "wan-1.3b" has a dot but no YAML suffix
         path = configs_dir() / "models" / f"{name_or_path}.yaml"
     if not path.is_file():
         raise LltraceError(f"unknown model config {name_or_path!r}",

@@ -80,6 +80,7 @@ class StreamingPipeline:
         elif lora:
             raise LltraceError("--lora needs --weights (a LoRA merges into a base checkpoint)")
         self.generator = generator.to(self.dtype).eval().requires_grad_(False)
+        self.generator.observer = observer
 
         self.text_encoder = TextEncoder(cfg, dtype=self.dtype, device=self.device, tokenizer_path=tokenizer,
                                         seed=seed)
@@ -90,6 +91,7 @@ class StreamingPipeline:
                 from lltrace.pipeline.vae import load_vae_weights
                 load_vae_weights(self.decoder, vae_weights)
 
+        self.graphed_forward = None  # set by optimize.apply when the preset asks for CUDA graphs
         self.kv_cache = make_kv_cache(preset.kv_cache, cfg, batch, preset.local_attn_size, preset.sink_size,
                                       self.dtype, self.device)
         self.crossattn_cache = CrossAttnCache(cfg, batch, self.dtype, self.device)
@@ -132,10 +134,24 @@ class StreamingPipeline:
     def _timestep(self, t: float, frames: int) -> torch.Tensor:
         return torch.full((self.batch, frames), t, device=self.device, dtype=torch.float32)
 
+    @property
+    def observer(self) -> PipelineObserver:
+        return self._observer
+
+    @observer.setter
+    def observer(self, obs: PipelineObserver) -> None:
+        # The model emits the layer / op regions itself (docs/FORMATS.md §1).
+        self._observer = obs
+        if hasattr(self, "generator"):
+            self.generator.observer = obs
+
     def forward(self, x: torch.Tensor, t: float, start_frame: int) -> torch.Tensor:
         """One generator forward over latent frames x starting at `start_frame` in the stream."""
-        return self.generator(x, self._timestep(t, x.shape[2]), self._context, self.kv_cache,
-                              self.crossattn_cache, start_frame * self.model_config.frame_seqlen)
+        tt = self._timestep(t, x.shape[2])
+        if self.graphed_forward is not None:
+            return self.graphed_forward(x, tt, start_frame)
+        return self.generator(x, tt, self._context, self.kv_cache, self.crossattn_cache,
+                              start_frame * self.model_config.frame_seqlen)
 
     @torch.no_grad()
     def encode(self, prompt: str) -> torch.Tensor:

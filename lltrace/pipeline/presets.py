@@ -48,8 +48,13 @@ class Preset:
 KNOBS = [f.name for f in dataclasses.fields(Preset) if f.name != "name"]
 
 
+# The documented progression first; any user-added preset after them.
+ORDER = ("baseline", "balanced", "turbo", "turbo-fp8", "ultra")
+
+
 def available_presets() -> list[str]:
-    return sorted(p.stem for p in configs_dir().glob("*.yaml"))
+    names = {p.stem for p in configs_dir().glob("*.yaml")}
+    return [n for n in ORDER if n in names] + sorted(names - set(ORDER))
 
 
 def _validate(p: Preset, where: str) -> None:
@@ -114,7 +119,7 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, str]:
 def load_preset(name_or_path: str, overrides: dict[str, Any] | None = None) -> Preset:
     """Load `configs/<name>.yaml` or a YAML path, apply overrides, validate every knob."""
     path = Path(name_or_path)
-    if not path.suffix:
+    if path.suffix not in (".yaml", ".yml"):  # a preset name may contain dots
         path = configs_dir() / f"{name_or_path}.yaml"
     if not path.is_file():
         raise LltraceError(f"unknown preset {name_or_path!r}",

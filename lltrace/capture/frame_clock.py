@@ -1,0 +1,266 @@
+"""Frame clock: when each video frame became available, without adding a sync to the hot path.
+
+On CUDA a `torch.cuda.Event` is recorded at each boundary (run start, end of text encode /
+recache, switch request, end of a block's decode) and a background thread polls
+`event.query()`; once an event has completed its time is read with `elapsed_time` against the
+run-start event. On CPU the same boundaries are host `perf_counter_ns` stamps (`clock: "host"`):
+CPU work is synchronous, so the host time is when the work finished.
+
+Definitions (docs/FORMATS.md §2, frames.jsonl): a block's time runs from the previous boundary
+(end of the previous block, or of the text encode / recache before it) to the end of its
+decode; each of its frames gets `block_ms / frames_in_block`. First-frame latency runs from
+run start to the end of block 0, prompt-switch latency from the switch request to the end of
+the first block after it.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    frame: int
+    block: int
+    prompt: int
+    kind: str            # "first" | "steady" | "switch"
+    ready_s: float
+    latency_ms: float
+    block_ms: float
+    frames_in_block: int
+    clock: str           # "cuda" | "host"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("ready_s", "latency_ms", "block_ms"):
+            d[k] = round(d[k], 6)
+        return d
+
+
+@dataclass(frozen=True)
+class SwitchRecord:
+    prompt: int
+    requested_s: float
+    latency_ms: float    # switch request -> end of the first block after it
+    block: int
+
+
+@dataclass(frozen=True)
+class ClockStats:
+    """A snapshot for live views and summary.json; ms-per-frame numbers are over steady frames
+    (all frames until the first steady one arrives; `steady_frames` says which)."""
+
+    clock: str
+    frames: int = 0
+    blocks: int = 0
+    steady_frames: int = 0
+    mean_ms: float | None = None
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    fps: float | None = None
+    first_frame_ms: float | None = None
+    switch_ms: list[float] = field(default_factory=list)
+    block_ms: dict[str, float | None] = field(default_factory=dict)  # mean/p50/p95/p99 of steady blocks
+    last_ready_s: float | None = None
+
+
+def _dist(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"mean": None, "p50": None, "p95": None, "p99": None}
+    a = np.asarray(values, dtype=np.float64)
+    p50, p95, p99 = np.percentile(a, [50, 95, 99])
+    return {"mean": float(a.mean()), "p50": float(p50), "p95": float(p95), "p99": float(p99)}
+
+
+@dataclass
+class _Mark:
+    what: str                 # "start" | "boundary" | "switch" | "block"
+    stamp: Any                # torch.cuda.Event or perf_counter_ns
+    args: tuple = ()
+
+
+class FrameClock:
+    """Feed it the pipeline's boundaries; it emits FrameRecords to listeners as frames become ready.
+
+    `device`: the pipeline's device; CUDA events are used iff it is a CUDA device.
+    Listeners are called from the clock's thread on CUDA and from the caller on CPU.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", *,
+                 on_frame: list[Callable[[FrameRecord], None]] | None = None,
+                 on_switch: list[Callable[[SwitchRecord], None]] | None = None,
+                 poll_interval_s: float = 0.001):
+        device = torch.device(device)
+        self.cuda = device.type == "cuda" and torch.cuda.is_available()
+        self.clock = "cuda" if self.cuda else "host"
+        self.device = device
+        self.on_frame = list(on_frame or [])
+        self.on_switch = list(on_switch or [])
+        self._poll = poll_interval_s
+        self._lock = threading.Lock()
+        # Resolved state (guarded by _lock).
+        self._origin_ms: float | None = None   # host clock: origin in ms; cuda: 0 at the start event
+        self._boundary_ms = 0.0
+        self._pending_switch: tuple[int, float] | None = None
+        self._frames = 0
+        self._frame_ms: list[tuple[str, float]] = []       # (kind, latency_ms) per frame
+        self._block_ms: list[tuple[str, float, int]] = []  # (kind, block_ms, frames) per block
+        self._first_frame_ms: float | None = None
+        self._switches: list[SwitchRecord] = []
+        self._last_ready_s: float | None = None
+        self.errors: list[str] = []
+        # CUDA: marks wait in order for the poller thread.
+        self._queue: collections.deque[_Mark] = collections.deque()
+        self._cv = threading.Condition()
+        self._closing = False
+        self._origin_event = None
+        self._thread: threading.Thread | None = None
+        if self.cuda:
+            self._thread = threading.Thread(target=self._poll_loop, name="lltrace-frame-clock", daemon=True)
+            self._thread.start()
+
+    # -- boundaries, called on the hot path -----------------------------------------------------
+    def run_started(self) -> None:
+        self._mark("start")
+
+    def boundary(self) -> None:
+        """End of a text encode or recache: the next block's time starts here."""
+        self._mark("boundary")
+
+    def switch_requested(self, prompt_index: int) -> None:
+        self._mark("switch", prompt_index)
+
+    def block_done(self, block_index: int, num_frames: int, prompt_index: int, after_switch: bool) -> None:
+        self._mark("block", block_index, num_frames, prompt_index, after_switch)
+
+    def _mark(self, what: str, *args) -> None:
+        if not self.cuda:
+            self._resolve(_Mark(what, None, args), time.perf_counter_ns() / 1e6)
+            return
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()  # on the current stream: completes when the device gets here; no sync
+        with self._cv:
+            self._queue.append(_Mark(what, event, args))
+            self._cv.notify_all()
+
+    # -- resolution -----------------------------------------------------------------------------
+    def _poll_loop(self) -> None:
+        try:
+            if self.device.index is not None:
+                torch.cuda.set_device(self.device.index)
+        except Exception as exc:  # keep polling on the default device
+            self.errors.append(f"set_device: {exc}")
+        while True:
+            with self._cv:
+                while not self._queue and not self._closing:
+                    self._cv.wait()
+                if not self._queue:
+                    return
+                mark = self._queue[0]
+            try:
+                if not mark.stamp.query():
+                    time.sleep(self._poll)
+                    continue
+                if self._origin_event is None:
+                    self._origin_event = mark.stamp
+                ms = self._origin_event.elapsed_time(mark.stamp)
+                self._resolve(mark, ms)
+            except Exception as exc:  # a failed device must not hang flush(): drop the mark
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            with self._cv:
+                self._queue.popleft()
+                self._cv.notify_all()
+
+    def _resolve(self, mark: _Mark, t_ms: float) -> None:
+        frames_out: list[FrameRecord] = []
+        switch_out: SwitchRecord | None = None
+        with self._lock:
+            if self._origin_ms is None:
+                self._origin_ms = t_ms  # the first mark is the origin (run start)
+                self._boundary_ms = 0.0
+            t = t_ms - self._origin_ms
+            if mark.what == "boundary":
+                self._boundary_ms = t
+            elif mark.what == "switch":
+                if self._pending_switch is None:
+                    self._pending_switch = (mark.args[0], t)
+            elif mark.what == "block":
+                block, n, prompt, after_switch = mark.args
+                block_ms = t - self._boundary_ms
+                self._boundary_ms = t
+                kind = "first" if block == 0 else ("switch" if after_switch else "steady")
+                if self._first_frame_ms is None:
+                    self._first_frame_ms = t
+                if after_switch and self._pending_switch is not None:
+                    p, req = self._pending_switch
+                    self._pending_switch = None
+                    switch_out = SwitchRecord(prompt=p, requested_s=req / 1e3, latency_ms=t - req, block=block)
+                    self._switches.append(switch_out)
+                per_frame = block_ms / n if n else 0.0
+                self._block_ms.append((kind, block_ms, n))
+                for _ in range(n):
+                    frames_out.append(FrameRecord(self._frames, block, prompt, kind, t / 1e3, per_frame,
+                                                  block_ms, n, self.clock))
+                    self._frame_ms.append((kind, per_frame))
+                    self._frames += 1
+                self._last_ready_s = t / 1e3
+        for rec in frames_out:
+            for fn in self.on_frame:
+                fn(rec)
+        if switch_out is not None:
+            for fn in self.on_switch:
+                fn(switch_out)
+
+    # -- reading --------------------------------------------------------------------------------
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every recorded mark is resolved (on CUDA: the device has reached it)."""
+        if not self.cuda:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            while self._queue and self._thread is not None and self._thread.is_alive():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cv.wait(0.05 if left is None else min(left, 0.05))
+            return not self._queue
+
+    def close(self, timeout: float | None = 30.0) -> bool:
+        """Resolve what is pending (bounded by `timeout`) and stop the poller thread."""
+        done = self.flush(timeout)
+        with self._cv:
+            self._closing = True
+            if not done:
+                self._queue.clear()
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        return done
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def stats(self) -> ClockStats:
+        """Thread-safe snapshot of everything resolved so far."""
+        with self._lock:
+            steady = [ms for kind, ms in self._frame_ms if kind == "steady"]
+            per_frame = steady or [ms for _, ms in self._frame_ms]
+            steady_blocks = [(ms, n) for kind, ms, n in self._block_ms if kind == "steady"]
+            blocks = steady_blocks or [(ms, n) for _, ms, n in self._block_ms]
+            total_ms = sum(ms for ms, _ in blocks)
+            total_frames = sum(n for _, n in blocks)
+            d = _dist(per_frame)
+            return ClockStats(
+                clock=self.clock, frames=self._frames, blocks=len(self._block_ms),
+                steady_frames=len(steady), mean_ms=d["mean"], p50_ms=d["p50"], p95_ms=d["p95"],
+                p99_ms=d["p99"], fps=(1e3 * total_frames / total_ms) if total_ms > 0 else None,
+                first_frame_ms=self._first_frame_ms, switch_ms=[s.latency_ms for s in self._switches],
+                block_ms=_dist([ms for ms, _ in blocks]), last_ready_s=self._last_ready_s)

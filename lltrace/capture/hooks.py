@@ -1,0 +1,266 @@
+"""Put layer- and op-level regions on any nn.Module by module-name pattern (forward hooks).
+
+The same instrumentation works on lltrace's own CausalWanModel and on someone else's LongLive
+model object: patterns match the *end* of a module's qualified name, so `blocks.{k}` matches
+`blocks.3` and `model.blocks.3` alike.
+
+Pattern syntax (one pattern = dot-separated segments, matched against the last segments of
+the name): `{k}` an integer index, captured for the region template; `*` any one segment;
+`a|b|c` any of these names; anything else literally.
+
+torch.compile: a hook on a module *inside* a compiled module would be traced by dynamo; the
+hooks turn themselves off while compiling, and instrument_module does not install op-level
+hooks inside compiled modules at all (inductor fuses across their boundaries, so the region
+would not mean what it says). A compiled module itself still gets its region: hooks on an
+`OptimizedModule` wrapper run eagerly, and for `Module.compile()` (in place) the compiled
+call is wrapped.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from lltrace.capture.regions import Region, check_level, enabled_at
+from lltrace.errors import LltraceError
+
+DEFAULT_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("blocks.{k}", "ll/layer[{k}]"),
+    ("blocks.*.self_attn", "ll/self_attn"),
+    ("blocks.*.cross_attn", "ll/cross_attn"),
+    ("blocks.*.ffn", "ll/ffn"),
+    ("blocks.*.norm1|norm2|norm3", "ll/norm"),
+    ("patch_embedding|text_embedding|time_embedding|time_projection", "ll/embed"),
+    ("head", "ll/head"),
+)
+"""(module-name pattern, region name template) in Wan2.1 / LongLive module names."""
+
+_COMPILED_WRAPPER = "_orig_mod"  # torch.compile(module) keeps the original under this name
+
+
+@dataclass
+class InstrumentHandle:
+    """What was instrumented; `remove()` takes every hook and wrapper off again."""
+
+    installed: list[tuple[str, str]] = field(default_factory=list)  # (module name, region)
+    skipped: list[tuple[str, str]] = field(default_factory=list)    # (module name, why)
+    _removers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def add(self, other: "InstrumentHandle") -> "InstrumentHandle":
+        self.installed += other.installed
+        self.skipped += other.skipped
+        self._removers += other._removers
+        other._removers = []
+        return self
+
+    def remove(self) -> None:
+        while self._removers:
+            self._removers.pop()()
+
+    def __enter__(self) -> "InstrumentHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def _match_segment(pattern: str, segment: str, captures: dict[str, str]) -> bool:
+    if pattern == "*":
+        return True
+    if pattern.startswith("{") and pattern.endswith("}"):
+        if not segment.isdigit():
+            return False
+        captures[pattern[1:-1]] = segment
+        return True
+    return segment in pattern.split("|")
+
+
+def match_name(pattern: str, qualname: str) -> dict[str, str] | None:
+    """Captures if `pattern` matches the end of `qualname` (see module doc), else None."""
+    pat = pattern.split(".")
+    segs = [s for s in qualname.split(".") if s] if qualname else []
+    if len(segs) < len(pat):
+        return None
+    captures: dict[str, str] = {}
+    for p, s in zip(pat, segs[len(segs) - len(pat):]):
+        if not _match_segment(p, s, captures):
+            return None
+    return captures
+
+
+def _first_match(patterns: Sequence[tuple[str, str]], qualname: str) -> str | None:
+    """The region name of the first pattern matching `qualname`, or None."""
+    for path, template in patterns:
+        caps = match_name(path, qualname)
+        if caps is not None:
+            return template.format(**caps)
+    return None
+
+
+def _below(norm: str, root: str) -> bool:
+    return norm.startswith(root + ".") if root else norm != ""
+
+
+def _normalize(qualname: str) -> str:
+    return ".".join(s for s in qualname.split(".") if s != _COMPILED_WRAPPER)
+
+
+def _is_wrapper(module: nn.Module) -> bool:
+    return type(module).__name__ == "OptimizedModule" and hasattr(module, _COMPILED_WRAPPER)
+
+
+def _compiled_in_place(module: nn.Module) -> bool:
+    return getattr(module, "_compiled_call_impl", None) is not None
+
+
+def _validate_patterns(patterns: Sequence[tuple[str, str]]) -> None:
+    for item in patterns:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item)):
+            raise LltraceError(f"bad region pattern {item!r}", "use (module-name pattern, region name)")
+        path, name = item
+        keys = [s[1:-1] for s in path.split(".") if s.startswith("{") and s.endswith("}")]
+        try:
+            name.format(**{k: 0 for k in keys})
+        except (KeyError, IndexError, ValueError):
+            raise LltraceError(f"region {name!r} uses a placeholder that pattern {path!r} does not capture") from None
+
+
+def _hooks(name: str):
+    """Pre/post forward hooks opening and closing region `name`; a per-thread stack pairs them."""
+    local = threading.local()
+
+    def pre(module, args):
+        if torch.compiler.is_compiling():
+            return None
+        stack = getattr(local, "stack", None)
+        if stack is None:
+            stack = local.stack = []
+        stack.append(Region(name).__enter__())
+        return None
+
+    def post(module, args, output):
+        if torch.compiler.is_compiling():
+            return None
+        stack = getattr(local, "stack", None)
+        if stack:
+            stack.pop().__exit__(None, None, None)
+        return None
+
+    return pre, post
+
+
+def _install(module: nn.Module, qualname: str, name: str, handle: InstrumentHandle) -> None:
+    if _compiled_in_place(module):
+        # Module.compile() compiles _call_impl, hooks included: wrap the compiled call instead.
+        compiled = module._compiled_call_impl
+
+        @functools.wraps(compiled)
+        def call(*args, **kwargs):
+            with Region(name):
+                return compiled(*args, **kwargs)
+
+        module._compiled_call_impl = call
+
+        def restore(module=module, compiled=compiled, call=call):
+            if module._compiled_call_impl is call:
+                module._compiled_call_impl = compiled
+
+        handle._removers.append(restore)
+    else:
+        pre, post = _hooks(name)
+        h1 = module.register_forward_pre_hook(pre)
+        h2 = module.register_forward_hook(post, always_call=True)  # closes the range on exceptions too
+        handle._removers += [h1.remove, h2.remove]
+    handle.installed.append((qualname, name))
+
+
+def instrument_module(model: nn.Module, level: str = "op",
+                      patterns: Sequence[tuple[str, str]] = DEFAULT_PATTERNS) -> InstrumentHandle:
+    """Install region hooks on the submodules of `model` whose names match `patterns`.
+
+    Only regions enabled at `level` ("off" | "block" | "layer" | "op") are installed; the first
+    matching pattern wins; a module whose ancestor already has the same region is skipped
+    (e.g. Wan's `head.head` inside `head`). Returns a handle listing what was installed and
+    skipped; `handle.remove()` undoes it.
+    """
+    check_level(level)
+    _validate_patterns(patterns)
+    handle = InstrumentHandle()
+    if level == "off":
+        return handle
+    compiled_roots: list[str] = []   # normalized names of compiled modules
+    regions_at: dict[str, str] = {}  # normalized name -> region installed there
+    for qualname, module in model.named_modules():
+        if qualname.split(".")[-1] == _COMPILED_WRAPPER:
+            continue  # the same module as its OptimizedModule wrapper, which gets the hooks
+        norm = _normalize(qualname)
+        match = _first_match(patterns, norm)
+        if any(_below(norm, root) for root in compiled_roots):
+            if match is not None and enabled_at(match, level):
+                handle.skipped.append((qualname, "inside a torch.compile'd module: inductor fuses "
+                                                 "across its boundaries, so no region is put here"))
+            continue
+        if _is_wrapper(module) or _compiled_in_place(module):
+            compiled_roots.append(norm)
+        if match is None or not enabled_at(match, level):
+            continue
+        segs = norm.split(".")
+        if match in (regions_at.get(".".join(segs[:i])) for i in range(len(segs))):
+            continue  # an ancestor already opens this region (Wan's head.head inside head)
+        _install(module, qualname, match, handle)
+        regions_at[norm] = match
+    return handle
+
+
+def wrap_method(obj: object, attr: str, name: str, level: str = "op") -> InstrumentHandle:
+    """Wrap `obj.attr` (a method of an object or of a class) in region `name`.
+
+    For cache writes that are not modules, e.g. `wrap_method(kv_cache, "update", "ll/kv_update")`.
+    """
+    check_level(level)
+    handle = InstrumentHandle()
+    if not enabled_at(name, level):
+        return handle
+    original = getattr(obj, attr, None)
+    if not callable(original):
+        raise LltraceError(f"cannot instrument {type(obj).__name__}.{attr}: not a method")
+    own = vars(obj) if hasattr(obj, "__dict__") else {}
+    had_own, previous = attr in own, own.get(attr)
+    target = original
+    if isinstance(obj, type):
+        # On a class, wrap the plain function so that `self` is passed through.
+        target = obj.__dict__.get(attr, original)
+        if isinstance(target, (staticmethod, classmethod)):
+            raise LltraceError(f"cannot instrument {obj.__name__}.{attr}: static/class methods are not supported")
+
+    @functools.wraps(target)
+    def wrapper(*args, **kwargs):
+        if torch.compiler.is_compiling():
+            return target(*args, **kwargs)
+        with Region(name):
+            return target(*args, **kwargs)
+
+    setattr(obj, attr, wrapper)
+
+    def restore():
+        if had_own:
+            setattr(obj, attr, previous)
+        else:
+            delattr(obj, attr)
+
+    handle._removers.append(restore)
+    owner = obj.__name__ if isinstance(obj, type) else type(obj).__name__
+    handle.installed.append((f"{owner}.{attr}", name))
+    return handle
+
+
+def instrument_all(objs: Iterable[object], attr: str, name: str, level: str = "op") -> InstrumentHandle:
+    """wrap_method on each object (e.g. one KV cache per layer)."""
+    handle = InstrumentHandle()
+    for obj in objs:
+        handle.add(wrap_method(obj, attr, name, level))
+    return handle

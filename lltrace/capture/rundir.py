@@ -1,0 +1,184 @@
+"""The run directory `traces/<run-id>/` (docs/FORMATS.md §2) and its writer.
+
+Every whole file (meta.json, summary.json) is written to a temp file in the same directory and
+moved into place with os.replace; frames.jsonl / events.jsonl get one complete line per write,
+flushed, so a killed run leaves every finished line readable.
+"""
+from __future__ import annotations
+
+import json
+import os
+import math
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from lltrace.capture.events import RunEvent, TimeBase
+from lltrace.capture.frame_clock import ClockStats, FrameRecord
+from lltrace.errors import LltraceError
+from lltrace.paths import traces_dir
+
+STATUSES = ("running", "completed", "interrupted", "error")
+
+
+def _json_default(obj: Any) -> Any:
+    for attr in ("tolist", "item"):  # numpy / torch scalars and arrays
+        if hasattr(obj, attr):
+            return getattr(obj, attr)()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def _finite(obj: Any) -> Any:
+    """NaN/inf are not JSON: write them as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, indent: int | None = None) -> str:
+    return json.dumps(_finite(obj), default=_json_default, indent=indent, allow_nan=False)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write `obj` as JSON to `path` via a temp file in the same directory and os.replace."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(dumps(obj, indent=2))
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def new_run_id(preset: str, when: datetime | None = None) -> str:
+    """`YYYYmmdd-HHMMSS-<preset>`."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in preset) or "run"
+    return f"{(when or datetime.now()).strftime('%Y%m%d-%H%M%S')}-{safe}"
+
+
+class RunDirectory:
+    """Creates and fills one run directory. Thread-safe appends (the frame clock writes from
+    its own thread on CUDA)."""
+
+    def __init__(self, path: Path | str, run_id: str | None = None):
+        self.path = Path(path)
+        self.run_id = run_id or self.path.name
+        self.meta: dict[str, Any] = {}
+        self.time_base: TimeBase | None = None
+        self._lock = threading.Lock()
+        self._files: dict[str, Any] = {}
+        self.frames_written = 0
+        self.events_written = 0
+
+    @classmethod
+    def create(cls, preset: str, root: Path | str | None = None, run_id: str | None = None) -> "RunDirectory":
+        """Make `root/<run-id>/` (root: lltrace.paths.traces_dir()); a clash gets a `-2` suffix."""
+        root = Path(root) if root is not None else traces_dir()
+        base = run_id or new_run_id(preset)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LltraceError(f"cannot create the traces directory {root}: {exc.strerror}") from None
+        for n in range(1, 1000):
+            rid = base if n == 1 else f"{base}-{n}"
+            try:
+                (root / rid).mkdir()
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise LltraceError(f"cannot create run directory {root / rid}: {exc.strerror}") from None
+            return cls(root / rid, rid)
+        raise LltraceError(f"cannot find a free run directory name for {base} in {root}")
+
+    # -- whole files ----------------------------------------------------------------------------
+    def write_meta(self, **updates: Any) -> dict[str, Any]:
+        with self._lock:
+            self.meta.update(updates)
+            self.meta.setdefault("run_id", self.run_id)
+            write_json_atomic(self.path / "meta.json", self.meta)
+            return dict(self.meta)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_json_atomic(self.path / "summary.json", summary)
+
+    # -- line files -----------------------------------------------------------------------------
+    def _append(self, name: str, obj: dict[str, Any]) -> None:
+        line = dumps(obj) + "\n"
+        with self._lock:
+            f = self._files.get(name)
+            if f is None:
+                f = self._files[name] = open(self.path / name, "a", encoding="utf-8")
+            f.write(line)  # one write per line: a reader never sees half of a flushed line
+            f.flush()
+
+    def append_frame(self, rec: FrameRecord) -> None:
+        self._append("frames.jsonl", rec.to_json())
+        self.frames_written += 1
+
+    def append_event(self, event: RunEvent) -> None:
+        base = self.time_base or TimeBase.now()
+        self._append("events.jsonl", event.to_json(base))
+        self.events_written += 1
+
+    def touch_lines(self) -> None:
+        """Create frames.jsonl and events.jsonl now, so even a run with none has them."""
+        with self._lock:
+            for name in ("frames.jsonl", "events.jsonl"):
+                if name not in self._files:
+                    self._files[name] = open(self.path / name, "a", encoding="utf-8")
+
+    # -- end --------------------------------------------------------------------------------------
+    def finalize(self, status: str, reason: str, message: str = "",
+                 summary: dict[str, Any] | None = None, **meta_updates: Any) -> None:
+        """Write summary.json (if given) and meta.json with `status` and `end`; close the files."""
+        if status not in STATUSES:
+            raise ValueError(f"bad status {status!r}")
+        if summary is not None:
+            self.write_summary(summary)
+        self.write_meta(status=status, end={"reason": reason, "message": message,
+                                             "time": datetime.now().astimezone().isoformat(timespec="milliseconds"),
+                                             "frames": self.frames_written, "events": self.events_written},
+                        **meta_updates)
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for f in self._files.values():
+                try:
+                    f.close()
+                except OSError:
+                    pass
+            self._files.clear()
+
+
+def summary_from_stats(stats: ClockStats, *, status: str, peak_mem_bytes: int | None,
+                       peak_host_rss_bytes: int | None = None) -> dict[str, Any]:
+    """summary.json (FORMATS.md §2) from the frame clock's final snapshot."""
+    return {
+        "frames": stats.frames,
+        "blocks": stats.blocks,
+        "ms_per_frame": {"mean": stats.mean_ms, "p50": stats.p50_ms, "p95": stats.p95_ms, "p99": stats.p99_ms},
+        "fps": stats.fps,
+        "first_frame_ms": stats.first_frame_ms,
+        "prompt_switch_ms": list(stats.switch_ms),
+        "ms_per_block": dict(stats.block_ms),
+        "peak_mem_bytes": peak_mem_bytes,
+        "peak_host_rss_bytes": peak_host_rss_bytes,
+        "partial": status != "completed",
+        "status": status,
+        "clock": stats.clock,
+        "steady_frames": stats.steady_frames,
+    }

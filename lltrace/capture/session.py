@@ -1,0 +1,353 @@
+"""Drive a streaming pipeline with every capture tool on, into one run directory.
+
+`run_session(pipeline, ...)` = observer + frame clock + recompile monitor + profiler window
+(+ py-spy) around `pipeline.start(prompt)`, `switch_prompt(...)` and `generate_block()` calls.
+Whatever happens (normal end, Ctrl-C / SIGTERM, an exception), the run directory is finalized:
+frames and events so far, summary.json, meta.json with the status and how the run ended, and
+the profiler window cut short if it was open.
+"""
+from __future__ import annotations
+
+import contextlib
+import resource
+import signal
+import sys
+import threading
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from lltrace.capture.events import RunEvent, TimeBase
+from lltrace.capture.frame_clock import ClockStats, FrameClock, FrameRecord, SwitchRecord
+from lltrace.capture.hooks import DEFAULT_PATTERNS, InstrumentHandle, instrument_module
+from lltrace.capture.meta import build_meta
+from lltrace.capture.observer import CaptureObserver
+from lltrace.capture.profiler import ProfilerWindow, parse_profile_blocks
+from lltrace.capture.pyspy import PySpyRecorder
+from lltrace.capture.recompiles import RecompileMonitor
+from lltrace.capture.regions import LEVELS, check_level
+from lltrace.capture.rundir import RunDirectory, summary_from_stats
+from lltrace.errors import LltraceError
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C so the run directory is finalized."""
+
+
+def video_frames_in_block(block_index: int, frames_per_block: int) -> int:
+    """Wan VAE: the first latent frame decodes to 1 video frame, each later one to 4."""
+    return 4 * frames_per_block - (3 if block_index == 0 else 0)
+
+
+def blocks_for_frames(frames: int, frames_per_block: int) -> int:
+    """How many blocks make at least `frames` video frames."""
+    if frames < 1:
+        raise LltraceError(f"--frames must be >= 1 (got {frames})")
+    n, made = 0, 0
+    while made < frames:
+        made += video_frames_in_block(n, frames_per_block)
+        n += 1
+    return n
+
+
+def switch_block(frame: int, frames_per_block: int) -> int:
+    """The block before which a switch asked for at video frame `frame` happens: the first block
+    whose frames start at or after `frame` (frames of a block come out together)."""
+    n, first = 0, 0
+    while first < frame:
+        first += video_frames_in_block(n, frames_per_block)
+        n += 1
+    return n
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str                       # completed | interrupted | error
+    reason: str
+    message: str
+    stats: ClockStats
+    summary: dict[str, Any]
+    traces: list[Path] = field(default_factory=list)
+    events: list[RunEvent] = field(default_factory=list)
+    instrumented: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _call(listener: Any, method: str, *args) -> None:
+    fn = getattr(listener, method, None)
+    if fn is not None:
+        fn(*args)
+
+
+class Session:
+    """One run. Attributes (clock, profiler, monitor, run_dir) are live for a TUI to read;
+    `request_stop()` and `profiler.request(n)` may be called from another thread.
+
+    Listeners are objects with any of: on_frame(FrameRecord), on_event(RunEvent),
+    on_switch(SwitchRecord), on_block(BlockOutput), on_end(RunResult).
+    """
+
+    def __init__(self, pipeline: Any, *, num_blocks: int, prompt: str,
+                 switches: dict[int, str] | None = None,
+                 run_dir: RunDirectory | Path | str | None = None,
+                 profile_blocks: str | Sequence[int] | None = None,
+                 regions_level: str = "op", py_spy: bool = False,
+                 listeners: Iterable[Any] = (), record_shapes: bool = False,
+                 patterns: Sequence[tuple[str, str]] = DEFAULT_PATTERNS,
+                 command: list[str] | None = None, handle_signals: bool = True):
+        if num_blocks < 1:
+            raise LltraceError(f"a run needs at least one block (got {num_blocks})")
+        self.switches = dict(switches or {})
+        for b in self.switches:
+            if not (isinstance(b, int) and 0 < b < num_blocks):
+                raise LltraceError(f"a prompt switch before block {b} is outside the run",
+                                   f"switch before a block in 1..{num_blocks - 1}")
+        if isinstance(profile_blocks, str) or profile_blocks is None:
+            self.profile_blocks = parse_profile_blocks(profile_blocks, num_blocks)
+        else:
+            self.profile_blocks = parse_profile_blocks(":".join(map(str, profile_blocks)), num_blocks)
+        self.pipeline = pipeline
+        self.num_blocks = num_blocks
+        self.prompt = prompt
+        self.regions_level = check_level(regions_level)
+        self.py_spy = py_spy
+        self.listeners = list(listeners)
+        self.record_shapes = record_shapes
+        self.patterns = patterns
+        self.command = command
+        self.handle_signals = handle_signals
+        self._run_dir_arg = run_dir
+        self._stop = threading.Event()
+        self.events: list[RunEvent] = []
+        self.listener_errors: list[str] = []
+        self.run_dir: RunDirectory | None = None
+        self.clock: FrameClock | None = None
+        self.profiler: ProfilerWindow | None = None
+        self.monitor: RecompileMonitor | None = None
+        self.observer: CaptureObserver | None = None
+
+    # -- control from other threads ---------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Finish after the current block (status "interrupted", reason "stopped")."""
+        self._stop.set()
+
+    # -- fan-out ----------------------------------------------------------------------------------
+    def _notify(self, method: str, *args) -> None:
+        for listener in self.listeners:
+            try:
+                _call(listener, method, *args)
+            except Exception as exc:  # a broken live view must not end the run
+                if len(self.listener_errors) < 10:
+                    self.listener_errors.append(f"{type(listener).__name__}.{method}: {exc!r}")
+
+    def _event(self, event: RunEvent) -> None:
+        self.events.append(event)
+        if self.run_dir is not None:
+            self.run_dir.append_event(event)
+        self._notify("on_event", event)
+
+    def _frame(self, rec: FrameRecord) -> None:
+        self.run_dir.append_frame(rec)
+        self._notify("on_frame", rec)
+
+    def _switch(self, rec: SwitchRecord) -> None:
+        self._event(RunEvent("prompt_switch", f"prompt {rec.prompt} showing after {rec.latency_ms:.1f} ms",
+                             {"phase": "done", "prompt": rec.prompt, "latency_ms": rec.latency_ms,
+                              "block": rec.block, "requested_s": rec.requested_s}))
+        self._notify("on_switch", rec)
+
+    # -- the run ----------------------------------------------------------------------------------
+    def _open_run_dir(self) -> RunDirectory:
+        arg = self._run_dir_arg
+        if isinstance(arg, RunDirectory):
+            return arg
+        preset = getattr(getattr(self.pipeline, "preset", None), "name", None) or "run"
+        if arg is None:
+            return RunDirectory.create(preset)
+        path = Path(arg)
+        path.mkdir(parents=True, exist_ok=True)
+        return RunDirectory(path)
+
+    def run(self) -> RunResult:
+        pipeline = self.pipeline
+        rd = self.run_dir = self._open_run_dir()
+        meta = build_meta(pipeline, run_id=rd.run_id, command=self.command, extra={
+            "profile": {"blocks": list(self.profile_blocks)} if self.profile_blocks else None,
+            "regions_level": self.regions_level,
+            "num_blocks": self.num_blocks,
+            "prompts": [self.prompt, *self.switches.values()],
+            "switches": {str(b): p for b, p in sorted(self.switches.items())},
+        })
+        rd.write_meta(**meta)
+        rd.touch_lines()
+
+        device = getattr(pipeline, "device", torch.device("cpu"))
+        self.clock = FrameClock(device, on_frame=[self._frame], on_switch=[self._switch])
+        self.observer = CaptureObserver(self.clock, level=self.regions_level, sinks=[self._event])
+        self.monitor = RecompileMonitor([self._event])
+        self.profiler = ProfilerWindow(rd.path, blocks=self.profile_blocks, record_shapes=self.record_shapes,
+                                       sinks=[self._event], on_clock_sync=self._clock_sync)
+        spy = PySpyRecorder(rd.path, sinks=[self._event]) if self.py_spy else None
+        handle = InstrumentHandle()
+        previous_observer = getattr(pipeline, "observer", None)
+        status, reason, message = "completed", "finished", f"{self.num_blocks} blocks"
+        error: BaseException | None = None
+        interrupted_in_block = False
+        block_no = 0
+        with self._signals():
+            try:
+                generator = getattr(pipeline, "generator", None)
+                if generator is not None and self.regions_level in ("layer", "op"):
+                    handle = instrument_module(generator, self.regions_level, self.patterns)
+                    for name, why in handle.skipped[:3]:
+                        self._event(RunEvent("note", f"no region on {name}: {why}", {"source": "regions"}))
+                pipeline.observer = self.observer
+                self.monitor.start()
+                if spy is not None:
+                    spy.start()
+                t0 = TimeBase.now()
+                rd.time_base = t0
+                rd.write_meta(t0=t0.to_json(), clock_sync=t0.to_json() | {"marker": None},
+                              pyspy={"file": "pyspy.json", "started": spy.started.to_json()}
+                              if spy is not None and spy.started else None)
+                self.profiler.start()
+                pipeline.start(self.prompt)
+                for block_no in range(self.num_blocks):
+                    if self._stop.is_set():
+                        status, reason, message = "interrupted", "stopped", f"stopped after {block_no} blocks"
+                        break
+                    if block_no in self.switches:
+                        pipeline.switch_prompt(self.switches[block_no])
+                    out = pipeline.generate_block()
+                    self.profiler.step()
+                    self._notify("on_block", out)
+                self.observer.run_finished()
+            except KeyboardInterrupt as exc:
+                interrupted_in_block = self.observer.in_block
+                status = "interrupted"
+                reason = "sigterm" if isinstance(exc, Terminated) else "sigint"
+                message = f"interrupted during block {block_no}" if interrupted_in_block else \
+                    f"interrupted after {self.observer.blocks_done} blocks"
+            except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised below
+                interrupted_in_block = self.observer.in_block
+                status, reason = "error", type(exc).__name__
+                message = str(exc) or type(exc).__name__
+                error = exc
+                self._event(RunEvent("note", f"run failed: {reason}: {message}",
+                                     {"source": "session", "traceback": traceback.format_exc()[-4000:]}))
+            finally:
+                with self._patient_sigint():
+                    result = self._finalize(status, reason, message, handle, previous_observer, spy,
+                                            interrupted_in_block)
+        self._notify("on_end", result)
+        if error is not None:
+            raise error
+        return result
+
+    def _clock_sync(self, base: TimeBase) -> None:
+        self.run_dir.write_meta(clock_sync=base.to_json() | {"marker": "ll/clock_sync"})
+
+    def _finalize(self, status: str, reason: str, message: str, handle: InstrumentHandle,
+                  previous_observer: Any, spy: PySpyRecorder | None, mid_block: bool) -> RunResult:
+        """Each step on its own: one failing must not cost the rest of the run directory."""
+        rd = self.run_dir
+        problems: list[str] = []
+
+        def attempt(what: str, fn, *args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                problems.append(f"{what}: {type(exc).__name__}: {exc}")
+                return None
+
+        attempt("observer", setattr, self.pipeline, "observer", previous_observer)
+        attempt("hooks", handle.remove)
+        attempt("frame clock", self.clock.close, 60.0)
+        stats = self.clock.stats()
+        summary = summary_from_stats(stats, status=status, peak_mem_bytes=_peak_device_mem(self.clock),
+                                     peak_host_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        # Status first: if exporting the trace is cut short too, the directory still says how it ended.
+        attempt("summary", rd.write_summary, summary)
+        attempt("meta", rd.write_meta, status=status, end={"reason": reason, "message": message})
+        attempt("profiler", self.profiler.close, mid_block)
+        if spy is not None:
+            attempt("py-spy", spy.stop)
+        attempt("recompile monitor", self.monitor.stop)
+        for err in self.clock.errors[:5]:
+            problems.append(f"frame clock: {err}")
+        for err in self.listener_errors:
+            problems.append(f"listener: {err}")
+        for p in problems:
+            attempt("event", self._event, RunEvent("note", p, {"source": "finalize"}))
+        files = sorted(p.name for p in rd.path.iterdir() if not p.name.startswith("."))
+        attempt("finalize", rd.finalize, status, reason, message, summary,
+                profile={"blocks": list(self.profile_blocks)} if self.profile_blocks else None,
+                profile_windows=self.profiler.windows, files=sorted(set(files) | {"meta.json", "summary.json"}))
+        return RunResult(run_dir=rd.path, status=status, reason=reason, message=message, stats=stats,
+                         summary=summary, traces=list(self.profiler.traces), events=list(self.events),
+                         instrumented=list(handle.installed))
+
+    @contextlib.contextmanager
+    def _signals(self):
+        """SIGTERM -> Terminated (a KeyboardInterrupt) in the main thread; SIGINT stays Python's."""
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_term(signum, frame):
+            raise Terminated()
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+    @contextlib.contextmanager
+    def _patient_sigint(self):
+        """While the run directory is being finalized, a first Ctrl-C only warns; a second aborts."""
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        presses = []
+
+        def on_int(signum, frame):
+            presses.append(signum)
+            if len(presses) >= 2:
+                raise KeyboardInterrupt()
+            print("lltrace: saving the run directory; Ctrl-C again to abort", file=sys.stderr, flush=True)
+
+        previous = signal.signal(signal.SIGINT, on_int)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _peak_device_mem(clock: FrameClock) -> int | None:
+    if clock.cuda:
+        try:
+            return int(torch.cuda.max_memory_allocated(clock.device))
+        except Exception:
+            return None
+    return None
+
+
+def run_session(pipeline: Any, *, num_blocks: int, prompt: str, switches: dict[int, str] | None = None,
+                run_dir: RunDirectory | Path | str | None = None,
+                profile_blocks: str | Sequence[int] | None = None, regions_level: str = "op",
+                py_spy: bool = False, listeners: Iterable[Any] = (), **kwargs: Any) -> RunResult:
+    """Run `num_blocks` blocks of `pipeline` with full capture; see Session. `switches` maps a
+    block index to the prompt switched to before that block. Returns the RunResult for a
+    completed or interrupted run; an exception is re-raised after the run directory is final."""
+    return Session(pipeline, num_blocks=num_blocks, prompt=prompt, switches=switches, run_dir=run_dir,
+                   profile_blocks=profile_blocks, regions_level=regions_level, py_spy=py_spy,
+                   listeners=listeners, **kwargs).run()
+
+
+__all__ = ["LEVELS", "RunResult", "Session", "Terminated", "blocks_for_frames", "run_session",
+           "switch_block", "video_frames_in_block"]

@@ -1,0 +1,125 @@
+"""Per-preset optimizations of the generator: fp8 linears, regional compile, CUDA graphs.
+
+- fp8: torchao float8 dynamic activation + weight quantization with per-row scales on the
+  transformer blocks' linears (H100: SM 8.9+). In eager mode its quantize kernels are unfused
+  (DESIGN.md §3: 3x slower); it pays under torch.compile.
+- compile: regional, one `torch.compile` per transformer block instance of the same class, so
+  dynamo compiles the block once and reuses the code (inline_inbuilt_nn_modules). The KV-cache
+  update runs outside the compiled region: it slices by Python ints (dynamic cache) or indexes
+  per-layer lists, and either would recompile per value.
+- cuda_graphs: one CUDA graph of the whole generator forward for a block's shape, over the
+  static KV cache (positions in device tensors) and the cross-attention cache (refilled in
+  place), replayed for every denoising step and the KV-update forward. The first forward after
+  a prompt switch (it fills the cross-attention cache) and the recache (another shape) run eagerly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from lltrace.errors import LltraceError, NeedsCudaError
+
+
+def apply(pipe) -> dict:
+    """Apply the preset's fp8 / compile / cuda_graphs to `pipe`; returns what was done."""
+    p, done = pipe.preset, {}
+    if p.fp8:
+        done["fp8_linears"] = apply_fp8(pipe.generator, pipe.device)
+    if p.compile:
+        done["compiled_blocks"] = compile_blocks(pipe.generator, pipe.kv_cache)
+    if p.cuda_graphs:
+        if pipe.device.type != "cuda":
+            raise NeedsCudaError("cuda_graphs")
+        if pipe.kv_cache.kind != "static":
+            raise LltraceError("cuda_graphs need kv_cache: static")
+        pipe.graphed_forward = GraphedForward(pipe)
+        done["cuda_graphs"] = "whole forward per block shape"
+    return done
+
+
+def _fp8_filter(module: nn.Module, fqn: str) -> bool:
+    # Only the transformer blocks' linears; float8 GEMMs need dims that are multiples of 16.
+    return (isinstance(module, nn.Linear) and fqn.startswith("blocks.")
+            and module.in_features % 16 == 0 and module.out_features % 16 == 0)
+
+
+def apply_fp8(model: nn.Module, device: torch.device) -> int:
+    if device.type != "cuda":
+        raise NeedsCudaError("fp8 (torchao float8 linears)")
+    if torch.cuda.get_device_capability(device) < (8, 9):
+        raise LltraceError(f"fp8 needs an SM 8.9+ GPU (Ada/Hopper); this is {torch.cuda.get_device_name(device)}")
+    try:
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+    except ImportError as exc:
+        raise LltraceError(f"fp8 needs torchao ({exc})", "pip install torchao") from None
+    n = sum(1 for fqn, m in model.named_modules() if _fp8_filter(m, fqn))
+    quantize_(model, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=_fp8_filter)
+    return n
+
+
+def compile_blocks(model: nn.Module, kv_cache) -> int:
+    """Regional torch.compile: each transformer block, with the KV-cache update left eager."""
+    kv_cache.update = torch.compiler.disable(kv_cache.update, recursive=True)
+    for block in model.blocks:
+        block.compile(dynamic=None)
+    return len(model.blocks)
+
+
+@dataclass
+class _Graph:
+    graph: torch.cuda.CUDAGraph
+    x: torch.Tensor
+    t: torch.Tensor
+    start: torch.Tensor
+    out: torch.Tensor
+
+
+class GraphedForward:
+    """The generator forward as CUDA-graph replays (see the module docstring)."""
+
+    def __init__(self, pipe, warmup: int = 2):
+        self.pipe = pipe
+        self.warmup = warmup
+        self.graphs: dict[tuple, _Graph] = {}
+        self.replays = 0
+        self.eager_calls = 0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, start_frame: int) -> torch.Tensor:
+        pipe = self.pipe
+        token_start = start_frame * pipe.model_config.frame_seqlen
+        if not pipe.crossattn_cache.ready or x.shape[2] != pipe.frames_per_block:
+            self.eager_calls += 1
+            return pipe.generator(x, t, pipe._context, pipe.kv_cache, pipe.crossattn_cache, token_start)
+        key = tuple(x.shape)
+        g = self.graphs.get(key)
+        if g is None:
+            g = self.graphs[key] = self._capture(x, t, token_start)
+        g.x.copy_(x)
+        g.t.copy_(t)
+        g.start.fill_(token_start)
+        g.graph.replay()
+        self.replays += 1
+        return g.out
+
+    def _capture(self, x, t, token_start) -> _Graph:
+        pipe = self.pipe
+        sx, st = x.clone(), t.clone()
+        start = torch.full((), token_start, dtype=torch.long, device=x.device)
+
+        def run():
+            return pipe.generator(sx, st, pipe._context, pipe.kv_cache, pipe.crossattn_cache, start)
+
+        # Warm up on a side stream (compile, autotune, lazy inits) before capturing. Re-running
+        # the same position rewrites the same cache slots, so the cache state is unchanged.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                run()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = run()
+        return _Graph(graph, sx, st, start, out)

@@ -1,0 +1,321 @@
+"""The in-memory event model of a trace: only the events a budget needs, stored column-wise.
+
+A Kineto trace is mostly X (complete) events; we keep those of the categories in `CATEGORIES`
+(host ranges, launches, GPU activities), the `ac2g` flow events that link a launch to its
+kernel, instants (markers) and process/thread names. Each kept X event costs ~45 bytes in
+numpy columns instead of ~1 KB as a Python dict, so a 1 GB trace fits in a few hundred MB.
+"""
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, NamedTuple
+
+import msgspec
+import numpy as np
+
+# Category codes of the kept X events (uint8 column `cat`).
+CPU_OP, USER_ANNOTATION, PYTHON_MODULE, RUNTIME, KERNEL, MEMCPY, MEMSET, GPU_ANNOTATION = range(1, 9)
+CATEGORY_NAMES = {
+    CPU_OP: "cpu_op", USER_ANNOTATION: "user_annotation", PYTHON_MODULE: "python_function",
+    RUNTIME: "cuda_runtime", KERNEL: "kernel", MEMCPY: "gpu_memcpy", MEMSET: "gpu_memset",
+    GPU_ANNOTATION: "gpu_user_annotation",
+}
+# Kineto's names, plus the capitalised ones of old PyTorch (1.8-1.10) traces.
+CATEGORIES = {
+    "cpu_op": CPU_OP, "operator": CPU_OP,
+    "user_annotation": USER_ANNOTATION,
+    "python_function": PYTHON_MODULE,
+    "cuda_runtime": RUNTIME, "cuda_driver": RUNTIME, "runtime": RUNTIME,
+    "kernel": KERNEL,
+    "gpu_memcpy": MEMCPY, "memcpy": MEMCPY,
+    "gpu_memset": MEMSET, "memset": MEMSET,
+    "gpu_user_annotation": GPU_ANNOTATION,
+}
+GPU_ACTIVITY = (KERNEL, MEMCPY, MEMSET)
+HOST_RANGE = (CPU_OP, USER_ANNOTATION, PYTHON_MODULE)
+MODULE_PREFIX = "nn.Module:"  # python_function events of torch.profiler(with_modules=True)
+
+
+# -- typed decoding: only the fields we use; msgspec skips the rest without building them --
+
+class RawArgs(msgspec.Struct, gc=False):
+    correlation: int | None = None
+    external_id: int | None = msgspec.field(default=None, name="External id")
+    name: str | None = None     # process_name / thread_name metadata
+
+
+class RawEvent(msgspec.Struct, gc=False):
+    ph: str = ""
+    cat: str = ""
+    name: str = ""
+    ts: float | None = None     # floats and ints both decode here
+    dur: float = 0.0
+    pid: int | str = 0
+    tid: int | str = 0
+    id: int | str | None = None
+    args: RawArgs | None = None
+
+
+def lenient_event(obj: Any) -> RawEvent | None:
+    """Build a RawEvent from a decoded dict with loose types (the slow path for odd traces);
+    None if it is not an event at all."""
+    if not isinstance(obj, dict):
+        return None
+
+    def num(v):
+        if isinstance(v, bool):
+            return None
+        if isinstance(v, (int, float)):
+            return float(v)
+        if isinstance(v, str):
+            try:
+                return float(v)
+            except ValueError:
+                return None
+        return None
+
+    def ident(v):
+        if isinstance(v, bool) or v is None:
+            return 0
+        if isinstance(v, int):
+            return v
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        return str(v)
+
+    def opt_int(v):
+        if isinstance(v, bool):
+            return None
+        if isinstance(v, int):
+            return v
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        if isinstance(v, str) and v.strip().lstrip("-").isdigit():
+            return int(v)
+        return None
+
+    ph = obj.get("ph")
+    if not isinstance(ph, str):
+        return None
+    args = obj.get("args")
+    raw_args = None
+    if isinstance(args, dict):
+        n = args.get("name")
+        raw_args = RawArgs(correlation=opt_int(args.get("correlation")),
+                           external_id=opt_int(args.get("External id")),
+                           name=n if isinstance(n, str) else None)
+    flow_id = obj.get("id")
+    if flow_id is not None and not isinstance(flow_id, (int, str)):
+        flow_id = str(flow_id)
+    name, cat = obj.get("name", ""), obj.get("cat", "")
+    dur = num(obj.get("dur"))
+    return RawEvent(ph=ph, cat=cat if isinstance(cat, str) else "", name=name if isinstance(name, str) else str(name),
+                    ts=num(obj.get("ts")), dur=dur if dur is not None else 0.0,
+                    pid=ident(obj.get("pid")), tid=ident(obj.get("tid")), id=flow_id, args=raw_args)
+
+
+class Event(NamedTuple):
+    """One kept X event, for code that wants rows instead of columns (export, TUI)."""
+    index: int
+    cat: str
+    name: str
+    pid: int | str
+    tid: int | str
+    ts: float        # µs, the trace's own clock
+    dur: float       # µs
+    correlation: int  # -1 when absent
+    external_id: int  # -1 when absent
+
+
+class Instant(NamedTuple):
+    name: str
+    cat: str
+    ts: float
+    pid: int | str
+    tid: int | str
+
+
+class _Columns:
+    """Growable typed columns (array.array: 8 bytes per float, no per-value objects)."""
+
+    def __init__(self, spec: dict[str, str]):
+        self.spec = spec
+        self.cols = {k: array(t) for k, t in spec.items()}
+
+    def finish(self) -> dict[str, np.ndarray]:
+        out = {}
+        for k, a in self.cols.items():
+            arr = np.frombuffer(a, dtype=a.typecode) if len(a) else np.zeros(0, dtype=a.typecode)
+            out[k] = arr
+        return out
+
+
+X_SPEC = {"cat": "B", "name": "i", "pid": "i", "tid": "i", "ts": "d", "dur": "d", "corr": "q", "ext": "q"}
+FLOW_SPEC = {"start": "B", "id": "q", "pid": "i", "tid": "i", "ts": "d"}
+MAX_INSTANTS = 100_000
+
+
+class EventCollector:
+    """Receives decoded batches from the reader and keeps what the model needs."""
+
+    def __init__(self):
+        self.x = _Columns(X_SPEC)
+        self.flows = _Columns(FLOW_SPEC)
+        self.names: dict[str, int] = {}
+        self.ids: dict[int | str, int] = {}        # pid / tid values -> compact ints
+        self.flow_ids: dict[str, int] = {}          # string flow ids -> ints
+        self.cat_cache: dict[str, int] = dict(CATEGORIES)
+        self.instants: list[Instant] = []
+        self.process_names: dict[int | str, str] = {}
+        self.thread_names: dict[tuple[int | str, int | str], str] = {}
+        self.total = 0          # array elements seen
+        self.kept = 0
+        self.invalid = 0        # elements that are not events (or lack a timestamp)
+        self.ignored_ph: dict[str, int] = {}
+        self.ignored_cats: dict[str, int] = {}
+
+    def _cat(self, cat: str) -> int:
+        code = CATEGORIES.get(cat.lower(), 0)
+        self.cat_cache[cat] = code
+        return code
+
+    def add(self, batch: list[RawEvent]) -> None:
+        names, ids, cat_cache = self.names, self.ids, self.cat_cache
+        c = self.x.cols
+        cat_a, name_a, pid_a, tid_a = c["cat"].append, c["name"].append, c["pid"].append, c["tid"].append
+        ts_a, dur_a, corr_a, ext_a = c["ts"].append, c["dur"].append, c["corr"].append, c["ext"].append
+        self.total += len(batch)
+        for e in batch:
+            ph = e.ph
+            if ph == "X":
+                code = cat_cache.get(e.cat)
+                if code is None:
+                    code = self._cat(e.cat)
+                if not code:
+                    self.ignored_cats[e.cat] = self.ignored_cats.get(e.cat, 0) + 1
+                    continue
+                if code == PYTHON_MODULE and not e.name.startswith(MODULE_PREFIX):
+                    continue  # with_stack emits every Python frame; only nn.Module ones are regions
+                if e.ts is None:
+                    self.invalid += 1
+                    continue
+                a = e.args
+                n = names.get(e.name)
+                if n is None:
+                    n = names[e.name] = len(names)
+                p = ids.get(e.pid)
+                if p is None:
+                    p = ids[e.pid] = len(ids)
+                t = ids.get(e.tid)
+                if t is None:
+                    t = ids[e.tid] = len(ids)
+                cat_a(code)
+                name_a(n)
+                pid_a(p)
+                tid_a(t)
+                ts_a(e.ts)
+                dur_a(e.dur if e.dur > 0 else 0.0)
+                if a is None:
+                    corr_a(-1)
+                    ext_a(-1)
+                else:
+                    corr_a(a.correlation if a.correlation is not None else -1)
+                    ext_a(a.external_id if a.external_id is not None else -1)
+            elif ph in ("s", "f", "t"):
+                if e.cat != "ac2g" or e.ts is None or e.id is None:
+                    continue
+                fid = e.id
+                if not isinstance(fid, int):
+                    fid = self.flow_ids.setdefault(fid, -2 - len(self.flow_ids))
+                f = self.flows.cols
+                p = ids.setdefault(e.pid, len(ids))
+                t = ids.setdefault(e.tid, len(ids))
+                f["start"].append(1 if ph == "s" else 0)
+                f["id"].append(fid)
+                f["pid"].append(p)
+                f["tid"].append(t)
+                f["ts"].append(e.ts)
+            elif ph in ("i", "I", "R"):
+                if e.ts is not None and len(self.instants) < MAX_INSTANTS:
+                    self.instants.append(Instant(e.name, e.cat, e.ts, e.pid, e.tid))
+            elif ph == "M":
+                label = e.args.name if e.args is not None else None
+                if label:
+                    if e.name == "process_name":
+                        self.process_names[e.pid] = label
+                    elif e.name == "thread_name":
+                        self.thread_names[(e.pid, e.tid)] = label
+            elif ph:
+                self.ignored_ph[ph] = self.ignored_ph.get(ph, 0) + 1
+            else:
+                self.invalid += 1
+                continue
+            self.kept += 1
+
+    def count_invalid(self, n: int = 1) -> None:
+        self.total += n
+        self.invalid += n
+
+
+@dataclass
+class Trace:
+    """A loaded trace. X events are columns (numpy arrays, one row per event):
+    `cat` (codes above), `name` (index into `names`), `pid`/`tid` (index into `ids`),
+    `ts`/`dur` (µs), `corr` (args.correlation or -1), `ext` (args["External id"] or -1)."""
+
+    source: str
+    x: dict[str, np.ndarray]
+    flows: dict[str, np.ndarray]
+    names: list[str]
+    ids: list[int | str]
+    instants: list[Instant] = field(default_factory=list)
+    process_names: dict = field(default_factory=dict)
+    thread_names: dict = field(default_factory=dict)
+    top: dict[str, Any] = field(default_factory=dict)   # deviceProperties, baseTimeNanoseconds, traceName...
+    partial: bool = False
+    stop_reason: str | None = None
+    stopped_at_byte: int | None = None
+    warnings: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    run_dir: Path | None = None
+    run_meta: dict[str, Any] | None = None       # meta.json of the run directory, if any
+
+    def __len__(self) -> int:
+        return len(self.x["ts"])
+
+    def mask(self, *cats: int) -> np.ndarray:
+        return np.isin(self.x["cat"], np.array(cats, dtype=np.uint8))
+
+    @property
+    def has_gpu(self) -> bool:
+        return bool(self.mask(*GPU_ACTIVITY).any())
+
+    def count(self, cat: int) -> int:
+        return int((self.x["cat"] == cat).sum())
+
+    def event(self, i: int) -> Event:
+        x = self.x
+        return Event(i, CATEGORY_NAMES[int(x["cat"][i])], self.names[x["name"][i]], self.ids[x["pid"][i]],
+                     self.ids[x["tid"][i]], float(x["ts"][i]), float(x["dur"][i]),
+                     int(x["corr"][i]), int(x["ext"][i]))
+
+    def iter_events(self, *cats: int) -> Iterator[Event]:
+        idx = np.nonzero(self.mask(*cats))[0] if cats else range(len(self))
+        for i in idx:
+            yield self.event(int(i))
+
+    @property
+    def span_us(self) -> tuple[float, float]:
+        """(first start, last end) over kept X events, µs; (0, 0) when empty."""
+        if not len(self):
+            return (0.0, 0.0)
+        return float(self.x["ts"].min()), float((self.x["ts"] + self.x["dur"]).max())
+
+    @property
+    def device_name(self) -> str | None:
+        props = self.top.get("deviceProperties")
+        if isinstance(props, list) and props and isinstance(props[0], dict):
+            return props[0].get("name")
+        return None

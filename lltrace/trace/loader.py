@@ -1,0 +1,122 @@
+"""Find and load a trace: a run directory, a trace file, or (for budgets) a budget JSON.
+
+`load_trace(path_or_rundir, progress=None) -> Trace` is the entry point other layers use.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lltrace.errors import LltraceError
+from lltrace.paths import traces_dir
+from lltrace.trace.events import EventCollector, Trace
+from lltrace.trace.reader import Progress, read_events
+
+BUDGET_FORMAT = "lltrace-budget/1"
+_RUN_TRACE_NAMES = ("trace.json.gz", "trace.json")
+_NOT_TRACES = {"meta.json", "summary.json", "pyspy.json"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a user-given path points at."""
+    kind: str                   # "run" | "trace" | "budget"
+    path: Path                  # the trace file, or the budget JSON
+    run_dir: Path | None = None
+    meta_path: Path | None = None
+
+
+def _is_budget_json(p: Path) -> bool:
+    try:
+        with open(p, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    return not head.startswith(b"\x1f\x8b") and BUDGET_FORMAT.encode() in head
+
+
+def _trace_in_dir(d: Path) -> Path | None:
+    for name in _RUN_TRACE_NAMES:
+        if (d / name).is_file():
+            return d / name
+    found = sorted(p for p in d.iterdir()
+                   if p.is_file() and p.name not in _NOT_TRACES
+                   and (p.name.endswith(".json") or p.name.endswith(".json.gz")))
+    kineto = [p for p in found if ".pt.trace.json" in p.name]
+    return (kineto or found or [None])[0]
+
+
+def resolve_source(path: str | Path) -> Source:
+    """A run directory (`traces/<id>/` with trace.json.gz + meta.json), a run id under the
+    traces directory, a trace file (.json / .json.gz / *.pt.trace.json[.gz]) or a budget JSON."""
+    p = Path(path)
+    if not p.exists():
+        candidate = traces_dir() / str(path)
+        if candidate.is_dir():
+            p = candidate
+        else:
+            raise LltraceError(f"no such file or run directory: {path}")
+    if p.is_dir():
+        trace = _trace_in_dir(p)
+        if trace is None:
+            raise LltraceError(f"{p}: no trace file in this directory",
+                               "a run directory holds trace.json.gz; was the run profiled?")
+        meta = p / "meta.json"
+        return Source("run", trace, p, meta if meta.is_file() else None)
+    if _is_budget_json(p):
+        return Source("budget", p)
+    meta = p.parent / "meta.json"
+    if p.name in _RUN_TRACE_NAMES and meta.is_file():
+        return Source("run", p, p.parent, meta)
+    return Source("trace", p)
+
+
+def read_meta(path: Path | None, warnings: list[str] | None = None) -> dict[str, Any] | None:
+    """meta.json of a run, or None; a broken one is a warning, not an error."""
+    if path is None:
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        if warnings is not None:
+            warnings.append(f"{path.name} is unreadable ({exc.__class__.__name__}): no model config")
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def load_trace(path_or_rundir: str | Path, progress: Progress | None = None) -> Trace:
+    """Stream a trace into the compact event model. Damaged files give a partial Trace
+    (`partial`, `stop_reason`); files with no usable event raise LltraceError."""
+    src = resolve_source(path_or_rundir)
+    if src.kind == "budget":
+        raise LltraceError(f"{src.path} is a budget JSON, not a trace")
+    sink = EventCollector()
+    result = read_events(src.path, sink, progress)
+    if not sink.x.cols["ts"]:
+        if result.partial:
+            raise LltraceError(f"{src.path}: {result.stop_reason}; no complete event before it")
+        if sink.total == 0:
+            raise LltraceError(f"{src.path}: the trace has no events")
+        if sink.invalid == sink.total:
+            raise LltraceError(f"{src.path}: not a trace: none of its {sink.total} array elements is a trace event")
+        raise LltraceError(f"{src.path}: none of its {sink.total} events is a torch-profiler op, annotation, "
+                           "launch or kernel")
+    warnings = list(result.warnings)
+    if sink.invalid:
+        warnings.append(f"{sink.invalid} array element(s) are not valid trace events and were skipped")
+    if result.partial:
+        warnings.insert(0, f"partial trace: {result.stop_reason}; kept the {sink.total} events before it")
+    trace = Trace(
+        source=str(src.path), x=sink.x.finish(), flows=sink.flows.finish(),
+        names=list(sink.names), ids=list(sink.ids), instants=sink.instants,
+        process_names=sink.process_names, thread_names=sink.thread_names, top=result.top,
+        partial=result.partial, stop_reason=result.stop_reason, stopped_at_byte=result.stopped_at_byte,
+        warnings=warnings, run_dir=src.run_dir,
+        stats={"elements": sink.total, "kept": sink.kept, "invalid": sink.invalid,
+               "ignored_categories": dict(sorted(sink.ignored_cats.items(), key=lambda kv: -kv[1])[:20]),
+               "ignored_phases": sink.ignored_ph, "gzip": result.gzip},
+    )
+    trace.run_meta = read_meta(src.meta_path, trace.warnings)
+    return trace

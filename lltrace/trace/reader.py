@@ -1,0 +1,372 @@
+"""Streaming reader for Chrome/Kineto trace JSON, plain or gzip, whole or cut off.
+
+The file is never materialised: decompressed chunks are split into batches of complete
+events inside `traceEvents`, and each batch is decoded by a typed msgspec decoder that
+builds only the fields we need (ph, cat, name, ts, dur, pid, tid, id, a few args) and
+skips the rest in C. Other top-level keys (deviceProperties, baseTimeNanoseconds,
+traceName, displayTimeUnit, ...) are read with the standard json module, and a bare JSON
+array of events is accepted too.
+
+A cut-off or damaged file keeps every complete event before the damage; the result says
+where it stopped. Errors that leave nothing to show raise LltraceError (one line).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import msgspec
+
+from lltrace.errors import LltraceError
+from lltrace.trace.events import EventCollector, RawEvent, lenient_event
+
+Progress = Callable[[int, int], None]   # (bytes read from the file, file size)
+
+CHUNK = 4 << 20          # decompressed bytes per decoded batch
+RAW_READ = 1 << 20       # bytes read from the file at a time
+MAX_EVENT = 256 << 20    # a single "event" larger than this means the file is not a trace
+MAX_HEADER_VALUE = 64 << 20
+
+_WS = re.compile(rb"[ \t\r\n]*")
+_SEP = re.compile(rb"[ \t\r\n,]*")
+_AFTER_EVENT = re.compile(rb"[ \t\r\n]*,[ \t\r\n]*\{")
+_STR_SEP = re.compile(r"[ \t\r\n,]*")
+_JSON = json.JSONDecoder()
+
+
+class _Stop(Exception):
+    """The stream cannot go on; `reason` says why (kept events stay valid)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Bytes:
+    """The decompressed bytes of a file, chunk by chunk.
+
+    gzip is read with zlib directly (hand-written because gzip.GzipFile raises on a
+    truncated stream and drops the data it had already decompressed); several gzip
+    members in a row are read one after the other.
+    """
+
+    def __init__(self, path: Path, progress: Progress | None):
+        self.f = open(path, "rb")
+        self.size = os.fstat(self.f.fileno()).st_size
+        self.progress = progress
+        self.gz = self.f.read(2) == b"\x1f\x8b"
+        self.f.seek(0)
+        self.z = zlib.decompressobj(31) if self.gz else None
+        self.eof = False
+        self.error: str | None = None     # set when the stream itself ended abnormally
+        self.produced = 0
+
+    def close(self) -> None:
+        self.f.close()
+
+    def read(self) -> bytes:
+        """Next decompressed chunk; b"" once the stream is over."""
+        while not self.eof:
+            raw = self.f.read(RAW_READ)
+            if self.progress is not None:
+                self.progress(self.f.tell(), self.size)
+            if not self.gz:
+                if not raw:
+                    self.eof = True
+                    return b""
+                self.produced += len(raw)
+                return raw
+            out = self._inflate(raw)
+            if out:
+                self.produced += len(out)
+                return out
+        return b""
+
+    def _inflate(self, raw: bytes) -> bytes:
+        z = self.z
+        if not raw:
+            self.eof = True
+            if not z.eof:
+                self.error = "the gzip stream ends early (the file was cut off)"
+                try:
+                    return z.flush()
+                except zlib.error:
+                    return b""
+            return b""
+        parts = []
+        try:
+            if z.eof:           # trailing bytes after the last member
+                return b""
+            parts.append(z.decompress(raw))
+            while z.eof and z.unused_data:
+                rest = z.unused_data
+                if not rest.startswith(b"\x1f\x8b"):
+                    break       # padding after the last member: ignore it
+                z = self.z = zlib.decompressobj(31)
+                parts.append(z.decompress(rest))
+        except zlib.error as exc:
+            self.eof = True
+            self.error = f"the gzip data is corrupt near byte {self.f.tell()} of the file ({exc})"
+        return b"".join(parts)
+
+
+@dataclass
+class ReadResult:
+    top: dict[str, Any] = field(default_factory=dict)
+    found_events: bool = False      # a traceEvents array (or a bare array) was found
+    partial: bool = False
+    stop_reason: str | None = None
+    stopped_at_byte: int | None = None   # offset in the decompressed JSON
+    warnings: list[str] = field(default_factory=list)
+    gzip: bool = False
+
+
+class _Parser:
+    def __init__(self, src: _Bytes, sink: EventCollector):
+        self.src = src
+        self.sink = sink
+        self.buf = b""
+        self.pos = 0          # parse position in buf
+        self.base = 0         # absolute offset of buf[0]
+        self.decoder = msgspec.json.Decoder(list[RawEvent])
+        self.result = ReadResult(gzip=src.gz)
+
+    # -- buffer --
+    def _more(self) -> bool:
+        chunk = self.src.read()
+        if not chunk:
+            return False
+        self.base += self.pos
+        self.buf = self.buf[self.pos:] + chunk
+        self.pos = 0
+        return True
+
+    def _fill(self, n: int) -> None:
+        while len(self.buf) - self.pos < n and self._more():
+            pass
+
+    def _skip(self, pattern=_WS) -> int | None:
+        """Skip whitespace (and commas with _SEP); next byte, or None at the end of input."""
+        while True:
+            self.pos = pattern.match(self.buf, self.pos).end()
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self._more():
+                return None
+
+    def _abs(self, i: int | None = None) -> int:
+        return self.base + (self.pos if i is None else i)
+
+    # -- top level --
+    def run(self) -> ReadResult:
+        first = self._skip()
+        if first is None:
+            raise LltraceError(self._empty_message())
+        if self.buf.startswith(b"\xef\xbb\xbf", self.pos):   # UTF-8 byte order mark
+            self.pos += 3
+            first = self._skip()
+        if first == ord("["):
+            self.pos += 1
+            self.result.found_events = True
+            self._events()
+            return self.result
+        if first != ord("{"):
+            raise LltraceError("not a Chrome/Kineto trace: the file is not a JSON object or array"
+                               + (" (is it a gzip file with another name?)" if not self.src.gz else ""))
+        self.pos += 1
+        try:
+            where = self._members()
+        except _Stop as stop:
+            raise LltraceError(f"not a readable trace: {stop.reason}") from None
+        if where != "events":
+            raise LltraceError("not a Chrome/Kineto trace: the JSON object has no traceEvents")
+        self.result.found_events = True
+        if self._events():
+            try:
+                if self._members() == "events":
+                    self.result.warnings.append("a second traceEvents key was ignored")
+            except _Stop as stop:
+                self.result.warnings.append(f"the keys after traceEvents are unreadable ({stop.reason})")
+        return self.result
+
+    def _empty_message(self) -> str:
+        if self.src.error:
+            return f"no trace data could be read: {self.src.error}"
+        return "the file is empty"
+
+    def _members(self) -> str:
+        """Read `"key": value` pairs of the top-level object until traceEvents or the end."""
+        while True:
+            c = self._skip(_SEP)
+            if c is None:
+                raise _Stop(self.src.error or "the JSON object is cut off")
+            if c == ord("}"):
+                self.pos += 1
+                return "end"
+            key = self._value()
+            if not isinstance(key, str):
+                raise _Stop(f"expected a key at byte {self._abs()}")
+            if self._skip() != ord(":"):
+                raise _Stop(f"expected ':' after {key!r} at byte {self._abs()}")
+            self.pos += 1
+            c = self._skip()
+            if key == "traceEvents":
+                if c != ord("["):
+                    raise _Stop("traceEvents is not an array")
+                self.pos += 1
+                return "events"
+            self.result.top[key] = self._value()
+
+    def _value(self) -> Any:
+        """Decode one small JSON value at pos (header/trailer keys) with the json module."""
+        window = 1 << 16
+        while True:
+            if self._skip() is None:
+                raise _Stop(self.src.error or "the file ends inside the JSON header")
+            text = self.buf[self.pos:self.pos + window].decode("utf-8", "surrogateescape")
+            found, value, end, err_at = False, None, 0, 0
+            try:
+                value, end = _JSON.raw_decode(text)
+                found = True
+            except json.JSONDecodeError as exc:
+                err_at = exc.pos
+            # a number that ends the window may go on in bytes not read yet
+            if not found or end == len(text):
+                if self.pos + window < len(self.buf):
+                    window *= 4
+                    continue
+                if window <= MAX_HEADER_VALUE and self._more():
+                    continue
+                if not found:
+                    raise _Stop(f"invalid JSON at byte {self._abs() + err_at}")
+            self.pos += len(text[:end].encode("utf-8", "surrogateescape"))
+            return value
+
+    # -- traceEvents --
+    def _stop(self, reason: str, at: int | None = None) -> bool:
+        r = self.result
+        r.partial = True
+        r.stop_reason = reason
+        r.stopped_at_byte = self._abs(at)
+        return False
+
+    def _last_cut(self, start: int) -> int | None:
+        """Index of the `}` closing the last event that looks complete (followed by `, {`).
+
+        Hand-written batch splitter: a `}` inside a string or a nested object can fool it,
+        and then the batch fails to decode and is retried event by event.
+        """
+        buf, end = self.buf, len(self.buf)
+        for _ in range(64):
+            p = buf.rfind(b"}", start, end)
+            if p < 0:
+                return None
+            if _AFTER_EVENT.match(buf, p + 1):
+                return p
+            end = p
+        return None
+
+    def _events(self) -> bool:
+        """Decode the events array; True when its closing `]` was reached."""
+        target = CHUNK
+        while True:
+            self._fill(target)
+            c = self._skip(_SEP)
+            if c is None:
+                return self._stop(self.src.error or "the file ends inside traceEvents (the closing ] is missing)")
+            if c == ord("]"):
+                self.pos += 1
+                return True
+            start, eof = self.pos, self.src.eof
+            cut = self._last_cut(start)
+            if cut is not None:
+                try:
+                    batch = self.decoder.decode(b"[" + self.buf[start:cut + 1] + b"]")
+                except msgspec.DecodeError:   # a bad split, an odd field type, or damage
+                    pass
+                else:
+                    self.sink.add(batch)
+                    self.pos = cut + 1
+                    target = CHUNK
+                    continue
+            if eof:
+                used, status = self._slow(self.buf[start:])
+            elif cut is not None:
+                used, status = self._slow(self.buf[start:cut + 1])
+            else:
+                if target >= MAX_EVENT:
+                    return self._stop(f"no end of event within {MAX_EVENT >> 20} MB: not a trace")
+                target *= 2   # one event is longer than the batch: read more
+                continue
+            self.pos = start + used
+            if status == "end":
+                self.pos += 1
+                return True
+            if status == "ok":
+                continue
+            if status == "bad":
+                return self._stop(f"invalid JSON in traceEvents at byte {self._abs()}")
+            if eof:   # status "more": cut off mid-event
+                return self._stop(self.src.error or f"the file ends in the middle of an event at byte {self._abs()}")
+            if used == 0:
+                if target >= MAX_EVENT:
+                    return self._stop(f"no end of event within {MAX_EVENT >> 20} MB: not a trace")
+                target *= 2
+
+    def _slow(self, piece: bytes) -> tuple[int, str]:
+        """Decode events one by one (the json module, loose types).
+
+        Returns (bytes used, status): "ok" (all used), "end" (at the closing `]`), "more"
+        (the next event does not end inside `piece`) or "bad" (invalid JSON).
+        """
+        text = piece.decode("utf-8", "surrogateescape")
+        n, i, batch = len(text), 0, []
+
+        def used(k: int) -> int:
+            return len(text[:k].encode("utf-8", "surrogateescape"))
+
+        try:
+            while True:
+                i = _STR_SEP.match(text, i).end()
+                if i >= n:
+                    return len(piece), "ok"
+                if text[i] == "]":
+                    return used(i), "end"
+                try:
+                    obj, j = _JSON.raw_decode(text, i)
+                except json.JSONDecodeError as exc:
+                    cut_off = exc.pos >= n - 1 or exc.msg.startswith("Unterminated string")
+                    return used(i), "more" if cut_off else "bad"
+                event = lenient_event(obj)
+                if event is None:
+                    self.sink.count_invalid()
+                else:
+                    batch.append(event)
+                i = j
+        finally:
+            self.sink.add(batch)
+
+
+def read_events(path: Path, sink: EventCollector, progress: Progress | None = None) -> ReadResult:
+    """Stream `path` into `sink`; raises LltraceError when it is not a trace at all."""
+    try:
+        src = _Bytes(path, progress)
+    except OSError as exc:
+        raise LltraceError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        result = _Parser(src, sink).run()
+    except MemoryError:
+        raise LltraceError(f"{path}: out of memory while reading the trace") from None
+    except OSError as exc:
+        raise LltraceError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        src.close()
+    if src.error and not result.partial:
+        # the JSON closed cleanly but the gzip stream did not end well (e.g. bad trailer)
+        result.warnings.append(src.error)
+    return result

@@ -1,0 +1,98 @@
+"""The streaming pipeline on the tiny model: forwards per block, frames per block, recache."""
+import dataclasses
+
+import pytest
+import torch
+
+from lltrace.errors import NeedsCudaError
+from lltrace.pipeline.generator import StreamingPipeline
+from lltrace.pipeline.kv_cache import CrossAttnCache, make_kv_cache
+from lltrace.pipeline.presets import cpu_fallback, load_preset
+
+
+def tiny_pipeline(preset="baseline", **knobs):
+    p, _ = cpu_fallback(load_preset(preset, knobs))
+    return StreamingPipeline(p, model="tiny", device="cpu")
+
+
+@pytest.mark.parametrize("preset,steps", [("baseline", 4), ("turbo", 3), ("ultra", 2)])
+def test_forwards_per_block_is_steps_plus_one(preset, steps):
+    pipe = tiny_pipeline(preset)
+    calls = []
+    pipe.generator.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[2]))
+    pipe.start("a cat")
+    for _ in range(3):
+        calls.clear()
+        pipe.generate_block()
+        assert len(calls) == steps + 1
+        assert set(calls) == {pipe.frames_per_block}
+
+
+@pytest.mark.parametrize("decoder", ["wan", "fast"])
+@pytest.mark.parametrize("fpb", [1, 3])
+def test_video_frames_per_block_follow_the_vae_rule(decoder, fpb):
+    pipe = tiny_pipeline("baseline", decoder=decoder, frames_per_block=fpb)
+    blocks = list(pipe.stream("a cat", 3))
+    assert [b.num_frames for b in blocks] == [1 + 4 * (fpb - 1), 4 * fpb, 4 * fpb]
+    h, w = pipe.model_config.video_height, pipe.model_config.video_width
+    assert blocks[1].video.shape == (1, 3, 4 * fpb, h, w)
+
+
+def test_prompt_switch_marks_the_next_block_and_counts_prompts():
+    pipe = tiny_pipeline()
+    blocks = list(pipe.stream("a cat", 4, {2: "a dog"}))
+    assert [b.prompt_index for b in blocks] == [0, 0, 1, 1]
+    assert [b.after_switch for b in blocks] == [False, False, True, False]
+
+
+def _kv(cache, tokens):
+    return [t[:, :tokens].clone() for t in cache.k + cache.v]
+
+
+def test_recache_equals_recomputing_the_window_from_scratch():
+    torch.manual_seed(0)
+    pipe = tiny_pipeline()  # window 12, sink 3, 3 frames per block
+    pipe.start("a cat walking")
+    for _ in range(5):      # 15 frames: the window has rolled
+        pipe.generate_block()
+    fs, window = pipe.model_config.frame_seqlen, pipe.preset.local_attn_size
+    before = _kv(pipe.kv_cache, window * fs)
+    clean = torch.cat(pipe._history, dim=2)[:, :, -window:].clone()
+
+    pipe.switch_prompt("a dog swimming")
+    after = _kv(pipe.kv_cache, window * fs)
+
+    # From scratch: empty caches positioned at the window's first frame, the new prompt,
+    # one clean forward of the window's frames.
+    cfg = pipe.model_config
+    kv = make_kv_cache("dynamic", cfg, 1, window, pipe.preset.sink_size, pipe.dtype, pipe.device)
+    first = 15 - window
+    kv.global_end, kv.local_end = first * fs, 0
+    xattn = CrossAttnCache(cfg, 1, pipe.dtype, pipe.device)
+    ctx = pipe.text_encoder.encode(["a dog swimming"]).to(pipe.dtype)
+    t = torch.zeros(1, window)
+    with torch.no_grad():
+        pipe.generator(clean, t, ctx, kv, xattn, first * fs)
+    expected = _kv(kv, window * fs)
+
+    for a, e, b in zip(after, expected, before):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(a, b, atol=1e-3)  # the switch really rebuilt the cache
+    # ... and the cross-attention cache is reset, to be refilled with the new prompt.
+    assert not pipe.crossattn_cache.ready
+
+
+@pytest.mark.parametrize("preset,feature", [("turbo-fp8", "fp8"), ("ultra", "cuda_graphs")])
+def test_gpu_only_knobs_say_they_need_cuda_on_cpu(preset, feature):
+    p = load_preset(preset)
+    if feature == "cuda_graphs":
+        p = dataclasses.replace(p, fp8=False, compile=False)
+    with pytest.raises(NeedsCudaError, match="needs CUDA"):
+        StreamingPipeline(p, model="tiny", device="cpu")
+
+
+def test_describe_reports_what_ran():
+    d = tiny_pipeline("ultra").describe()
+    assert d["attention_backend"] == "sdpa" and d["device"]["type"] == "cpu"
+    assert d["knobs"]["kv_cache"] == "static" and d["model"]["name"] == "tiny"
+    assert len(d["timesteps"]) == 2 and d["weights"] == "random"
