@@ -54,8 +54,10 @@ def bench(presets, model, device, overrides, warmup, blocks, out_path, as_json, 
     for p in loaded:
         try:
             with err.status(f"{p.name}") as status:
+                # Without a terminal the spinner shows nothing: print each stage instead.
+                show = status.update if err.is_terminal else (lambda s: err.print(f"  {s}"))
                 r = bench_preset(p, device=dev, model=model, warmup_blocks=warmup, blocks=blocks,
-                                 progress=lambda s: status.update(s))
+                                 progress=show)
             rows.append(r.to_dict())
         except LltraceError as exc:
             rows.append({"preset": p.name, "error": str(exc)})

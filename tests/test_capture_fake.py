@@ -116,12 +116,12 @@ class BlockOutput:
 
 
 class FakePipeline:
-    """StreamingPipeline interface on a tiny model. `delay_s` sleeps inside each block (stands in
-    for device work); `fail_at` raises inside that block; `compiled_int` passes the block index
+    """StreamingPipeline interface on a tiny model. `delay_s` sleeps (with `spin`: busy-waits) in
+    each block's decode, standing in for device work; `fail_at` raises inside that block; `compiled_int` passes the block index
     as a Python int into a torch.compile'd function (one recompile at block 1)."""
 
     def __init__(self, steps: int = 2, layers: int = 2, delay_s: float = 0.0, fail_at: int | None = None,
-                 compiled_int: bool = False):
+                 compiled_int: bool = False, spin: bool = False):
         torch.manual_seed(0)
         self.preset = SimpleNamespace(name="fake", denoising_steps=tuple(range(1000, 0, -1000 // steps))[:steps],
                                       frames_per_block=FPB, to_dict=lambda: {"name": "fake", "steps": steps})
@@ -131,6 +131,7 @@ class FakePipeline:
         self.generator = TinyWan(layers).eval()
         self.steps = steps
         self.delay_s = delay_s
+        self.spin = spin  # delay as a busy loop (host work a sampler sees) instead of a sleep
         self.fail_at = fail_at
         self.block = 0
         self.prompt_index = 0
@@ -180,7 +181,11 @@ class FakePipeline:
                 self.generator(x, torch.zeros(1, 1, 8), self.ctx)
             with obs.region("ll/decode"):
                 video = torch.tanh(x.repeat(1, 1, 4))
-                if self.delay_s:
+                if self.delay_s and self.spin:
+                    end = time.perf_counter() + self.delay_s
+                    while time.perf_counter() < end:
+                        pass
+                elif self.delay_s:
                     time.sleep(self.delay_s)
             self.history.append(x)
         n = 1 + 4 * (FPB - 1) if i == 0 else 4 * FPB
@@ -203,9 +208,7 @@ if __name__ == "__main__":
     from lltrace.capture.session import run_session
 
     pipe = FakePipeline(delay_s=0.05)
-    handle = instrument_cache(pipe)
     result = run_session(pipe, num_blocks=1000, prompt="a cat", switches={2: "a dog"}, run_dir=sys.argv[1],
-                         profile_blocks="1:1000", regions_level="op",
+                         profile_blocks="1:1000", regions_level="op", instrument=instrument_cache,
                          listeners=[SimpleNamespace(on_block=lambda out: print(f"block {out.index}", flush=True))])
-    handle.remove()
     print(f"status {result.status}", flush=True)

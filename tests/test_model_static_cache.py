@@ -141,3 +141,37 @@ def test_reset_starts_a_new_video():
         xattn.reset()
         out = model(x, torch.full((1, 2), 900.0), ctx, kv, xattn, 0)
         torch.testing.assert_close(out, first[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "static"])
+@torch.no_grad()
+def test_regionally_compiled_blocks_do_not_recompile_per_layer(kind):
+    """One torch.compile per block (the KV update left eager, as the compile preset does) must
+    cost the same graphs for 2 or 10 layers: nothing in a block specialises on its layer index
+    (dynamo stops compiling a frame after 8 recompiles and the rest would run eagerly)."""
+    import dataclasses
+
+    def graphs_for(num_layers: int) -> int:
+        torch._dynamo.reset()
+        cfg = dataclasses.replace(CFG, num_layers=num_layers)
+        model = init_random_weights(CausalWanModel(cfg).eval(), 0)
+        graphs = []
+
+        def count_backend(gm, example_inputs):
+            graphs.append(gm)
+            return gm.forward
+
+        kv = make_kv_cache(kind, cfg, 1, 4, 1, torch.float32, "cpu")
+        kv.update = torch.compiler.disable(kv.update, recursive=True)
+        for block in model.blocks:
+            block.compile(backend=count_backend)
+        xattn = CrossAttnCache(cfg, 1, torch.float32, "cpu")
+        ctx = torch.randn(1, cfg.text_len, cfg.text_dim)
+        for b in range(3):
+            for t in (900.0, 0.0):
+                x = torch.randn(1, cfg.in_dim, 2, cfg.latent_height, cfg.latent_width)
+                model(x, torch.full((1, 2), t), ctx, kv, xattn, b * 2 * FS)
+        torch._dynamo.reset()
+        return len(graphs)
+
+    assert graphs_for(10) == graphs_for(2)

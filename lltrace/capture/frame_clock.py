@@ -23,6 +23,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from lltrace.capture.events import TimeBase
+
 
 @dataclass(frozen=True)
 class FrameRecord:
@@ -90,12 +92,14 @@ class FrameClock:
     """Feed it the pipeline's boundaries; it emits FrameRecords to listeners as frames become ready.
 
     `device`: the pipeline's device; CUDA events are used iff it is a CUDA device.
-    Listeners are called from the clock's thread on CUDA and from the caller on CPU.
+    Listeners are called from the clock's thread on CUDA and from the caller on CPU;
+    `on_start` gets the host time of the run's start (`origin`, the zero of `ready_s`).
     """
 
     def __init__(self, device: torch.device | str = "cpu", *,
                  on_frame: list[Callable[[FrameRecord], None]] | None = None,
                  on_switch: list[Callable[[SwitchRecord], None]] | None = None,
+                 on_start: list[Callable[[TimeBase], None]] | None = None,
                  poll_interval_s: float = 0.001):
         device = torch.device(device)
         self.cuda = device.type == "cuda" and torch.cuda.is_available()
@@ -103,6 +107,8 @@ class FrameClock:
         self.device = device
         self.on_frame = list(on_frame or [])
         self.on_switch = list(on_switch or [])
+        self.on_start = list(on_start or [])
+        self.origin: TimeBase | None = None  # host (time_ns, perf_counter_ns) at the run's start
         self._poll = poll_interval_s
         self._lock = threading.Lock()
         # Resolved state (guarded by _lock).
@@ -128,6 +134,10 @@ class FrameClock:
 
     # -- boundaries, called on the hot path -----------------------------------------------------
     def run_started(self) -> None:
+        if self.cuda:
+            # Once, at the request (not on the hot path): with the device idle, the start event
+            # completes at once, so device time since it is time since the request.
+            torch.cuda.synchronize(self.device)
         self._mark("start")
 
     def boundary(self) -> None:
@@ -141,11 +151,17 @@ class FrameClock:
         self._mark("block", block_index, num_frames, prompt_index, after_switch)
 
     def _mark(self, what: str, *args) -> None:
+        now = None
+        if self.origin is None:  # the run's start on the host clock (normally run_started)
+            self.origin = TimeBase.now()
+            now = self.origin.perf_counter_ns
+            for fn in self.on_start:
+                fn(self.origin)
         if not self.cuda:
-            self._resolve(_Mark(what, None, args), time.perf_counter_ns() / 1e6)
+            self._resolve(_Mark(what, None, args), (now or time.perf_counter_ns()) / 1e6)
             return
         event = torch.cuda.Event(enable_timing=True)
-        event.record()  # on the current stream: completes when the device gets here; no sync
+        event.record(torch.cuda.current_stream(self.device))  # completes when the device gets here
         with self._cv:
             self._queue.append(_Mark(what, event, args))
             self._cv.notify_all()

@@ -244,6 +244,10 @@ def wrap_method(obj: object, attr: str, name: str, level: str = "op") -> Instrum
         with Region(name):
             return target(*args, **kwargs)
 
+    if getattr(target, "_torchdynamo_disable", False):
+        # Kept out of compiled regions on purpose (e.g. the KV-cache update under regional
+        # compile): keep the wrapper out too, so it runs eagerly and its region is recorded.
+        wrapper = torch.compiler.disable(wrapper, recursive=True)
     setattr(obj, attr, wrapper)
 
     def restore():

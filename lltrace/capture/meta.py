@@ -69,7 +69,10 @@ def build_meta(pipeline: Any, *, run_id: str, command: list[str] | None, extra: 
         "status": "running",
         "end": None,
     }
-    described = pipeline.describe() if hasattr(pipeline, "describe") else {}
+    try:
+        described = pipeline.describe() if hasattr(pipeline, "describe") else {}
+    except Exception as exc:  # a run without a full description beats no run
+        described = {"describe_error": f"{type(exc).__name__}: {exc}"}
     for key, value in (described or {}).items():
         if key in _RESERVED:
             continue

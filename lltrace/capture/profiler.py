@@ -119,11 +119,12 @@ class ProfilerWindow:
             return
         start, stop = self.blocks
         # The schedule counts steps (= blocks): skip the warm-up blocks, then one warm-up step.
-        sched = schedule(wait=max(start - 1, 0), warmup=1 if start >= 1 else 0, active=stop - start, repeat=1)
-        self._prof = self._new_profile(sched)
-        self._mode = "schedule"
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*warmup.*")  # window at block 0 has none
+            warnings.filterwarnings("ignore", message=".*warmup.*")  # a window at block 0 has none
+            sched = schedule(wait=max(start - 1, 0), warmup=1 if start >= 1 else 0, active=stop - start,
+                             repeat=1)
+            self._prof = self._new_profile(sched)
+            self._mode = "schedule"
             self._prof.start()
         self._maybe_window_opened()
 

@@ -6,7 +6,7 @@ Sources (DESIGN.md §8):
   graph break, `dynamo_start` (the function being compiled) and `compilation_metrics` after each
   compile. Structured logging runs only while the logger has a handler, so ours turns it on.
 - "skipping cudagraphs due to ..." warnings from inductor: the `cudagraphs` artifact logger
-  (torch >= 2.5, propagates to `torch`) and, in older releases, `perf_hints`.
+  (recent torch; it propagates to `torch._inductor`) and, in older releases, `perf_hints`.
 Events are time-stamped when logged, so they land on the run's timeline.
 """
 from __future__ import annotations
@@ -21,12 +21,23 @@ from lltrace.capture.events import EventSink, RunEvent
 
 TRACE_LOGGER = "torch.__trace"
 CUDAGRAPH_SKIP = "skipping cudagraphs due to"
+# torch's registered loggers do not propagate (each has its own stderr handler): listen on each.
+_TORCH_LOGGERS = ("torch", "torch._dynamo", "torch._inductor", "torch._inductor.cudagraph_trees")
 # perf_hints is off by default and does not propagate: listen on its known loggers directly.
 _PERF_HINT_LOGGERS = (
     "torch._inductor.compile_fx.__perf_hints",
     "torch._inductor.cudagraph_trees.__perf_hints",
     "torch._inductor.graph.__perf_hints",
 )
+
+
+def _torch_loggers() -> list[str]:
+    try:
+        from torch._logging._internal import log_registry  # private: fall back to the known names
+        names = set(log_registry.get_log_qnames())
+    except Exception:
+        names = set()
+    return sorted(names | set(_TORCH_LOGGERS))
 
 
 def _payload(record: logging.LogRecord) -> str:
@@ -82,6 +93,7 @@ class RecompileMonitor:
         self._trace_handler = _Handler(self)
         self._text_handler = _Handler(self)
         self._saved: list[tuple[logging.Logger, int]] = []
+        self._text_loggers: list[str] = []
         # compile id -> (recompile reasons, time_ns, perf_ns) waiting for dynamo_start's name
         self._pending: dict[str, tuple[list[str], int, int]] = {}
         self._strings: dict[int, str] = {}
@@ -103,7 +115,9 @@ class RecompileMonitor:
         self._saved.append((trace_log, trace_log.level))
         trace_log.setLevel(logging.DEBUG)  # torch keeps it at DEBUG; make sure of it while we listen
         trace_log.addHandler(self._trace_handler)
-        logging.getLogger("torch").addHandler(self._text_handler)
+        self._text_loggers = _torch_loggers()
+        for name in self._text_loggers:
+            logging.getLogger(name).addHandler(self._text_handler)
         for name in _PERF_HINT_LOGGERS:
             lg = logging.getLogger(name)
             self._saved.append((lg, lg.level))
@@ -117,7 +131,8 @@ class RecompileMonitor:
             return
         self._active = False
         logging.getLogger(TRACE_LOGGER).removeHandler(self._trace_handler)
-        logging.getLogger("torch").removeHandler(self._text_handler)
+        for name in self._text_loggers:
+            logging.getLogger(name).removeHandler(self._text_handler)
         for name in _PERF_HINT_LOGGERS:
             logging.getLogger(name).removeHandler(self._text_handler)
         for lg, level in reversed(self._saved):

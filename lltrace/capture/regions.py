@@ -47,6 +47,16 @@ def leaf(name: str) -> str:
 
 def level_of(name: str) -> str:
     """The lowest instrumentation level that emits region `name`."""
+    lv = _level_cache.get(name)
+    if lv is None:
+        lv = _level_cache[name] = _classify(name)
+    return lv
+
+
+_level_cache: dict[str, str] = {}
+
+
+def _classify(name: str) -> str:
     if _LAYER_RE.match(name):
         return "layer"
     return "op" if leaf(name) in OP_REGIONS else "block"

@@ -78,6 +78,7 @@ class RunDirectory:
         self.run_id = run_id or self.path.name
         self.meta: dict[str, Any] = {}
         self.time_base: TimeBase | None = None
+        self._early_events: list[RunEvent] = []
         self._lock = threading.Lock()
         self._files: dict[str, Any] = {}
         self.frames_written = 0
@@ -129,9 +130,21 @@ class RunDirectory:
         self.frames_written += 1
 
     def append_event(self, event: RunEvent) -> None:
-        base = self.time_base or TimeBase.now()
-        self._append("events.jsonl", event.to_json(base))
+        """Events before the time base is set wait in memory (their t_s needs it)."""
+        with self._lock:
+            if self.time_base is None:
+                self._early_events.append(event)
+                return
+        self._append("events.jsonl", event.to_json(self.time_base))
         self.events_written += 1
+
+    def set_time_base(self, base: TimeBase) -> None:
+        """The run's origin for `t_s` (run start); writes the events that waited for it."""
+        with self._lock:
+            self.time_base = base
+            early, self._early_events = self._early_events, []
+        for event in early:
+            self.append_event(event)
 
     def touch_lines(self) -> None:
         """Create frames.jsonl and events.jsonl now, so even a run with none has them."""
@@ -146,6 +159,8 @@ class RunDirectory:
         """Write summary.json (if given) and meta.json with `status` and `end`; close the files."""
         if status not in STATUSES:
             raise ValueError(f"bad status {status!r}")
+        if self.time_base is None and self._early_events:
+            self.set_time_base(TimeBase.now())  # the run never started: keep its events anyway
         if summary is not None:
             self.write_summary(summary)
         self.write_meta(status=status, end={"reason": reason, "message": message,

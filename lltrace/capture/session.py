@@ -16,13 +16,13 @@ import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
 from lltrace.capture.events import RunEvent, TimeBase
 from lltrace.capture.frame_clock import ClockStats, FrameClock, FrameRecord, SwitchRecord
-from lltrace.capture.hooks import DEFAULT_PATTERNS, InstrumentHandle, instrument_module
+from lltrace.capture.hooks import DEFAULT_PATTERNS, InstrumentHandle, instrument_module, wrap_method
 from lltrace.capture.meta import build_meta
 from lltrace.capture.observer import CaptureObserver
 from lltrace.capture.profiler import ProfilerWindow, parse_profile_blocks
@@ -88,6 +88,10 @@ class Session:
 
     Listeners are objects with any of: on_frame(FrameRecord), on_event(RunEvent),
     on_switch(SwitchRecord), on_block(BlockOutput), on_end(RunResult).
+
+    Regions: at level "layer"/"op" the session hooks `pipeline.generator` by module name
+    (`patterns`), wraps `pipeline.kv_cache.update` as ll/kv_update, and calls
+    `instrument(pipeline, level) -> InstrumentHandle` for anything else; all removed at the end.
     """
 
     def __init__(self, pipeline: Any, *, num_blocks: int, prompt: str,
@@ -97,7 +101,8 @@ class Session:
                  regions_level: str = "op", py_spy: bool = False,
                  listeners: Iterable[Any] = (), record_shapes: bool = False,
                  patterns: Sequence[tuple[str, str]] = DEFAULT_PATTERNS,
-                 command: list[str] | None = None, handle_signals: bool = True):
+                 command: list[str] | None = None, handle_signals: bool = True,
+                 instrument: Callable[[Any, str], InstrumentHandle] | None = None):
         if num_blocks < 1:
             raise LltraceError(f"a run needs at least one block (got {num_blocks})")
         self.switches = dict(switches or {})
@@ -119,6 +124,7 @@ class Session:
         self.patterns = patterns
         self.command = command
         self.handle_signals = handle_signals
+        self.instrument = instrument
         self._run_dir_arg = run_dir
         self._stop = threading.Event()
         self.events: list[RunEvent] = []
@@ -185,7 +191,7 @@ class Session:
         rd.touch_lines()
 
         device = getattr(pipeline, "device", torch.device("cpu"))
-        self.clock = FrameClock(device, on_frame=[self._frame], on_switch=[self._switch])
+        self.clock = FrameClock(device, on_frame=[self._frame], on_switch=[self._switch], on_start=[self._started])
         self.observer = CaptureObserver(self.clock, level=self.regions_level, sinks=[self._event])
         self.monitor = RecompileMonitor([self._event])
         self.profiler = ProfilerWindow(rd.path, blocks=self.profile_blocks, record_shapes=self.record_shapes,
@@ -199,22 +205,15 @@ class Session:
         block_no = 0
         with self._signals():
             try:
-                generator = getattr(pipeline, "generator", None)
-                if generator is not None and self.regions_level in ("layer", "op"):
-                    handle = instrument_module(generator, self.regions_level, self.patterns)
-                    for name, why in handle.skipped[:3]:
-                        self._event(RunEvent("note", f"no region on {name}: {why}", {"source": "regions"}))
+                handle = self._instrument(pipeline)
                 pipeline.observer = self.observer
                 self.monitor.start()
                 if spy is not None:
                     spy.start()
-                t0 = TimeBase.now()
-                rd.time_base = t0
-                rd.write_meta(t0=t0.to_json(), clock_sync=t0.to_json() | {"marker": None},
-                              pyspy={"file": "pyspy.json", "started": spy.started.to_json()}
+                rd.write_meta(pyspy={"file": "pyspy.json", "started": spy.started.to_json()}
                               if spy is not None and spy.started else None)
                 self.profiler.start()
-                pipeline.start(self.prompt)
+                pipeline.start(self.prompt)  # -> observer.run_started() -> self._started(t0)
                 for block_no in range(self.num_blocks):
                     if self._stop.is_set():
                         status, reason, message = "interrupted", "stopped", f"stopped after {block_no} blocks"
@@ -246,6 +245,34 @@ class Session:
         if error is not None:
             raise error
         return result
+
+    def _instrument(self, pipeline: Any) -> InstrumentHandle:
+        """Layer/op regions on the generator's modules, ll/kv_update on `pipeline.kv_cache.update`
+        (a method, not a module), plus the caller's `instrument(pipeline, level)` if given."""
+        handle = InstrumentHandle()
+        if self.regions_level not in ("layer", "op"):
+            return handle
+        generator = getattr(pipeline, "generator", None)
+        if isinstance(generator, torch.nn.Module):
+            handle.add(instrument_module(generator, self.regions_level, self.patterns))
+        cache = getattr(pipeline, "kv_cache", None)
+        if cache is not None and callable(getattr(cache, "update", None)):
+            handle.add(wrap_method(cache, "update", "ll/kv_update", self.regions_level))
+        if self.instrument is not None:
+            handle.add(self.instrument(pipeline, self.regions_level))
+        if handle.skipped:
+            names = ", ".join(name for name, _ in handle.skipped[:4])
+            more = f" and {len(handle.skipped) - 4} more" if len(handle.skipped) > 4 else ""
+            self._event(RunEvent("note", f"no op regions inside compiled modules ({names}{more}): "
+                                         f"{handle.skipped[0][1]}",
+                                 {"source": "regions", "skipped": [n for n, _ in handle.skipped]}))
+        return handle
+
+    def _started(self, t0: TimeBase) -> None:
+        """The run's zero for `ready_s` (frames) and `t_s` (events): the request, on the host."""
+        self.run_dir.set_time_base(t0)
+        sync = {} if self.profiler.clock_sync else {"clock_sync": t0.to_json() | {"marker": None}}
+        self.run_dir.write_meta(t0=t0.to_json(), **sync)
 
     def _clock_sync(self, base: TimeBase) -> None:
         self.run_dir.write_meta(clock_sync=base.to_json() | {"marker": "ll/clock_sync"})

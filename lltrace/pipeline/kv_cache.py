@@ -208,8 +208,8 @@ def make_kv_cache(kind: str, cfg: ModelConfig, batch: int, local_attn_size: int,
 class CrossAttnCache:
     """Per-layer cross-attention k/v of the current prompt's text tokens.
 
-    The model fills it on the first forward after `reset()` (one prompt switch) and reads it
-    afterwards. The buffers are allocated once and refilled in place, so a CUDA graph captured
+    The model fills it (`copy_` into k[i], v[i]) on the first forward after `reset()` (a new
+    prompt) and reads it afterwards. The buffers are allocated once and refilled in place, so a CUDA graph captured
     while reading them sees the new prompt after a switch.
     """
 
@@ -225,7 +225,3 @@ class CrossAttnCache:
 
     def reset(self) -> None:
         self.ready = False
-
-    def store(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        self.k[layer_idx].copy_(k)
-        self.v[layer_idx].copy_(v)

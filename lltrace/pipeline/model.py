@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from lltrace.pipeline.attention import attention, resolve_backend
 from lltrace.pipeline.config import ModelConfig
 from lltrace.pipeline.kv_cache import CrossAttnCache, KVCache
-from lltrace.pipeline.observer import NULL_OBSERVER, PipelineObserver
 
 ROPE_THETA = 10000.0
 # Wan builds RoPE tables for 1024 positions per axis; a stream runs longer than 1024 latent
@@ -120,40 +119,45 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 # ----------------------------------------------------------------------------- attention
 class CausalSelfAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, eps: float, backend: str):
+    def __init__(self, dim: int, num_heads: int, eps: float, backend: str, qk_norm: bool = True):
         super().__init__()
         self.num_heads, self.head_dim, self.backend = num_heads, dim // num_heads, backend
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.norm_q = FP32RMSNorm(dim, eps=eps)
-        self.norm_k = FP32RMSNorm(dim, eps=eps)
+        self.norm_q = FP32RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
+        self.norm_k = FP32RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
 
-    def forward(self, x, rope, kv_cache: KVCache, layer_idx: int, current_start, observer):
+    def forward(self, x, rope, kv_cache: KVCache, layer_idx: int, current_start):
         b, n, d = x.shape[0], self.num_heads, self.head_dim
         q = apply_rope(self.norm_q(self.q(x)).view(b, -1, n, d), *rope)
         k = apply_rope(self.norm_k(self.k(x)).view(b, -1, n, d), *rope)
         v = self.v(x).view(b, -1, n, d)
-        with observer.region("ll/kv_update"):
-            k_att, v_att, mask = kv_cache.update(layer_idx, k, v, current_start)
+        k_att, v_att, mask = kv_cache.update(layer_idx, k, v, current_start)
         return self.o(attention(q, k_att, v_att, self.backend, mask).flatten(2))
 
 
 class CrossAttention(nn.Module):
-    """Attention from video tokens to the prompt's tokens; k/v come from the cache once filled."""
+    """Attention from video tokens to the prompt's tokens.
 
-    def __init__(self, dim: int, num_heads: int, eps: float, backend: str):
+    `cache_k`/`cache_v` are this layer's CrossAttnCache buffers; with `context` (the embedded
+    prompt) given they are refilled in place first, else read as they are. They arrive as
+    tensors, not as (cache, layer index): a regionally compiled block would otherwise
+    specialise on the index and recompile for every layer.
+    """
+
+    def __init__(self, dim: int, num_heads: int, eps: float, backend: str, qk_norm: bool = True):
         super().__init__()
         self.num_heads, self.head_dim, self.backend = num_heads, dim // num_heads, backend
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.norm_q = FP32RMSNorm(dim, eps=eps)
-        self.norm_k = FP32RMSNorm(dim, eps=eps)
+        self.norm_q = FP32RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
+        self.norm_k = FP32RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
 
-    def forward(self, x, context, cache: CrossAttnCache, layer_idx: int):
+    def forward(self, x, context, cache_k: torch.Tensor, cache_v: torch.Tensor):
         b, n, d = x.shape[0], self.num_heads, self.head_dim
         q = self.norm_q(self.q(x)).view(b, -1, n, d)
-        if not cache.ready:
-            cache.store(layer_idx, self.norm_k(self.k(context)).view(b, -1, n, d),
-                        self.v(context).view(b, -1, n, d))
-        return self.o(attention(q, cache.k[layer_idx], cache.v[layer_idx], self.backend).flatten(2))
+        if context is not None:
+            cache_k.copy_(self.norm_k(self.k(context)).view(b, -1, n, d))
+            cache_v.copy_(self.v(context).view(b, -1, n, d))
+        return self.o(attention(q, cache_k, cache_v, self.backend).flatten(2))
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -172,31 +176,20 @@ class CausalWanBlock(nn.Module):
         super().__init__()
         dim, eps = cfg.dim, cfg.eps
         self.norm1 = FP32LayerNorm(dim, eps, elementwise_affine=False)
-        self.self_attn = CausalSelfAttention(dim, cfg.num_heads, eps, backend)
+        self.self_attn = CausalSelfAttention(dim, cfg.num_heads, eps, backend, cfg.qk_norm)
         self.norm3 = FP32LayerNorm(dim, eps, elementwise_affine=True) if cfg.cross_attn_norm else nn.Identity()
-        self.cross_attn = CrossAttention(dim, cfg.num_heads, eps, backend)
+        self.cross_attn = CrossAttention(dim, cfg.num_heads, eps, backend, cfg.qk_norm)
         self.norm2 = FP32LayerNorm(dim, eps, elementwise_affine=False)
         self.ffn = nn.Sequential(nn.Linear(dim, cfg.ffn_dim), nn.GELU(approximate="tanh"),
                                  nn.Linear(cfg.ffn_dim, dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim ** 0.5)
 
-    def forward(self, x, e0, context, rope, kv_cache, crossattn_cache, layer_idx, current_start,
-                observer: PipelineObserver):
-        region = observer.region
-        with region("ll/norm"):
-            shift, scale, gate, shift2, scale2, gate2 = (self.modulation.unsqueeze(1) + e0).chunk(6, dim=2)
-            h = _modulate(self.norm1(x), shift, scale)
-        with region("ll/self_attn"):
-            y = self.self_attn(h, rope, kv_cache, layer_idx, current_start, observer)
+    def forward(self, x, e0, context, rope, kv_cache, cross_kv, layer_idx, current_start):
+        shift, scale, gate, shift2, scale2, gate2 = (self.modulation.unsqueeze(1) + e0).chunk(6, dim=2)
+        y = self.self_attn(_modulate(self.norm1(x), shift, scale), rope, kv_cache, layer_idx, current_start)
         x = x + _gate(y, gate)
-        with region("ll/norm"):
-            h = self.norm3(x)
-        with region("ll/cross_attn"):
-            x = x + self.cross_attn(h, context, crossattn_cache, layer_idx)
-        with region("ll/norm"):
-            h = _modulate(self.norm2(x), shift2, scale2)
-        with region("ll/ffn"):
-            y = self.ffn(h)
+        x = x + self.cross_attn(self.norm3(x), context, *cross_kv)
+        y = self.ffn(_modulate(self.norm2(x), shift2, scale2))
         return x + _gate(y, gate2)
 
 
@@ -220,7 +213,8 @@ class CausalWanModel(nn.Module):
     `attention_backend` is "sdpa" | "flash" | "auto" ("auto"/"flash" look at this machine:
     pass the result of `resolve_backend(name, device)` to pin it); `self.attention_backend`
     is the one that runs (masked attention of the static KV cache always runs SDPA).
-    `self.observer` receives the ll/layer[k], ll/self_attn, ... regions (docs/FORMATS.md §1).
+    No instrumentation inside: lltrace.capture.hooks puts the ll/layer[k], ll/self_attn, ...
+    regions (docs/FORMATS.md §1) on these module names, and ll/kv_update on `kv_cache.update`.
     """
 
     def __init__(self, cfg: ModelConfig, attention_backend: str = "sdpa"):
@@ -230,7 +224,6 @@ class CausalWanModel(nn.Module):
                                                 "cuda" if torch.cuda.is_available() else "cpu")
         self.cfg = cfg
         self.attention_backend = attention_backend
-        self.observer: PipelineObserver = NULL_OBSERVER
         dim = cfg.dim
         self.patch_embedding = nn.Conv3d(cfg.in_dim, dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, dim), nn.GELU(approximate="tanh"),
@@ -281,22 +274,19 @@ class CausalWanModel(nn.Module):
         while `crossattn_cache` is not filled for this prompt (then the cache's k/v are used).
         `current_start`: stream token index of x's first token (int or 0-dim long tensor).
         """
-        region = self.observer.region
         dtype = self.patch_embedding.weight.dtype
         self.rope.to(self.patch_embedding.weight.device)
-        with region("ll/embed"):
-            x = self.patch_embedding(x.to(dtype))
-            grid = tuple(x.shape[2:])
-            x = x.flatten(2).transpose(1, 2)
-            e, e0 = self.embed_time(t, grid[0])
-            ctx = None if crossattn_cache.ready else self.embed_text(context)
-            rope = self.rope.tables(self.start_frame(current_start), *grid)
+        x = self.patch_embedding(x.to(dtype))
+        grid = tuple(x.shape[2:])
+        x = x.flatten(2).transpose(1, 2)
+        e, e0 = self.embed_time(t, grid[0])
+        ctx = None if crossattn_cache.ready else self.embed_text(context)
+        rope = self.rope.tables(self.start_frame(current_start), *grid)
         for i, block in enumerate(self.blocks):
-            with region(f"ll/layer[{i}]"):
-                x = block(x, e0, ctx, rope, kv_cache, crossattn_cache, i, current_start, self.observer)
+            cross_kv = (crossattn_cache.k[i], crossattn_cache.v[i])
+            x = block(x, e0, ctx, rope, kv_cache, cross_kv, i, current_start)
         crossattn_cache.ready = True
-        with region("ll/head"):
-            return self.unpatchify(self.head(x, e), grid)
+        return self.unpatchify(self.head(x, e), grid)
 
 
 def count_parameters(cfg: ModelConfig) -> int:

@@ -6,7 +6,8 @@ Links, in order of preference (DESIGN.md §5):
    region (nesting in time on the same pid/tid).
 2. the `ac2g` flow: the `s` end with the activity's correlation id (or the `f` end bound
    to the activity) gives the launch's thread and time.
-3. the `gpu_user_annotation` around the activity on its stream: its External id is the
+3. the activity's own `External id`: the host op that launched it (its time on its thread).
+4. the `gpu_user_annotation` around the activity on its stream: its External id is the
    host annotation's, which names the region directly.
 CUDA-graph replays need nothing special here: every kernel of a graph carries the
 correlation id of its cudaGraphLaunch, so it lands in the range around that launch.
@@ -21,7 +22,7 @@ from lltrace.trace.events import (GPU_ACTIVITY, GPU_ANNOTATION, HOST_RANGE, RUNT
                                   Trace)
 
 # how an activity was linked to its launch
-NONE, BY_CORRELATION, BY_FLOW, BY_GPU_ANNOTATION = 0, 1, 2, 3
+NONE, BY_CORRELATION, BY_FLOW, BY_EXTERNAL_ID, BY_GPU_ANNOTATION = 0, 1, 2, 3, 4
 
 
 @dataclass
@@ -172,10 +173,25 @@ def attribute(trace: Trace, forest: Forest) -> Attribution:
         l_thread[sel] = (fl["pid"][sr].astype(np.int64) << 32) | fl["tid"][sr].astype(np.int64)
         l_time[sel] = fl["ts"][sr] + 1e-3
 
+    # 3. External id -> the host op (cpu_op / user_annotation) that launched it
+    ops = np.nonzero(np.isin(cat, np.array(HOST_RANGE, dtype=np.uint8)) & (x["ext"] >= 0))[0]
+    ops = ops[np.argsort(x["ext"][ops], kind="stable")]
+    op_ext = x["ext"][ops]
+    todo = np.nonzero(how == NONE)[0]
+    if len(todo):
+        ext = x["ext"][gpu[todo]]
+        op = _lookup(op_ext, ops, ext)
+        op[ext < 0] = -1
+        got = op >= 0
+        sel, orow = todo[got], op[got]
+        how[sel] = BY_EXTERNAL_ID
+        l_thread[sel] = thread_key(trace, orow)
+        l_time[sel] = x["ts"][orow] + x["dur"][orow] / 2
+
     linked = how != NONE
     host[linked] = forest.innermost(l_thread[linked], l_time[linked])
 
-    # 3. gpu_user_annotation around an unlinked activity -> host annotation with its External id
+    # 4. gpu_user_annotation around an unlinked activity -> host annotation with its External id
     todo = np.nonzero(~linked)[0]
     if len(todo):
         gua = np.nonzero(cat == GPU_ANNOTATION)[0]
@@ -199,9 +215,7 @@ def attribute(trace: Trace, forest: Forest) -> Attribution:
     has_launch = launch >= 0
     no_ext = (ext < 0) & has_launch
     ext[no_ext] = x["ext"][launch[no_ext]]
-    ops = np.nonzero(np.isin(cat, np.array(HOST_RANGE, dtype=np.uint8)) & (x["ext"] >= 0))[0]
-    ops = ops[np.argsort(x["ext"][ops], kind="stable")]
-    op_row = _lookup(x["ext"][ops], ops, ext)
+    op_row = _lookup(op_ext, ops, ext)
     op_row[ext < 0] = -1
     op_name = np.where(op_row >= 0, x["name"][np.maximum(op_row, 0)], -1)
 

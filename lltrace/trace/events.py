@@ -10,7 +10,8 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+import math
+from typing import Annotated, Any, Iterator, NamedTuple
 
 import msgspec
 import numpy as np
@@ -40,9 +41,12 @@ MODULE_PREFIX = "nn.Module:"  # python_function events of torch.profiler(with_mo
 
 # -- typed decoding: only the fields we use; msgspec skips the rest without building them --
 
+Int64 = Annotated[int, msgspec.Meta(ge=-2**63, le=2**63 - 1)]   # larger ones go to the lenient path
+
+
 class RawArgs(msgspec.Struct, gc=False):
-    correlation: int | None = None
-    external_id: int | None = msgspec.field(default=None, name="External id")
+    correlation: Int64 | None = None
+    external_id: Int64 | None = msgspec.field(default=None, name="External id")
     name: str | None = None     # process_name / thread_name metadata
 
 
@@ -64,6 +68,15 @@ def lenient_event(obj: Any) -> RawEvent | None:
     if not isinstance(obj, dict):
         return None
 
+    def text(v) -> str:
+        if not isinstance(v, str):
+            return "" if v is None else str(v)
+        try:
+            v.encode("utf-8")
+            return v
+        except UnicodeEncodeError:   # invalid UTF-8 read with surrogateescape: make it printable
+            return v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
     def num(v):
         if isinstance(v, bool):
             return None
@@ -83,18 +96,16 @@ def lenient_event(obj: Any) -> RawEvent | None:
             return v
         if isinstance(v, float) and v.is_integer():
             return int(v)
-        return str(v)
+        return text(v)
 
     def opt_int(v):
         if isinstance(v, bool):
             return None
-        if isinstance(v, int):
-            return v
         if isinstance(v, float) and v.is_integer():
-            return int(v)
-        if isinstance(v, str) and v.strip().lstrip("-").isdigit():
-            return int(v)
-        return None
+            v = int(v)
+        elif isinstance(v, str) and v.strip().lstrip("-").isdigit():
+            v = int(v)
+        return v if isinstance(v, int) and -2**63 <= v < 2**63 else None
 
     ph = obj.get("ph")
     if not isinstance(ph, str):
@@ -105,13 +116,14 @@ def lenient_event(obj: Any) -> RawEvent | None:
         n = args.get("name")
         raw_args = RawArgs(correlation=opt_int(args.get("correlation")),
                            external_id=opt_int(args.get("External id")),
-                           name=n if isinstance(n, str) else None)
+                           name=text(n) if isinstance(n, str) else None)
     flow_id = obj.get("id")
-    if flow_id is not None and not isinstance(flow_id, (int, str)):
+    if flow_id is not None and not isinstance(flow_id, (int, str)) or isinstance(flow_id, bool):
         flow_id = str(flow_id)
-    name, cat = obj.get("name", ""), obj.get("cat", "")
+    if isinstance(flow_id, int) and not -2**62 < flow_id < 2**62:
+        flow_id = str(flow_id)
     dur = num(obj.get("dur"))
-    return RawEvent(ph=ph, cat=cat if isinstance(cat, str) else "", name=name if isinstance(name, str) else str(name),
+    return RawEvent(ph=text(ph), cat=text(obj.get("cat", "")), name=text(obj.get("name", "")),
                     ts=num(obj.get("ts")), dur=dur if dur is not None else 0.0,
                     pid=ident(obj.get("pid")), tid=ident(obj.get("tid")), id=flow_id, args=raw_args)
 
@@ -182,7 +194,7 @@ class EventCollector:
         return code
 
     def add(self, batch: list[RawEvent]) -> None:
-        names, ids, cat_cache = self.names, self.ids, self.cat_cache
+        names, ids, cat_cache, isfinite = self.names, self.ids, self.cat_cache, math.isfinite
         c = self.x.cols
         cat_a, name_a, pid_a, tid_a = c["cat"].append, c["name"].append, c["pid"].append, c["tid"].append
         ts_a, dur_a, corr_a, ext_a = c["ts"].append, c["dur"].append, c["corr"].append, c["ext"].append
@@ -198,7 +210,7 @@ class EventCollector:
                     continue
                 if code == PYTHON_MODULE and not e.name.startswith(MODULE_PREFIX):
                     continue  # with_stack emits every Python frame; only nn.Module ones are regions
-                if e.ts is None:
+                if e.ts is None or not isfinite(e.ts) or not isfinite(e.dur):
                     self.invalid += 1
                     continue
                 a = e.args
@@ -224,10 +236,10 @@ class EventCollector:
                     corr_a(a.correlation if a.correlation is not None else -1)
                     ext_a(a.external_id if a.external_id is not None else -1)
             elif ph in ("s", "f", "t"):
-                if e.cat != "ac2g" or e.ts is None or e.id is None:
+                if e.cat != "ac2g" or e.ts is None or e.id is None or not isfinite(e.ts):
                     continue
                 fid = e.id
-                if not isinstance(fid, int):
+                if not isinstance(fid, int) or not -2**62 < fid < 2**62:
                     fid = self.flow_ids.setdefault(fid, -2 - len(self.flow_ids))
                 f = self.flows.cols
                 p = ids.setdefault(e.pid, len(ids))

@@ -287,7 +287,7 @@ class _Parser:
             if cut is not None:
                 try:
                     batch = self.decoder.decode(b"[" + self.buf[start:cut + 1] + b"]")
-                except msgspec.DecodeError:   # a bad split, an odd field type, or damage
+                except (msgspec.DecodeError, UnicodeDecodeError):   # a bad split, an odd field type, or damage
                     pass
                 else:
                     self.sink.add(batch)

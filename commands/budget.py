@@ -1,0 +1,73 @@
+"""`lltrace budget PATH`: the hierarchical time budget of a run, a trace file or a budget JSON."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+PROGRESS_ABOVE = 20 << 20   # show a progress bar for files larger than this
+
+
+@click.command()
+@click.argument("path")
+@click.option("--depth", type=click.IntRange(0, 64), default=None,
+              help="Levels of the tree under the root to show [default: 3 on a terminal, all in --json].")
+@click.option("--by", type=click.Choice(["region", "kernel"]), default="region", show_default=True,
+              help="The region tree, or a table of kernels.")
+@click.option("--json", "as_json", is_flag=True, help="Print the budget JSON (docs/FORMATS.md §3) to stdout.")
+@click.option("--top", type=click.IntRange(1, None), default=None,
+              help="Kernels to list [default: 20 on a terminal, all in --json].")
+@click.option("--hta", "with_hta", is_flag=True,
+              help="Add HolisticTraceAnalysis: temporal breakdown, kernel launch delays, idle time.")
+@click.option("--ceiling", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="bf16 TFLOP/s ceiling for the roofline column (default: meta.json's measured one).")
+def budget(path, depth, by, as_json, top, with_hta, ceiling):
+    """Hierarchical GPU/CPU time budget of PATH: a run directory (traces/<id>/), a run id,
+    a torch-profiler trace (.json / .json.gz / *.pt.trace.json[.gz]) or a budget JSON."""
+    from rich.console import Console
+
+    from lltrace.trace.budget import Budget, build_budget
+    from lltrace.trace.loader import load_trace, read_meta, resolve_source
+    from lltrace.ui import budget_report
+
+    err = Console(stderr=True)
+    src = resolve_source(path)
+    if with_hta:
+        from lltrace.analysis import hta
+        hta.require()   # fail before a long parse
+        if src.kind == "budget":
+            from lltrace.errors import LltraceError
+            raise LltraceError("--hta needs a trace, not a budget JSON")
+    if src.kind == "budget":
+        result = Budget.from_dict(json.loads(src.path.read_text()))
+    else:
+        trace = _load_with_progress(load_trace, src, err)
+        result = build_budget(trace, trace.run_meta if trace.run_meta is not None else read_meta(src.meta_path))
+        if with_hta:
+            with err.status("HTA: loading the trace and analysing..."):
+                result.hta = hta.analyze(src.path)
+    if ceiling is not None:
+        result.ceiling_tflops = ceiling
+    if as_json:
+        data = result.to_dict()
+        data["tree"] = budget_report.prune(result.tree, depth).to_dict()
+        if top is not None:
+            data["kernels"] = data["kernels"][:top]
+        json.dump(data, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return
+    out = Console()
+    budget_report.render(result, out, depth=3 if depth is None else depth, by=by, top=top)
+
+
+def _load_with_progress(load_trace, src, err):
+    size = src.path.stat().st_size
+    if size <= PROGRESS_ABOVE or not err.is_terminal:
+        return load_trace(src.run_dir or src.path)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("reading {task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task(src.path.name, total=size)
+        return load_trace(src.run_dir or src.path, progress=lambda done, total: bar.update(task, completed=done))
