@@ -17,6 +17,11 @@ def trace_file(tmp_path_factory):
     return write(tmp_path_factory.mktemp("cli"), lltrace_run(blocks=2, steps=2, layers=2).to_json(), gz=True)
 
 
+@pytest.fixture(autouse=True)
+def wide_terminal(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+
+
 def run(capsys, *args):
     code = main(["budget", *map(str, args)])
     out, err = capsys.readouterr()
@@ -70,7 +75,7 @@ def test_run_directory_and_run_id(capsys, tmp_path, monkeypatch):
     assert code == 0 and data["run"]["preset"] == "baseline" and data["ceiling_tflops"] == 500.0
     assert data["tree"]["children"][0]["flops"] > 0
     code, out, _ = run(capsys, run_dir, "--ceiling", "250")
-    assert code == 0 and "TFLOP/s (% ceil)" in out and "250 TFLOP/s" in out
+    assert code == 0 and "TFLOP/s (% ceil)" in out and "250 TFLOP/s (bf16" in out
 
 
 def test_budget_json_in_budget_out(capsys, tmp_path, trace_file):

@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from lltrace.capture import regions
 from lltrace.capture.regions import Region, check_level, enabled_at
 from lltrace.errors import LltraceError
 
@@ -39,7 +40,9 @@ DEFAULT_PATTERNS: tuple[tuple[str, str], ...] = (
 )
 """(module-name pattern, region name template) in Wan2.1 / LongLive module names."""
 
-_COMPILED_WRAPPER = "_orig_mod"  # torch.compile(module) keeps the original under this name
+_COMPILED_WRAPPER = "_orig_mod"
+_is_compiling = torch.compiler.is_compiling
+_profiler_on = torch._C._autograd._profiler_enabled  # torch.compile(module) keeps the original under this name
 
 
 @dataclass
@@ -130,24 +133,28 @@ def _validate_patterns(patterns: Sequence[tuple[str, str]]) -> None:
 
 
 def _hooks(name: str):
-    """Pre/post forward hooks opening and closing region `name`; a per-thread stack pairs them."""
+    """Pre/post forward hooks opening and closing region `name`; a per-thread stack pairs them.
+    When nothing records (no profiler, no nsys) they only push/pop a None: ~1 us less per module."""
     local = threading.local()
 
     def pre(module, args):
-        if torch.compiler.is_compiling():
+        if _is_compiling():
             return None
-        stack = getattr(local, "stack", None)
-        if stack is None:
-            stack = local.stack = []
-        stack.append(Region(name).__enter__())
+        r = Region(name).__enter__() if (regions._nvtx_on or _profiler_on()) else None
+        try:
+            local.stack.append(r)
+        except AttributeError:
+            local.stack = [r]
         return None
 
     def post(module, args, output):
-        if torch.compiler.is_compiling():
+        if _is_compiling():
             return None
         stack = getattr(local, "stack", None)
         if stack:
-            stack.pop().__exit__(None, None, None)
+            r = stack.pop()
+            if r is not None:
+                r.__exit__(None, None, None)
         return None
 
     return pre, post

@@ -7,7 +7,9 @@ Sources (DESIGN.md §8):
   compile. Structured logging runs only while the logger has a handler, so ours turns it on.
 - "skipping cudagraphs due to ..." warnings from inductor: the `cudagraphs` artifact logger
   (recent torch; it propagates to `torch._inductor`) and, in older releases, `perf_hints`.
-Events are time-stamped when logged, so they land on the run's timeline.
+Events are time-stamped when logged, so they land on the run's timeline. Listening has a
+cost at compile time only: with a handler on `torch.__trace`, dynamo formats every structured
+payload (graphs, guards); each `compile` event carries `structured_logging_overhead_s`.
 """
 from __future__ import annotations
 
@@ -201,7 +203,9 @@ class RecompileMonitor:
             keep = ("compile_id", "co_name", "co_filename", "co_firstlineno", "start_time",
                     "entire_frame_compile_time_s", "backend_compile_time_s", "inductor_compile_time_s",
                     "graph_op_count", "guard_count", "fail_type", "fail_reason", "recompile_reason",
-                    "cudagraph_skip_reason", "cache_size")
+                    "cudagraph_skip_reason", "cache_size",
+                    # what listening costs: dynamo builds every structured payload once a handler exists
+                    "structured_logging_overhead_s")
             data = {k: m.get(k) for k in keep if k in m}
             data["graph_breaks"] = len(m.get("restart_reasons") or [])
             self._emit(RunEvent("compile", msg, data, time_ns=int(record.created * 1e9)))

@@ -136,7 +136,7 @@ def summary_lines(budget: Budget) -> list[Text]:
             parts = sorted(budget.classes.items(), key=lambda kv: -kv[1])
             lines.append(Text("classes: " + "   ".join(f"{k} {v / total:.1%}" for k, v in parts), style="dim"))
         if budget.ceiling_tflops:
-            lines.append(Text(f"ceiling: {budget.ceiling_tflops:,.0f} TFLOP/s bf16 matmul (measured)", style="dim"))
+            lines.append(Text(f"ceiling: {budget.ceiling_tflops:,.0f} TFLOP/s (bf16 matmul)", style="dim"))
     else:
         lines.append(Text(f"wall {budget.wall_ms:,.1f} ms   host time only (no GPU events)"))
     return lines

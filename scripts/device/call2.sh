@@ -1,4 +1,4 @@
-. scripts/device/setup.sh 2>&1 | grep -v -E "SyntaxWarning|Configuration class" || exit 1
+. scripts/device/setup.sh 2>&1 >/dev/null || exit 1
 export PYTHONWARNINGS=ignore
 python3 scripts/device/record_plain_trace.py $OUT/h100_plain_profiler_baseline.json.gz 2>&1 | grep -v -E "^W1|_pytree"
 for p in turbo-fp8 ultra; do
