@@ -27,8 +27,8 @@ def budget(path, depth, by, as_json, top, with_hta, ceiling):
     a torch-profiler trace (.json / .json.gz / *.pt.trace.json[.gz]) or a budget JSON."""
     from rich.console import Console
 
-    from lltrace.trace.budget import Budget, build_budget
-    from lltrace.trace.loader import load_trace, read_meta, resolve_source
+    from lltrace.trace.budget import build_budget, load_budget
+    from lltrace.trace.loader import load_trace, resolve_source
     from lltrace.ui import budget_report
 
     err = Console(stderr=True)
@@ -40,10 +40,10 @@ def budget(path, depth, by, as_json, top, with_hta, ceiling):
             from lltrace.errors import LltraceError
             raise LltraceError("--hta needs a trace, not a budget JSON")
     if src.kind == "budget":
-        result = Budget.from_dict(json.loads(src.path.read_text()))
+        result = load_budget(src.path)
     else:
         trace = _load_with_progress(load_trace, src, err)
-        result = build_budget(trace, trace.run_meta if trace.run_meta is not None else read_meta(src.meta_path))
+        result = build_budget(trace)   # with the run's meta.json, when there is one
         if with_hta:
             with err.status("HTA: loading the trace and analysing..."):
                 result.hta = hta.analyze(src.path)
@@ -62,12 +62,12 @@ def budget(path, depth, by, as_json, top, with_hta, ceiling):
 
 
 def _load_with_progress(load_trace, src, err):
-    size = src.path.stat().st_size
+    size = sum(p.stat().st_size for p in src.traces)
     if size <= PROGRESS_ABOVE or not err.is_terminal:
-        return load_trace(src.run_dir or src.path)
+        return load_trace(src)
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("reading {task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                   console=err, transient=True) as bar:
         task = bar.add_task(src.path.name, total=size)
-        return load_trace(src.run_dir or src.path, progress=lambda done, total: bar.update(task, completed=done))
+        return load_trace(src, progress=lambda done, total: bar.update(task, completed=done))

@@ -5,6 +5,7 @@ Lazy imports keep `lltrace --help` fast (torch and textual take seconds to impor
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -71,6 +72,8 @@ def cli():
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user mistakes become one-line errors with exit code 2."""
+    # Kineto prints a line per profiler start/stop at its default level; keep the terminal clean.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")
     try:
         cli.main(args=argv, prog_name="lltrace", standalone_mode=False)
     except LltraceError as exc:

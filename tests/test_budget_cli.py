@@ -149,3 +149,13 @@ def test_progress_bar_on_a_terminal(tmp_path, trace_file, monkeypatch):
     console.file.close()
     assert len(trace) > 0
     assert "reading" in (tmp_path / "err.txt").read_text()
+
+
+def test_broken_budget_json_is_a_one_line_error(capsys, tmp_path):
+    p = tmp_path / "b.json"
+    p.write_text('{"format": "lltrace-budget/1", "tree": {"name": ')
+    code, out, err = run(capsys, p)
+    assert code == 2 and err.startswith("lltrace: error:") and err.count("\n") == 1
+    p.write_text('{"format": "lltrace-budget/1", "tree": {"name": "run", "children": [{"gpu_ms": "x"}]}}')
+    code, out, err = run(capsys, p)
+    assert code == 2 and "not a budget JSON" in err

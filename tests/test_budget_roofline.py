@@ -81,3 +81,22 @@ def test_measuring_the_ceiling_needs_cuda():
     else:
         with pytest.raises(NeedsCudaError, match="needs CUDA"):
             roofline.measure_matmul_tflops()
+
+
+def test_a_part_recorded_in_pieces_counts_its_flops_once_per_forward(tmp_path):
+    """The capture wraps patch, text and time embedding each in ll/embed: three ranges, one embed."""
+    from test_trace_synthetic import SyntheticTrace
+
+    syn = SyntheticTrace()
+    for i in range(2):
+        with syn.region(f"ll/block[{i}]", "block"):
+            with syn.region("ll/step[0]", "step[0]"):
+                for _ in range(3):
+                    with syn.region("ll/embed", "embed"):
+                        syn.kernel("aten::linear", "nvjet_tst_64x8_64x16_4x1_v_bz_TNT", 5.0, "gemm")
+    meta = _meta(model="tiny")
+    shapes = roofline.WanShapes.from_meta(meta)
+    budget = build_budget(load_trace(write(tmp_path, syn.to_json())), meta)
+    embed = budget.tree.find("block", "step[0]", "embed")
+    assert embed.count == 6
+    assert embed.flops == pytest.approx(sum(shapes.parts(*shapes.step_tokens(i))["embed"] for i in range(2)))

@@ -206,3 +206,27 @@ def test_kernel_only_trace_is_class_only(tmp_path):
     assert all(c.kind == "class" for c in budget.tree.children)
     assert budget.attributed_fraction == 0.0 and budget.linked_fraction == 1.0
     assert np.isclose(sum(c.gpu_ms for c in budget.tree.children), budget.gpu_ms)
+
+
+def test_budget_of_a_real_capture_run_on_cpu(tmp_path):
+    """The capture layer's own run directory (tiny model, CPU): the tree follows FORMATS §1."""
+    session = pytest.importorskip("lltrace.capture.session")
+    from lltrace.pipeline.generator import StreamingPipeline
+    from lltrace.pipeline.presets import load_preset
+
+    pipe = StreamingPipeline(load_preset("baseline", {"decoder": "fast"}), device="cpu", model="tiny")
+    session.run_session(pipe, num_blocks=2, prompt="a fox", run_dir=tmp_path / "run", profile_blocks="0:2",
+                        regions_level="op")
+    budget = load_budget(tmp_path / "run")
+    assert budget.metric == "cpu" and budget.run["preset"] == "baseline"
+    block = budget.tree.child("block")
+    assert block.count == 2
+    assert [c.name for c in block.children if c.kind == "region"][:2] == ["noise", "step[0]"]
+    layer = block.find("step[0]", "layer[1]")
+    assert {"self_attn", "cross_attn", "ffn", "norm"} <= {c.name for c in layer.children}
+    assert layer.child("self_attn").child("kv_update") is not None
+    # FLOPs come from meta.json's model config and knobs: the block counts its forwards
+    forwards = [block.child(n).flops for n in ("step[0]", "step[1]", "step[2]", "step[3]", "context")]
+    assert all(f and f > 0 for f in forwards)
+    assert block.flops == pytest.approx(sum(forwards))
+    assert_children_sum(budget)

@@ -9,6 +9,7 @@ from lltrace.capture.recompiles import TRACE_LOGGER, RecompileMonitor
 
 
 def test_changing_an_int_argument_is_a_recompile_with_its_reason():
+    torch._dynamo.reset()
     @torch.compile(backend="eager")
     def scale_by_window(x, window):
         return x * window + 1

@@ -67,6 +67,9 @@ def test_bad_arguments_are_user_errors(tmp_path):
 
 
 def test_headless_run_writes_a_complete_run_directory(tmp_path):
+    import torch
+
+    torch._dynamo.reset()  # compiled code is cached per code object: start from none
     pipe = FakePipeline(layers=2, compiled_int=True)
     block_seen = {}
     listener = SimpleNamespace(on_block=lambda out: block_seen.setdefault(out.index, time.perf_counter_ns()))
@@ -258,6 +261,7 @@ def test_regionally_compiled_real_pipeline_shows_recompiles_and_keeps_layer_regi
     eager), with the eager backend so it takes seconds on a CPU."""
     import torch
 
+    torch._dynamo.reset()
     pipe = tiny_streaming_pipeline()
     pipe.kv_cache.update = torch.compiler.disable(pipe.kv_cache.update, recursive=True)
     for block in pipe.generator.blocks:

@@ -232,3 +232,19 @@ def test_paths_resolve_to_runs_traces_and_budgets(tmp_path, monkeypatch, synthet
     (tmp_path / "empty").mkdir()
     with pytest.raises(LltraceError, match="no trace file"):
         resolve_source(tmp_path / "empty")
+
+
+def test_every_profile_window_of_a_run_is_read(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    one = lltrace_run(blocks=1, steps=1, layers=1, extras=False).to_json()
+    write(run, one, "trace.json", gz=True)
+    two = lltrace_run(blocks=1, steps=1, layers=1, extras=False)
+    for e in two.events:     # a later window: later times, later ids (one process)
+        if "ts" in e:
+            e["ts"] += 1e6
+    write(run, two.to_json(), "trace-2.json", gz=True)
+    trace = load_trace(run)
+    assert len(trace) == 2 * _kept_x(one["traceEvents"])
+    assert any("2 profile windows merged" in w for w in trace.warnings)
+    assert 2 * load_trace(run / "trace.json.gz").stats["elements"] == trace.stats["elements"]

@@ -76,9 +76,10 @@ def _launch_stats(ta, rank: int, runtime_cutoff: int, launch_delay_cutoff: int) 
             "launch_delay_p50_us": float(delay.quantile(0.5)), "launch_delay_p95_us": float(delay.quantile(0.95)),
             "launch_delay_max_us": float(delay.max()),
             f"launch_delay_over_{launch_delay_cutoff}us": int((delay > launch_delay_cutoff).sum()),
-            f"gpu_shorter_than_{runtime_cutoff}us_launch": int(((df["cpu_duration"] > runtime_cutoff)
-                                                                 & (df["gpu_duration"] < df["cpu_duration"])).sum()),
-            "launch_bound": int((df["gpu_duration"] < df["cpu_duration"]).sum())}
+            # kernels that ran shorter than the CPU call that launched them: launch-bound
+            "kernels_shorter_than_launch": int((df["gpu_duration"] < df["cpu_duration"]).sum()),
+            f"of_them_launch_over_{runtime_cutoff}us": int(((df["cpu_duration"] > runtime_cutoff)
+                                                            & (df["gpu_duration"] < df["cpu_duration"])).sum())}
 
 
 def _idle(ta, rank: int) -> list[dict[str, Any]]:

@@ -89,6 +89,10 @@ class Session:
     Listeners are objects with any of: on_frame(FrameRecord), on_event(RunEvent),
     on_switch(SwitchRecord), on_block(BlockOutput), on_end(RunResult).
 
+    `next_switch(block) -> str | None` (the live TUI's hook) is called in the run's thread
+    before each block after the first: it returns a prompt to switch to before that block (it
+    replaces a scheduled switch there), or None. It may block: a paused live view waits in it.
+
     Regions: at level "layer"/"op" the session hooks `pipeline.generator` by module name
     (`patterns`), wraps `pipeline.kv_cache.update` as ll/kv_update, and calls
     `instrument(pipeline, level) -> InstrumentHandle` for anything else; all removed at the end.
@@ -102,7 +106,8 @@ class Session:
                  listeners: Iterable[Any] = (), record_shapes: bool = False,
                  patterns: Sequence[tuple[str, str]] = DEFAULT_PATTERNS,
                  command: list[str] | None = None, handle_signals: bool = True,
-                 instrument: Callable[[Any, str], InstrumentHandle] | None = None):
+                 instrument: Callable[[Any, str], InstrumentHandle] | None = None,
+                 next_switch: Callable[[int], str | None] | None = None):
         if num_blocks < 1:
             raise LltraceError(f"a run needs at least one block (got {num_blocks})")
         self.switches = dict(switches or {})
@@ -125,6 +130,7 @@ class Session:
         self.command = command
         self.handle_signals = handle_signals
         self.instrument = instrument
+        self.next_switch = next_switch
         self._run_dir_arg = run_dir
         self._stop = threading.Event()
         self.events: list[RunEvent] = []
@@ -184,8 +190,7 @@ class Session:
             "profile": {"blocks": list(self.profile_blocks)} if self.profile_blocks else None,
             "regions_level": self.regions_level,
             "num_blocks": self.num_blocks,
-            "prompts": [self.prompt, *self.switches.values()],
-            "switches": {str(b): p for b, p in sorted(self.switches.items())},
+            **self._prompts_meta(),
         })
         rd.write_meta(**meta)
         rd.touch_lines()
@@ -215,9 +220,12 @@ class Session:
                 self.profiler.start()
                 pipeline.start(self.prompt)  # -> observer.run_started() -> self._started(t0)
                 for block_no in range(self.num_blocks):
+                    live = self.next_switch(block_no) if self.next_switch is not None and block_no else None
                     if self._stop.is_set():
                         status, reason, message = "interrupted", "stopped", f"stopped after {block_no} blocks"
                         break
+                    if live is not None:
+                        self._live_switch(block_no, live)
                     if block_no in self.switches:
                         pipeline.switch_prompt(self.switches[block_no])
                     out = pipeline.generate_block()
@@ -245,6 +253,16 @@ class Session:
         if error is not None:
             raise error
         return result
+
+    def _live_switch(self, block_no: int, prompt: str) -> None:
+        """A switch asked for during the run: recorded in meta.json like a scheduled one."""
+        self.switches[block_no] = prompt
+        self.run_dir.write_meta(**self._prompts_meta())
+
+    def _prompts_meta(self) -> dict[str, Any]:
+        """Prompts in the order they are shown (prompt index = position) and the switches."""
+        order = sorted(self.switches.items())
+        return {"prompts": [self.prompt, *(p for _, p in order)], "switches": {str(b): p for b, p in order}}
 
     def _instrument(self, pipeline: Any) -> InstrumentHandle:
         """Layer/op regions on the generator's modules, ll/kv_update on `pipeline.kv_cache.update`

@@ -3,8 +3,10 @@
 One block = `steps` denoising forwards + one clean forward at `context_noise` that writes the
 KV cache (so steps + 1 forwards), then the block's latents are decoded to video frames. A
 prompt switch resets the cross-attention cache and re-runs the last min(window, frames so far)
-clean latent frames with the new prompt ("recache"), as LongLive's
-`SwitchCausalInferencePipeline._recache_after_switch` does.
+clean latent frames with the new prompt, block-causally ("recache"), as LongLive's
+`SwitchCausalInferencePipeline._recache_after_switch` does. (LongLive's shipped configs also set
+`global_sink`, which keeps the sink slots during a recache; here the re-run frames overwrite
+their slots, sink included, as with `global_sink: false`.)
 """
 from __future__ import annotations
 
@@ -91,6 +93,7 @@ class StreamingPipeline:
                 from lltrace.pipeline.vae import load_vae_weights
                 load_vae_weights(self.decoder, vae_weights)
 
+        self.ceiling_tflops: float | None = None  # measured matmul ceiling, for the roofline
         self.graphed_forward = None  # set by optimize.apply when the preset asks for CUDA graphs
         self.kv_cache = make_kv_cache(preset.kv_cache, cfg, batch, preset.local_attn_size, preset.sink_size,
                                       self.dtype, self.device)
@@ -116,7 +119,9 @@ class StreamingPipeline:
         else:
             import platform
             dev.update(name=platform.processor() or platform.machine())
-        return {"preset": self.preset.name, "knobs": self.preset.to_dict(), "model": self.model_config.to_dict(),
+        knobs = {**self.preset.to_dict(), "model": self.model_config.name}  # the model that ran
+        return {"preset": self.preset.name, "knobs": knobs, "model": self.model_config.to_dict(),
+                "ceilings": {"bf16_tflops": self.ceiling_tflops},
                 "device": dev, "dtype": str(self.dtype).removeprefix("torch."),
                 "attention_backend": self.attention_backend, "timesteps": self.timesteps,
                 "optimizations": self.optimizations, "batch": self.batch, "seed": self.seed,
@@ -229,7 +234,13 @@ class StreamingPipeline:
             n = min(self.preset.local_attn_size, frames_so_far)
             if n:
                 clean = torch.cat(self._history, dim=2)[:, :, -n:]
-                self.forward(clean, float(self.preset.context_noise), frames_so_far - n)
+                # Block by block, as LongLive's recache attends (its blockwise causal mask): each
+                # chunk sees the cache up to itself. Same shapes as a denoising forward, so a
+                # compiled block does not recompile and a captured graph can replay it.
+                first = frames_so_far - n
+                for lo in range(0, n, self.frames_per_block):
+                    hi = min(n, lo + self.frames_per_block)
+                    self.forward(clean[:, :, lo:hi], float(self.preset.context_noise), first + lo)
             # LongLive resets the cross-attention cache again after the recache forward.
             self.crossattn_cache.reset()
         self._after_switch = True

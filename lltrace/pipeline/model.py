@@ -192,6 +192,30 @@ class CausalWanBlock(nn.Module):
         y = self.ffn(_modulate(self.norm2(x), shift2, scale2))
         return x + _gate(y, gate2)
 
+    # -- the same block in two tensor-only halves, for regional torch.compile ------------------
+    # The KV-cache update (Python ints, per-layer lists) and the attention over the cache
+    # (a length that grows until the window is full) stay eager between the halves, so the
+    # compiled code sees no int that changes per layer or per block and never recompiles.
+    def pre_attn(self, x, e0, rope):
+        mods = (self.modulation.unsqueeze(1) + e0).chunk(6, dim=2)
+        sa, h = self.self_attn, _modulate(self.norm1(x), mods[0], mods[1])
+        b, n, d = x.shape[0], sa.num_heads, sa.head_dim
+        q = apply_rope(sa.norm_q(sa.q(h)).view(b, -1, n, d), *rope)
+        k = apply_rope(sa.norm_k(sa.k(h)).view(b, -1, n, d), *rope)
+        return q, k, sa.v(h).view(b, -1, n, d), mods
+
+    def post_attn(self, x, attn, mods, context, cache_k, cache_v):
+        x = x + _gate(self.self_attn.o(attn.flatten(2)), mods[2])
+        x = x + self.cross_attn(self.norm3(x), context, cache_k, cache_v)
+        y = self.ffn(_modulate(self.norm2(x), mods[3], mods[4]))
+        return x + _gate(y, mods[5])
+
+    def forward_split(self, x, e0, context, rope, kv_cache, cross_kv, layer_idx, current_start):
+        q, k, v, mods = self.pre_attn(x, e0, rope)
+        k_att, v_att, mask = kv_cache.update(layer_idx, k, v, current_start)
+        attn = attention(q, k_att, v_att, self.self_attn.backend, mask)
+        return self.post_attn(x, attn, mods, context, *cross_kv)
+
 
 class Head(nn.Module):
     def __init__(self, cfg: ModelConfig):

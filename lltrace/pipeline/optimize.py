@@ -3,10 +3,10 @@
 - fp8: torchao float8 dynamic activation + weight quantization with per-row scales on the
   transformer blocks' linears (H100: SM 8.9+). In eager mode its quantize kernels are unfused
   (DESIGN.md §3: 3x slower); it pays under torch.compile.
-- compile: regional, one `torch.compile` per transformer block instance of the same class, so
-  dynamo compiles the block once and reuses the code (inline_inbuilt_nn_modules). The KV-cache
-  update runs outside the compiled region: it slices by Python ints (dynamic cache) or indexes
-  per-layer lists, and either would recompile per value.
+- compile: regional, the transformer block's two tensor-only halves (before and after the
+  attention over the KV cache), shared by all blocks. The KV-cache update and the attention
+  over the cache run eagerly between them: the update slices by Python ints (dynamic cache) or
+  indexes per-layer lists, and either would recompile per value if compiled.
 - cuda_graphs: one CUDA graph of the whole generator forward for a block's shape, over the
   static KV cache (positions in device tensors) and the cross-attention cache (refilled in
   place), replayed for every denoising step and the KV-update forward. The first forward after
@@ -60,10 +60,16 @@ def apply_fp8(model: nn.Module, device: torch.device) -> int:
 
 
 def compile_blocks(model: nn.Module, kv_cache) -> int:
-    """Regional torch.compile: each transformer block, with the KV-cache update left eager."""
-    kv_cache.update = torch.compiler.disable(kv_cache.update, recursive=True)
+    """Regional torch.compile: the two tensor-only halves of every transformer block.
+
+    The block's forward becomes pre_attn (compiled) -> KV-cache update + attention (eager) ->
+    post_attn (compiled); see CausalWanBlock.forward_split. Every block shares the compiled
+    code (same class, parameters are inputs), so the 30 blocks compile once per variant.
+    """
     for block in model.blocks:
-        block.compile(dynamic=None)
+        block.pre_attn = torch.compile(block.pre_attn, dynamic=False)
+        block.post_attn = torch.compile(block.post_attn, dynamic=False)
+        block.forward = block.forward_split
     return len(model.blocks)
 
 

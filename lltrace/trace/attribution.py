@@ -147,6 +147,23 @@ def attribute(trace: Trace, forest: Forest) -> Attribution:
     l_thread[ok] = thread_key(trace, lr)
     l_time[ok] = x["ts"][lr] + x["dur"][lr] / 2   # the middle of the call is strictly inside its op
 
+    # host ops by External id (cpu_op / user_annotation / module ranges that have one)
+    ops = np.nonzero(np.isin(cat, np.array(HOST_RANGE, dtype=np.uint8)) & (x["ext"] >= 0))[0]
+    ops = ops[np.argsort(x["ext"][ops], kind="stable")]
+    op_ext = x["ext"][ops]
+    # Runtime calls carry CUPTI timestamps, ops the profiler's host clock; they can disagree by
+    # a few µs. Place the launch by the op that made it (its External id) when that op is on
+    # the same thread around the call: the op and the regions share one clock.
+    if len(lr):
+        op = _lookup(op_ext, ops, x["ext"][lr])
+        op[x["ext"][lr] < 0] = -1
+        oc = np.maximum(op, 0)
+        mid = l_time[ok]
+        near = ((op >= 0) & (thread_key(trace, oc) == l_thread[ok])
+                & (x["ts"][oc] - 50.0 <= mid) & (mid <= x["ts"][oc] + x["dur"][oc] + 50.0))
+        sel = np.nonzero(ok)[0][near]
+        l_time[sel] = x["ts"][oc[near]] + x["dur"][oc[near]] / 2
+
     # 2. ac2g flows: s end by id (= correlation), or the f end bound to the activity
     todo = np.nonzero(~ok)[0]
     fl = trace.flows
@@ -174,9 +191,6 @@ def attribute(trace: Trace, forest: Forest) -> Attribution:
         l_time[sel] = fl["ts"][sr] + 1e-3
 
     # 3. External id -> the host op (cpu_op / user_annotation) that launched it
-    ops = np.nonzero(np.isin(cat, np.array(HOST_RANGE, dtype=np.uint8)) & (x["ext"] >= 0))[0]
-    ops = ops[np.argsort(x["ext"][ops], kind="stable")]
-    op_ext = x["ext"][ops]
     todo = np.nonzero(how == NONE)[0]
     if len(todo):
         ext = x["ext"][gpu[todo]]

@@ -22,11 +22,10 @@ import numpy as np
 from lltrace.analysis import roofline
 from lltrace.errors import LltraceError
 from lltrace.trace import regions
-from lltrace.trace.attribution import BY_CORRELATION, BY_FLOW, BY_GPU_ANNOTATION, NONE, attribute, build_forest, \
-    thread_key
-from lltrace.trace.events import (CPU_OP, GPU_ACTIVITY, MEMCPY, MEMSET, PYTHON_MODULE, USER_ANNOTATION, Trace)
+from lltrace.trace.attribution import BY_GPU_ANNOTATION, NONE, attribute, build_forest, thread_key
+from lltrace.trace.events import CPU_OP, MEMCPY, MEMSET, PYTHON_MODULE, USER_ANNOTATION, Trace
 from lltrace.trace.kernels import CLASSES, classify, classify_op
-from lltrace.trace.loader import BUDGET_FORMAT, load_trace, read_meta, resolve_source
+from lltrace.trace.loader import BUDGET_FORMAT, load_trace, resolve_source
 from lltrace.trace.reader import Progress
 
 PYTHON = "(python)"
@@ -153,7 +152,7 @@ class _Acc:
     first: float
     inst_gpu: list[float] = field(default_factory=list)
     inst_cpu: list[float] = field(default_factory=list)
-    inst_self: list[np.ndarray] = field(default_factory=list)   # per-instance leaf vectors
+    inst_rows: list[int] = field(default_factory=list)          # rows of the per-instance leaf matrix
     inst_flops: list[float | None] = field(default_factory=list)
     kernels: np.ndarray | None = None                           # activity count per leaf label
     children: dict[tuple[str, ...], float] = field(default_factory=dict)   # child path -> first start
@@ -301,14 +300,14 @@ def build_budget(trace: Trace, meta: dict[str, Any] | None = None) -> Budget:
             accs[path[:-1]].children.setdefault(path, float(forest.start[k]))
         acc.inst_gpu.append(float(inst_metric[k]) if gpu_mode else 0.0)
         acc.inst_cpu.append(float(host_ms[k]))
-        acc.inst_self.append(self_by[k])
+        acc.inst_rows.append(k)
         acc.inst_flops.append(inst_flops[k])
         if acc.kernels is None:
             acc.kernels = np.zeros(L, dtype=np.int64)
         acc.kernels += kcount[k]
 
     metric = "gpu" if gpu_mode else "cpu"
-    tree = _make_node(accs, root_path, labels, metric, kind="root")
+    tree = _make_node(accs, root_path, labels, metric, self_by, kind="root")
     # the root: one instance, the whole window; GPU time outside every region is explicit
     outside = self_by[n]
     if outside.sum() > 0:
@@ -382,6 +381,7 @@ def _instance_paths(trace, forest, key_of_name, lltrace, shapes):
     parent = forest.parent
     paths: list[tuple[str, ...]] = [()] * n
     idx_paths: list[tuple[tuple[str, int | None], ...]] = [()] * n
+    interned: dict[tuple[str, ...], tuple[str, ...]] = {}   # one tuple per distinct path
     for k in range(n):
         nid = int(x["name"][forest.idx[k]])
         key = key_of_name[nid]
@@ -391,8 +391,9 @@ def _instance_paths(trace, forest, key_of_name, lltrace, shapes):
             paths[k] = ()                      # ll/run is the root itself
             idx_paths[k] = ()
             continue
-        paths[k] = ppath + (key,)
-        if lltrace:
+        path = ppath + (key,)
+        paths[k] = interned.setdefault(path, path)
+        if shapes is not None:
             idx_paths[k] = (idx_paths[p] if p >= 0 else ()) + (regions.parse(names[nid][len(regions.PREFIX):]),)
     flops: list[float | None] = [None] * n
     if shapes is None:
@@ -400,10 +401,18 @@ def _instance_paths(trace, forest, key_of_name, lltrace, shapes):
     blocks = sorted((float(forest.start[k]), idx_paths[k][-1][1]) for k in range(n)
                     if idx_paths[k] and idx_paths[k][-1][0] == "block" and idx_paths[k][-1][1] is not None)
     modeled = [False] * n
+    seen: set[tuple[int, tuple]] = set()
     for k in range(n):
         ip = idx_paths[k]
         if not ip:
             continue
+        # a model part recorded in pieces (ll/embed around patch, text and time embedding)
+        # carries its FLOPs once per parent instance
+        once = (int(parent[k]), ip[-1])
+        if parent[k] >= 0 and ip[-1][0] not in regions.FORWARDS and once in seen:
+            flops[k], modeled[k] = 0.0, True
+            continue
+        seen.add(once)
         frames = None
         if any(p[0] == "recache" for p in ip):
             t = float(forest.start[k])
@@ -438,14 +447,15 @@ def _leaves(labels, inst_self: np.ndarray, kernels, metric, count) -> list[Node]
     return out
 
 
-def _make_node(accs, path, labels, metric, kind="region") -> Node:
+def _make_node(accs, path, labels, metric, self_by, kind="region") -> Node:
     acc = accs[path]
-    children = [_make_node(accs, cp, labels, metric) for cp, _ in sorted(acc.children.items(), key=lambda kv: kv[1])]
+    children = [_make_node(accs, cp, labels, metric, self_by)
+                for cp, _ in sorted(acc.children.items(), key=lambda kv: kv[1])]
     node = Node(acc.name, kind=kind, count=len(acc.inst_cpu))
     if acc.inst_cpu:
         node.cpu_ms = float(sum(acc.inst_cpu))
         node.instances_cpu_ms = percentiles(acc.inst_cpu)
-        inst_self = np.array(acc.inst_self)
+        inst_self = self_by[acc.inst_rows]
         if metric == "gpu":
             node.gpu_ms = float(sum(acc.inst_gpu))
             node.instances_gpu_ms = percentiles(acc.inst_gpu)
@@ -474,7 +484,7 @@ def _finish(node: Node, metric: str) -> None:
     for c in node.children:
         c.share = c.value(metric) / total if total > 0 else 0.0
         _finish(c, metric)
-    if node.flops is not None and node.gpu_ms > 0:
+    if node.flops and node.gpu_ms > 0:   # no rate for memory-bound parts (0 FLOPs)
         node.tflops = node.flops / (node.gpu_ms / 1e3) / 1e12
 
 
@@ -522,5 +532,4 @@ def load_budget(path: str | Path, progress: Progress | None = None) -> Budget:
         except (OSError, ValueError) as exc:
             raise LltraceError(f"{src.path}: unreadable budget JSON ({exc.__class__.__name__})") from None
         return Budget.from_dict(data)
-    trace = load_trace(src.path if src.kind == "trace" else (src.run_dir or src.path), progress)
-    return build_budget(trace, trace.run_meta if trace.run_meta is not None else read_meta(src.meta_path))
+    return build_budget(load_trace(src, progress))

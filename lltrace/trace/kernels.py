@@ -24,6 +24,7 @@ _KERNEL_RULES = [
     (NORM, r"layer_?norm|rms_?norm|group_?norm|batch_?norm|instance_?norm|_norm_|rowwisemoments|welford|"
            r"native_layer_norm|cunn_layernorm|fusedlayernorm"),
     (COPY, r"memcpy|memset|direct_copy|copy_kernel|catarraybatchedcopy|cat_?array|transpose_?copy|"
+           r"nchwtonhwc|nhwctonchw|nchw2nhwc|nhwc2nchw|"
            r"contiguous|d2d_copy|fill_kernel|\bmemcpy"),
     (GEMM, r"gemm|xmma|cutlass|cublas|nvjet|matmul|\bmm_|_mm\b|_mm_|bmm|addmm|s16816|s1688|h16816|hmma|wgmma|"
            r"splitkreduce|scaled_mm|fp8_linear|conv(olution|_|\d|fwd|bwd)|implicit_?convolve|sm90_|sm80_|sm100_"),
@@ -38,7 +39,7 @@ _OP_RULES = [
     (COMM, r"nccl|c10d::|all_reduce|allreduce|all_gather|reduce_scatter|record_param_comms"),
     (ATTENTION, r"attention|flash|sdpa|flex"),
     (NORM, r"norm"),
-    (GEMM, r"aten::(mm|addmm|bmm|baddbmm|matmul|linear|_scaled_mm|conv|convolution|cudnn_convolution|einsum)\b"),
+    (GEMM, r"aten::(mm|addmm|bmm|baddbmm|matmul|linear|_scaled_mm|einsum)\b|conv"),
     (COPY, r"aten::(copy_|to|_to_copy|contiguous|clone|cat|stack|fill_|zero_|zeros|empty|index_copy_)\b"),
     (REDUCTION, r"aten::(sum|mean|amax|amin|max|min|softmax|_softmax|log_softmax|argmax|cumsum|topk|sort)\b"),
     (ELEMENTWISE, r"aten::"),

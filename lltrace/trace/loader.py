@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,11 +13,12 @@ from typing import Any
 from lltrace.errors import LltraceError
 from lltrace.paths import traces_dir
 from lltrace.trace.events import EventCollector, Trace
-from lltrace.trace.reader import Progress, read_events
+from lltrace.trace.reader import Progress, ReadResult, read_events
 
 BUDGET_FORMAT = "lltrace-budget/1"
 _RUN_TRACE_NAMES = ("trace.json.gz", "trace.json")
 _NOT_TRACES = {"meta.json", "summary.json", "pyspy.json"}
+_WINDOW = re.compile(r"^trace-(\d+)\.json(\.gz)?$")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,11 @@ class Source:
     path: Path                  # the trace file, or the budget JSON
     run_dir: Path | None = None
     meta_path: Path | None = None
+    more: tuple[Path, ...] = ()  # later profile windows of a run: trace-2.json.gz, ...
+
+    @property
+    def traces(self) -> tuple[Path, ...]:
+        return (self.path, *self.more)
 
 
 def _is_budget_json(p: Path) -> bool:
@@ -48,6 +55,14 @@ def _trace_in_dir(d: Path) -> Path | None:
     return (kineto or found or [None])[0]
 
 
+def _later_windows(d: Path, first: Path) -> tuple[Path, ...]:
+    """trace-2.json.gz, trace-3.json.gz, ... (the capture writes one file per profile window)."""
+    if first.name not in _RUN_TRACE_NAMES:
+        return ()
+    found = [(int(m.group(1)), p) for p in d.glob("trace-*.json*") if (m := _WINDOW.match(p.name))]
+    return tuple(p for _, p in sorted(found))
+
+
 def resolve_source(path: str | Path) -> Source:
     """A run directory (`traces/<id>/` with trace.json.gz + meta.json), a run id under the
     traces directory, a trace file (.json / .json.gz / *.pt.trace.json[.gz]) or a budget JSON."""
@@ -64,12 +79,12 @@ def resolve_source(path: str | Path) -> Source:
             raise LltraceError(f"{p}: no trace file in this directory",
                                "a run directory holds trace.json.gz; was the run profiled?")
         meta = p / "meta.json"
-        return Source("run", trace, p, meta if meta.is_file() else None)
+        return Source("run", trace, p, meta if meta.is_file() else None, _later_windows(p, trace))
     if _is_budget_json(p):
         return Source("budget", p)
     meta = p.parent / "meta.json"
     if p.name in _RUN_TRACE_NAMES and meta.is_file():
-        return Source("run", p, p.parent, meta)
+        return Source("run", p, p.parent, meta)   # a file named explicitly: that window only
     return Source("trace", p)
 
 
@@ -86,14 +101,40 @@ def read_meta(path: Path | None, warnings: list[str] | None = None) -> dict[str,
     return meta if isinstance(meta, dict) else None
 
 
-def load_trace(path_or_rundir: str | Path, progress: Progress | None = None) -> Trace:
-    """Stream a trace into the compact event model. Damaged files give a partial Trace
-    (`partial`, `stop_reason`); files with no usable event raise LltraceError."""
-    src = resolve_source(path_or_rundir)
+def _read_all(src: Source, sink: EventCollector, progress: Progress | None) -> ReadResult:
+    """Read every profile window of a run into one event set (one process: one clock and
+    one id space, so windows merge without shifting anything)."""
+    if not src.more:
+        return read_events(src.path, sink, progress)
+    sizes = [p.stat().st_size for p in src.traces]
+    total, done = sum(sizes), 0
+    first: ReadResult | None = None
+    for path, size in zip(src.traces, sizes):
+        base = done
+        step = (lambda d, _t, base=base: progress(base + d, total)) if progress else None
+        r = read_events(path, sink, step)
+        done += size
+        if first is None:
+            first = r
+            first.warnings.append(f"{len(src.traces)} profile windows merged: "
+                                  + ", ".join(p.name for p in src.traces))
+            continue
+        first.warnings.extend(f"{path.name}: {w}" for w in r.warnings)
+        if r.partial and not first.partial:
+            first.partial, first.stop_reason = True, f"{path.name}: {r.stop_reason}"
+            first.stopped_at_byte = r.stopped_at_byte
+    return first
+
+
+def load_trace(path_or_rundir: str | Path | Source, progress: Progress | None = None) -> Trace:
+    """Stream a trace (every profile window of a run directory) into the compact event model.
+    Damaged files give a partial Trace (`partial`, `stop_reason`); files with no usable
+    event raise LltraceError."""
+    src = path_or_rundir if isinstance(path_or_rundir, Source) else resolve_source(path_or_rundir)
     if src.kind == "budget":
         raise LltraceError(f"{src.path} is a budget JSON, not a trace")
     sink = EventCollector()
-    result = read_events(src.path, sink, progress)
+    result = _read_all(src, sink, progress)
     if not sink.x.cols["ts"]:
         if result.partial:
             raise LltraceError(f"{src.path}: {result.stop_reason}; no complete event before it")

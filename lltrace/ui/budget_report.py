@@ -82,8 +82,16 @@ def short_kernel_name(name: str, width: int = 70) -> str:
     """Kernel names are C++ signatures hundreds of characters long: drop `void ` and the
     argument list, then cut the template arguments to fit."""
     s = name[5:] if name.startswith("void ") else name
-    if "(" in s and not s.startswith("("):
-        s = s[:s.index("(")] if s.index("(") > 0 else s
+    s = s.replace("(anonymous namespace)::", "").replace("at::native::", "")
+    depth = 0
+    for i, ch in enumerate(s):   # cut the argument list: the first "(" outside template brackets
+        if ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth -= 1
+        elif ch == "(" and depth == 0 and i > 0:
+            s = s[:i]
+            break
     return s if len(s) <= width else s[:width - 1] + "…"
 
 
@@ -153,6 +161,14 @@ def hta_tables(hta: dict[str, Any]) -> list[Any]:
         table = Table(title=section.replace("_", " "), title_justify="left", box=None, header_style="bold")
         rows = data if isinstance(data, list) else [data]
         if not rows:
+            continue
+        if len(rows) == 1:   # one record: a key / value list reads better than a wide row
+            table.show_header = False
+            table.add_column("")
+            table.add_column("", justify="right")
+            for k, v in rows[0].items():
+                table.add_row(str(k).replace("_", " "), f"{v:,.3f}" if isinstance(v, float) else str(v))
+            out.append(table)
             continue
         cols = list(rows[0].keys())
         for c in cols:

@@ -1,0 +1,109 @@
+"""`lltrace run`: the pipeline under regions, frame clock, recompile monitor and profiler."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from lltrace.errors import LltraceError
+
+
+def _parse_switch(value: str) -> tuple[int, str]:
+    frame, sep, prompt = value.partition(":")
+    if not sep or not frame.strip().isdigit() or not prompt.strip():
+        raise LltraceError(f"bad --switch-at {value!r}", 'use FRAME:"new prompt", e.g. --switch-at 120:"a dog"')
+    return int(frame), prompt.strip().strip('"')
+
+
+@click.command()
+@click.option("--preset", "-p", default="ultra", show_default=True, help="Preset from configs/ (see `lltrace presets`).")
+@click.option("--frames", default=240, show_default=True, help="Video frames to generate (rounded up to whole blocks).")
+@click.option("--prompt", default="a red fox running through fresh snow, golden hour", show_default=True)
+@click.option("--switch-at", "switch_at", multiple=True, metavar='F:"PROMPT"',
+              help="Switch to PROMPT before video frame F (repeatable); the KV cache is re-cached.")
+@click.option("--headless", is_flag=True, help="No TUI: print a rich summary (the default without a terminal).")
+@click.option("--profile-blocks", default="2:4", show_default=True,
+              help="Blocks A:B (B exclusive) to record with torch.profiler; 'none' to record nothing.")
+@click.option("--regions", "regions_level", type=click.Choice(["off", "block", "layer", "op"]), default="op",
+              show_default=True, help="Region detail: NVTX + record_function ranges.")
+@click.option("--py-spy", "py_spy", is_flag=True, help="Also record host-side Python stacks with py-spy.")
+@click.option("--model", default=None, help="Model config (wan-1.3b, tiny). Default: the preset's; tiny without CUDA.")
+@click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
+@click.option("--set", "overrides", multiple=True, metavar="KNOB=VALUE", help="Override a preset knob.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Generator checkpoint (.pt/.safetensors, Wan/LongLive keys). Default: random weights.")
+@click.option("--lora", type=click.Path(exists=True, dir_okay=False), default=None, help="LoRA to merge into --weights.")
+@click.option("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the file's, else rank).")
+@click.option("--vae-weights", type=click.Path(exists=True, dir_okay=False), default=None, help="Decoder checkpoint.")
+@click.option("--tokenizer", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Local tokenizer directory (default: a built-in hashing tokenizer).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout at the end (implies --headless).")
+def run(preset, frames, prompt, switch_at, headless, profile_blocks, regions_level, py_spy, model, device,
+        overrides, weights, lora, lora_alpha, vae_weights, tokenizer, seed, as_json):
+    """Run the LongLive pipeline with full instrumentation; write traces/<run-id>/.
+
+    On a terminal this opens the live TUI; without one (or with --headless) it prints a
+    summary. On a machine without CUDA the tiny model runs on the CPU, GPU-only knobs off.
+    """
+    from rich.console import Console
+
+    from lltrace.capture.session import blocks_for_frames, switch_block
+    from lltrace.pipeline.generator import StreamingPipeline, resolve_device
+    from lltrace.pipeline.presets import cpu_fallback, load_preset, parse_overrides
+
+    err = Console(stderr=True)
+    p = load_preset(preset, parse_overrides(overrides))
+    dev = resolve_device(device)
+    notes = []
+    if dev.type != "cuda":
+        p, notes = cpu_fallback(p)
+        if model is None:
+            model = "tiny"
+            notes.insert(0, "no CUDA device: the tiny model runs on the CPU (same code paths, not GPU numbers)")
+    num_blocks = blocks_for_frames(frames, p.frames_per_block)
+    switches = {}
+    for item in switch_at:
+        f, text = _parse_switch(item)
+        b = switch_block(f, p.frames_per_block)
+        if not 0 < b < num_blocks:
+            raise LltraceError(f"--switch-at {f} is outside the run ({frames} frames)")
+        switches[b] = text
+    profile = None if profile_blocks.lower() in ("none", "off", "") else profile_blocks
+    if p.compile and regions_level == "op":
+        notes.append("compiled blocks get layer regions only: inductor fuses across op boundaries")
+
+    live = not (headless or as_json) and sys.stdout.isatty()
+    if live:  # headless runs list the notes in their summary
+        for n in notes:
+            err.print(f"[yellow]note:[/yellow] {n}")
+    with err.status(f"building {p.name} ({model or p.model})"):
+        pipe = StreamingPipeline(p, device=dev, model=model, weights=weights, lora=lora, lora_alpha=lora_alpha,
+                                 vae_weights=vae_weights, tokenizer=tokenizer, seed=seed)
+    if dev.type == "cuda":
+        from lltrace.analysis.roofline import measure_matmul_tflops
+        pipe.ceiling_tflops = measure_matmul_tflops(iters=10)  # ~0.1 s; meta.json's roofline ceiling
+    session_kwargs = dict(num_blocks=num_blocks, prompt=prompt, switches=switches, profile_blocks=profile,
+                          regions_level=regions_level, py_spy=py_spy, command=["lltrace", *sys.argv[1:]])
+    if live:
+        try:
+            from lltrace.ui.app import run_live_app
+        except ImportError:
+            live = False
+            err.print("[yellow]note:[/yellow] the live TUI is not available; running headless")
+    if live:
+        result = run_live_app(pipe, session_kwargs, notes=notes)
+    else:
+        from lltrace.capture.session import run_session
+        from lltrace.ui.run_summary import run_summary
+
+        with err.status(f"{p.name}: {num_blocks} blocks"):
+            result = run_session(pipe, **session_kwargs)
+        if as_json:
+            click.echo(json.dumps({"run_dir": str(result.run_dir), "status": result.status, **result.summary},
+                                  indent=2))
+        else:
+            Console().print(run_summary(result, pipe.describe(), notes))
+    if result is not None and result.status == "interrupted":
+        raise click.exceptions.Exit(130)
