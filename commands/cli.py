@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     # Kineto prints a line per profiler start/stop at its default level; keep the terminal clean.
     os.environ.setdefault("KINETO_LOG_LEVEL", "5")
     try:
-        cli.main(args=argv, prog_name="lltrace", standalone_mode=False)
+        # without standalone mode, click returns the code of a `raise click.exceptions.Exit(n)`
+        code = cli.main(args=argv, prog_name="lltrace", standalone_mode=False)
     except LltraceError as exc:
         click.echo(f"lltrace: error: {exc}", err=True)
         return 2
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

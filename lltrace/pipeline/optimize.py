@@ -59,6 +59,10 @@ def apply_fp8(model: nn.Module, device: torch.device) -> int:
     return n
 
 
+# Tests swap in "eager" (dynamo's graph capture without inductor's C++/Triton build).
+COMPILE_BACKEND = "inductor"
+
+
 def compile_blocks(model: nn.Module, kv_cache) -> int:
     """Regional torch.compile: the two tensor-only halves of every transformer block.
 
@@ -67,8 +71,8 @@ def compile_blocks(model: nn.Module, kv_cache) -> int:
     code (same class, parameters are inputs), so the 30 blocks compile once per variant.
     """
     for block in model.blocks:
-        block.pre_attn = torch.compile(block.pre_attn, dynamic=False)
-        block.post_attn = torch.compile(block.post_attn, dynamic=False)
+        block.pre_attn = torch.compile(block.pre_attn, dynamic=False, backend=COMPILE_BACKEND)
+        block.post_attn = torch.compile(block.post_attn, dynamic=False, backend=COMPILE_BACKEND)
         block.forward = block.forward_split
     return len(model.blocks)
 

@@ -104,6 +104,12 @@ class Attribution:
     host: np.ndarray         # position in the host forest of the innermost enclosing range, -1 if none
     op_name: np.ndarray      # name id of the host op that launched it (External id), -1 if unknown
     graph: np.ndarray        # bool: replayed from a CUDA graph (launched by cudaGraphLaunch)
+    early: np.ndarray | None = None  # bool: launched before the trace's window (see attribute())
+
+    def subset(self, keep: np.ndarray) -> "Attribution":
+        return Attribution(self.gpu[keep], self.launch[keep], self.how[keep], self.host[keep],
+                           self.op_name[keep], self.graph[keep],
+                           None if self.early is None else self.early[keep])
 
     @property
     def linked_fraction(self) -> float:
@@ -237,4 +243,11 @@ def attribute(trace: Trace, forest: Forest) -> Attribution:
     graph = np.zeros(n, dtype=bool)
     if has_launch.any():
         graph[has_launch] = graph_names[x["name"][launch[has_launch]]]
-    return Attribution(gpu, launch, how, host, op_name, graph)
+    # Launched before the profiler started: the host ran ahead of the GPU, so the window opens
+    # with kernels whose launch was never recorded. CUPTI correlation ids grow monotonically,
+    # so an unlinked activity with an id below every recorded launch's is such a leftover.
+    early = np.zeros(n, dtype=bool)
+    if len(rt):
+        first_corr = x["corr"][rt].min()
+        early = (how == NONE) & (corr >= 0) & (corr < first_corr)
+    return Attribution(gpu, launch, how, host, op_name, graph, early)

@@ -239,6 +239,11 @@ def build_budget(trace: Trace, meta: dict[str, Any] | None = None) -> Budget:
 
     if gpu_mode:
         att = attribute(trace, forest)
+        if att.early is not None and att.early.any():
+            early_ms = float(x["dur"][att.gpu[att.early]].sum() / 1e3)
+            warnings.append(f"{int(att.early.sum())} GPU activities ({early_ms:.3g} ms) were launched before the "
+                            "profiled window opened: left out of the budget")
+            att = att.subset(~att.early)
         g = att.gpu
         dur_ms = x["dur"][g] / 1e3
         memory = np.isin(cat[g], np.array([MEMCPY, MEMSET], dtype=np.uint8))
