@@ -105,5 +105,6 @@ def run(preset, frames, prompt, switch_at, headless, profile_blocks, regions_lev
                                   indent=2))
         else:
             Console().print(run_summary(result, pipe.describe(), notes))
-    if result is not None and result.status == "interrupted":
+    # Ctrl-C / SIGTERM: the shell convention 130. Quitting the TUI with `q` is a normal end.
+    if result is not None and result.status == "interrupted" and result.reason != "stopped":
         raise click.exceptions.Exit(130)

@@ -214,6 +214,6 @@ def test_region_cost_is_small_when_nothing_records():
         on = _cost_us(bare, n=2000)
     print(f"\nregion cost: {off:.2f} us idle, {on:.2f} us while profiling; "
           f"a bare record_function costs {plain:.2f} us idle")
-    # Idle regions skip record_function (~4 us on this CPU) entirely.
+    # Idle regions skip record_function (~4 us on this CPU) entirely. Only the relative cost is
+    # asserted: absolute speed belongs to benchmarks, not to a test on a shared 2-core CI box.
     assert off < plain
-    assert off < 5.0

@@ -1,0 +1,21 @@
+"""`lltrace view RUN_OR_TRACE`: the live TUI's screens over a recorded run, to browse a budget."""
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("path")
+def view(path):
+    """Browse RUN_OR_TRACE in the TUI: a run directory (traces/<run-id>/), a run id, a
+    torch-profiler trace (.json / .json.gz) or a budget JSON. Shows the frame latencies,
+    the statistics, the events and the time budget tree (expand it down to layer and op)."""
+    from lltrace.errors import LltraceError
+    from lltrace.ui.app import run_view_app, tui_available
+    from lltrace.ui.recorded import locate
+
+    locate(path)   # a bad path is a one-line error, before the screen is taken over
+    if not tui_available():
+        raise LltraceError("lltrace view needs a terminal",
+                           f"for text output use `lltrace budget {path}`")
+    run_view_app(path)

@@ -1,0 +1,135 @@
+"""torch.compile health of one stage: graph breaks and recompiles between consecutive calls.
+
+- graph breaks: `torch._dynamo.explain(fn)(*args)` at the first call: graph count, and for
+  each break its reason and the innermost user line of its stack;
+- recompile risk: `torch.compile(fn, backend="eager")` run at the first call, then at the next
+  position, under lltrace's RecompileMonitor: the guards that failed (e.g. `layer_idx == 0`
+  within one call, `___stack1 == 48` or a size mismatch at the next position) with their lines.
+backend="eager" runs dynamo alone (no inductor codegen), so this takes seconds on a CPU; the
+breaks and guards are dynamo's, the same under inductor. `explain` resets dynamo's caches
+(torch._dynamo.reset()): compiled code elsewhere in the process recompiles on its next call.
+The caller snapshots and restores the stage's state around each run (these runs mutate it).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import torch
+
+from lltrace.analysis.doctor_model import CompileHealth
+from lltrace.analysis.op_recorder import display_path, is_user_file
+
+# "5/0: layer_idx == 0   # y = self.self_attn(...)  # lltrace/pipeline/model.py:189 in forward",
+# then "User stack trace:" and traceback lines `File "/abs/path.py", line 189, in forward`.
+_REASON = re.compile(r"^\s*(?:\d+/\d+:\s*)?(?P<guard>.*?)(?:\s{2,}#\s*(?P<code>.*?)\s*#\s*\S+:\d+[^#]*)?$")
+_STACK_LINE = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
+
+
+@contextmanager
+def quiet_dynamo() -> Iterator[None]:
+    """Dynamo prints each graph break as a warning; the doctor reports them itself."""
+    lg = logging.getLogger("torch._dynamo")
+    old = lg.level
+    lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        lg.setLevel(old)
+
+
+def _first_line(text: str) -> str:
+    return next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {_first_line(exc)}"[:300]
+
+
+def _break_where(user_stack) -> str | None:
+    for fs in reversed(list(user_stack or [])):
+        if is_user_file(fs.filename):
+            return f"{display_path(fs.filename)}:{fs.lineno}"
+    return None
+
+
+def parse_recompile(event) -> dict[str, Any]:
+    """A RecompileMonitor "recompile" event -> {"guard", "code", "where", "function"}."""
+    reasons = event.data.get("reasons") or [event.message]
+    m = _REASON.match(_first_line(reasons[0]))
+    guard = m.group("guard").strip() if m else _first_line(reasons[0])
+    fn = event.data.get("function") or {}
+    frames = [f for f in _STACK_LINE.finditer(str(reasons[0])) if is_user_file(f.group("file"))]
+    where = f"{display_path(frames[-1].group('file'))}:{frames[-1].group('line')}" if frames else None
+    if where is None and isinstance(fn.get("file"), str):
+        where = f"{display_path(fn['file'])}:{fn.get('line')}"
+    code = (m.group("code") or "").strip() if m else ""
+    return {"guard": guard, "code": code or None, "where": where,
+            "function": fn.get("name"), "count": 1}
+
+
+def _dedupe(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: dict[tuple, dict[str, Any]] = {}
+    for it in items:
+        key = (it["guard"], it["where"])
+        if key in out:
+            out[key]["count"] += 1
+        else:
+            out[key] = dict(it)
+    return list(out.values())
+
+
+class CompileProbe:
+    """Call `first(args)` and `first_compiled(args)` at the first position, `next(args)` at the next."""
+
+    def __init__(self, fn: Callable[..., Any]):
+        self.fn = fn
+        self.health = CompileHealth()
+        self._compiled = None
+
+    def first(self, args: tuple) -> None:
+        t0 = time.perf_counter()
+        try:
+            with quiet_dynamo():
+                ex = torch._dynamo.explain(self.fn)(*args)
+            self.health.graphs = ex.graph_count
+            self.health.graph_breaks = ex.graph_break_count
+            seen: dict[tuple, dict[str, Any]] = {}
+            for br in ex.break_reasons:
+                reason, where = _first_line(br.reason), _break_where(br.user_stack)
+                if (reason, where) in seen:
+                    seen[(reason, where)]["count"] += 1
+                else:
+                    seen[(reason, where)] = {"reason": reason, "where": where, "count": 1}
+            self.health.breaks = list(seen.values())
+        except Exception as exc:  # a stage dynamo cannot trace at all is a finding, not a crash
+            self.health.error = f"explain failed: {_error(exc)}"
+        self.health.seconds += time.perf_counter() - t0
+
+    def first_compiled(self, args: tuple) -> None:
+        self.health.recompiles_first_call = self._run(args, fresh=True)
+
+    def next(self, args: tuple) -> None:
+        if self._compiled is not None:
+            self.health.recompiles_next_call = self._run(args, fresh=False)
+
+    def _run(self, args: tuple, fresh: bool) -> list[dict[str, Any]]:
+        from lltrace.capture.recompiles import RecompileMonitor
+
+        t0 = time.perf_counter()
+        try:
+            if fresh:
+                torch._dynamo.reset()
+                self._compiled = torch.compile(self.fn, backend="eager")
+            with quiet_dynamo(), RecompileMonitor() as mon:
+                self._compiled(*args)
+            return _dedupe([parse_recompile(e) for e in mon.events if e.kind == "recompile"])
+        except Exception as exc:
+            self.health.error = f"compiled run failed: {_error(exc)}"
+            self._compiled = None
+            return []
+        finally:
+            self.health.seconds += time.perf_counter() - t0

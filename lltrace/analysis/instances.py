@@ -1,0 +1,192 @@
+"""Per-instance values of every budget tree node, for the noise test of `lltrace diff`.
+
+A Budget keeps p50/p95/p99 per node, not the instance values a significance test needs, so
+this module recomputes them from the trace with the budget's own building blocks (the region
+forest, GPU attribution, kernel classes and the budget's instance paths). The sum over a
+node's instances equals the node's value in the budget (tests/test_diff_instances.py checks
+it on every node), so the two cannot drift apart silently.
+
+Adapter note: `_instance_paths` and `_top_level` are private helpers of lltrace.trace.budget;
+a public `Budget`-side hook returning instance values would make this module smaller.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lltrace.trace import regions
+from lltrace.trace.attribution import attribute, build_forest, thread_key
+from lltrace.trace.budget import OTHER_NODE, PYTHON, UNATTRIBUTED, _instance_paths, _top_level
+from lltrace.trace.events import CPU_OP, MEMCPY, MEMSET, PYTHON_MODULE, USER_ANNOTATION, Trace
+from lltrace.trace.kernels import CLASSES, classify, classify_op
+
+Path = tuple[str, ...]
+
+
+@dataclass
+class RegionInstance:
+    """One instance of a region (an X range of the trace)."""
+    path: Path
+    name: str          # the range's name in the trace (ll/block[3])
+    row: int           # trace.x row
+    start_us: float    # host range, trace clock
+    end_us: float
+    value_ms: float    # inclusive GPU ms (GPU traces) or host ms (CPU-only traces)
+    gpu_start_us: float | None = None   # first / last GPU activity attributed inside it
+    gpu_end_us: float | None = None
+
+
+@dataclass
+class Instances:
+    metric: str                                   # "gpu" | "cpu"
+    lltrace: bool
+    by_path: dict[Path, np.ndarray]               # every tree node below the root, and () for the root
+    regions: list[RegionInstance] = field(default_factory=list)
+    ops: list[dict[str, Any]] = field(default_factory=list)   # CPU-only traces: host ops by name
+
+    _host: dict[Path, np.ndarray] | None = field(default=None, repr=False)
+
+    def values(self, path: Path) -> np.ndarray | None:
+        return self.by_path.get(tuple(path))
+
+    def host_values(self, path: Path) -> np.ndarray | None:
+        """Host ms per instance of a region (to compare a GPU trace with a CPU-only one)."""
+        if self._host is None:
+            acc: dict[Path, list[float]] = {}
+            for r in self.regions:
+                acc.setdefault(r.path, []).append((r.end_us - r.start_us) / 1e3)
+            self._host = {p: np.array(v) for p, v in acc.items()}
+        return self._host.get(tuple(path))
+
+
+def region_candidates(trace: Trace) -> tuple[bool, np.ndarray, dict[int, str | None]]:
+    """(lltrace?, trace.x rows of region ranges, name id -> node key), chosen as build_budget does."""
+    x, names = trace.x, trace.names
+    cat = x["cat"]
+    ua = np.nonzero(cat == USER_ANNOTATION)[0]
+    lltrace = any(names[i].startswith(regions.PREFIX) for i in np.unique(x["name"][ua]))
+    cand = ua if lltrace else np.nonzero((cat == USER_ANNOTATION) | (cat == PYTHON_MODULE))[0]
+    key_of_name = {int(nid): regions.node_key(names[nid], lltrace) for nid in np.unique(x["name"][cand])}
+    keep = np.array([key_of_name[int(n)] is not None for n in x["name"][cand]], dtype=bool)
+    return lltrace, (cand[keep] if len(cand) else cand), key_of_name
+
+
+def compute(trace: Trace) -> Instances:
+    """Instance values of every node of build_budget(trace)'s tree, keyed by path."""
+    x, names = trace.x, trace.names
+    cat = x["cat"]
+    lltrace, rows, key_of_name = region_candidates(trace)
+    forest = build_forest(trace, rows)
+    n = len(forest)
+    parent = forest.parent
+    gpu_mode = trace.has_gpu
+    labels = list(CLASSES) + ([] if gpu_mode else [PYTHON])
+    L = len(labels)
+    self_by = np.zeros((n + 1, L))     # row n: outside every region
+    gpu_first = np.full(n, np.inf)
+    gpu_last = np.full(n, -np.inf)
+    ops_table: list[dict[str, Any]] = []
+
+    if gpu_mode:
+        att = attribute(trace, forest)
+        early = getattr(att, "early", None)      # launched before the window: the budget leaves them out
+        if early is not None and early.any():
+            att = att.subset(~early)
+        g = att.gpu
+        dur_ms = x["dur"][g] / 1e3
+        memory = np.isin(cat[g], np.array([MEMCPY, MEMSET], dtype=np.uint8))
+        cache: dict[tuple[int, int, bool], int] = {}
+        cls_idx = np.array([cache.setdefault((int(k), int(o), bool(m)), labels.index(
+            classify(names[int(k)], names[int(o)] if o >= 0 else None, bool(m))))
+            for k, o, m in zip(x["name"][g], att.op_name, memory)], dtype=np.int64)
+        row = np.where(att.host >= 0, att.host, n)
+        np.add.at(self_by, (row, cls_idx), dur_ms)
+        inside = att.host >= 0
+        np.minimum.at(gpu_first, att.host[inside], x["ts"][g][inside])
+        np.maximum.at(gpu_last, att.host[inside], (x["ts"][g] + x["dur"][g])[inside])
+        incl = self_by[:n].sum(1)
+        for k in range(n - 1, -1, -1):          # children come after their parent
+            p = parent[k]
+            if p >= 0:
+                incl[p] += incl[k]
+                gpu_first[p] = min(gpu_first[p], gpu_first[k])
+                gpu_last[p] = max(gpu_last[p], gpu_last[k])
+        value = incl
+        root_total = float(dur_ms.sum())
+    else:
+        ops = _top_level(trace, np.nonzero(cat == CPU_OP)[0])
+        op_dur = x["dur"][ops] / 1e3
+        inner = forest.innermost(thread_key(trace, ops), x["ts"][ops] + x["dur"][ops] / 2)
+        cache2: dict[int, int] = {}
+        cls_idx = np.array([cache2.setdefault(int(nid), labels.index(classify_op(names[nid])))
+                            for nid in x["name"][ops]], dtype=np.int64)
+        row = np.where(inner >= 0, inner, n)
+        np.add.at(self_by, (row, cls_idx), op_dur)
+        dur = (forest.end - forest.start) / 1e3
+        child_sum = np.zeros(n)
+        np.add.at(child_sum, parent[parent >= 0], dur[parent >= 0])
+        self_by[:n, L - 1] = np.maximum(0.0, dur - child_sum - self_by[:n].sum(1))
+        value = dur
+        root_total = None
+        ops_table = _op_table(trace, ops, op_dur, cls_idx, labels)
+
+    paths, _ = _instance_paths(trace, forest, key_of_name, lltrace, None)
+    groups: dict[Path, list[int]] = {}
+    for k in range(n):
+        groups.setdefault(paths[k], []).append(k)
+    has_children = {p[:-1] for p in groups if p}
+
+    by_path: dict[Path, np.ndarray] = {}
+    for path, ks in groups.items():
+        idx = np.array(ks, dtype=np.int64)
+        by_path[path] = value[idx]
+        inst_self = self_by[idx]
+        if path in has_children:
+            if inst_self.sum() > 0:
+                by_path[path + (OTHER_NODE,)] = inst_self.sum(1)
+                _leaf_values(by_path, path + (OTHER_NODE,), inst_self, labels)
+        else:
+            _leaf_values(by_path, path, inst_self, labels)
+    # the root: one instance (the window); what ran outside every region
+    outside = self_by[n]
+    if outside.sum() > 0:
+        top_regions = any(len(p) == 1 for p in groups)
+        base: Path = (UNATTRIBUTED,) if top_regions else ()
+        if top_regions:
+            by_path[base] = np.array([outside.sum()])
+        _leaf_values(by_path, base, outside[None, :], labels)
+    if () not in groups:
+        total = root_total if root_total is not None else \
+            sum(float(v.sum()) for p, v in by_path.items() if len(p) == 1)
+        by_path[()] = np.array([total])
+
+    inst = [RegionInstance(paths[k], names[int(x["name"][forest.idx[k]])], int(forest.idx[k]),
+                           float(forest.start[k]), float(forest.end[k]), float(value[k]),
+                           float(gpu_first[k]) if np.isfinite(gpu_first[k]) else None,
+                           float(gpu_last[k]) if np.isfinite(gpu_last[k]) else None)
+            for k in range(n)]
+    return Instances("gpu" if gpu_mode else "cpu", lltrace, by_path, inst, ops_table)
+
+
+def _leaf_values(by_path: dict[Path, np.ndarray], path: Path, inst_self: np.ndarray, labels: list[str]) -> None:
+    totals = inst_self.sum(0)
+    for c, label in enumerate(labels):
+        if totals[c] > 0:
+            by_path[path + (label,)] = inst_self[:, c].copy()
+
+
+def _op_table(trace: Trace, ops: np.ndarray, op_dur: np.ndarray, cls_idx: np.ndarray,
+              labels: list[str]) -> list[dict[str, Any]]:
+    """Top-level host ops by name (the CPU-only counterpart of the budget's kernel table)."""
+    if not len(ops):
+        return []
+    name = trace.x["name"][ops].astype(np.int64)
+    uniq, inv = np.unique(name, return_inverse=True)
+    total = np.bincount(inv, op_dur)
+    count = np.bincount(inv)
+    first_cls = np.zeros(len(uniq), dtype=np.int64)
+    first_cls[inv] = cls_idx
+    return [{"name": trace.names[int(uniq[u])], "class": labels[int(first_cls[u])], "host_ms": float(total[u]),
+             "count": int(count[u])} for u in np.argsort(-total)]

@@ -1,0 +1,273 @@
+"""`lltrace doctor` on the streaming pipeline: each stage probed where the pipeline calls it.
+
+The doctor streams a few blocks with prompt switches through the real pipeline, and swaps
+each stage's call for a StageProbe (graph_doctor.py) at three invocations: a warm-up, then
+two consecutive positions (A, B). Stages (lltrace.pipeline.generator.StreamingPipeline):
+- denoise:   the generator forward at the first denoising step, blocks 0 / 1 / 2;
+- kv_update: the clean forward at context_noise that writes the KV cache (KVCache.update
+  runs inside it), blocks 0 / 1 / 2;
+- recache:   the first forward of the prompt-switch recache (the chunk that also refills the
+  cross-attention cache from the new prompt), at three switches once the window is full;
+- decode:    decoder.decode_block, blocks 0 / 1 / 2 (block 0 is the decoder's first);
+- text:      text_encoder.encode: the first prompt, then the first two switches.
+Generator forwards are called as a graph replay would feed them: the stream position as a
+0-dim device tensor (`current_start`), x and t in static buffers. The pipeline's own CUDA
+graphs and compiled blocks are switched off while the doctor runs (it captures and compiles
+each stage itself), and so is its observer (the doctor's blocks are not a run's); all are put
+back afterwards. The pipeline's stream is left mid-way: call
+`pipe.start(prompt)` before streaming again.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from lltrace.analysis.doctor_model import DoctorReport, Finding
+from lltrace.analysis.graph_doctor import StageProbe
+from lltrace.errors import LltraceError
+
+STAGES = ("denoise", "kv_update", "recache", "decode", "text")
+PROMPTS = ("a red fox running through snow", "a red fox running through snow, at night",
+           "a red fox running through deep snow in the rain", "a red fox at dawn")
+STATIC_CACHE_FIX = "use kv_cache: static (positions in device tensors; --set kv_cache=static)"
+CONTEXT_FIX = ("copy each new prompt's context into one static buffer (pipe._context is a new tensor per "
+               "prompt), or keep this forward eager as GraphedForward does")
+
+
+def parse_stages(stages: Sequence[str] | str | None) -> list[str]:
+    """Stage names (repeatable or comma-separated) -> a validated list; all stages when empty."""
+    if stages is None:
+        return list(STAGES)
+    items = [stages] if isinstance(stages, str) else list(stages)
+    names = [s.strip() for item in items for s in str(item).split(",") if s.strip()]
+    for s in names:
+        if s not in STAGES:
+            raise LltraceError(f"unknown stage {s!r}", f"valid stages: {', '.join(STAGES)}")
+    return [s for s in STAGES if s in names] or list(STAGES)
+
+
+TEXT_FIX = ("keep the text encoder eager: it runs once per prompt, outside the per-block loop "
+            "(a graph would need tokenization outside it and a static token-id buffer)")
+
+
+def _pipeline_fixes(findings: list[Finding]) -> list[str]:
+    blocking = [f for f in findings if f.blocking]
+    if any("DynamicKVCache" in f.message or (f.where or "").startswith("lltrace/pipeline/kv_cache.py")
+           for f in blocking):
+        return [STATIC_CACHE_FIX]
+    if any(f.kind == "address" and "context" in f.message for f in blocking):
+        return [CONTEXT_FIX]
+    return []
+
+
+def _text_fixes(findings: list[Finding]) -> list[str]:
+    return [TEXT_FIX] if any(f.blocking for f in findings) else []
+
+
+@dataclass
+class _Plan:
+    """Which invocation of each stage plays which role."""
+
+    stages: list[str]
+    steps: int
+    first_switch: int
+    blocks: int
+    switches: list[int] = field(default_factory=list)
+    positions: dict[str, dict[str, Any]] = field(default_factory=dict)   # stage -> role -> where
+
+    @staticmethod
+    def role(index: int) -> str | None:
+        return ("warmup", "a", "b")[index] if 0 <= index < 3 else None
+
+
+def _plan(pipe, stages: list[str]) -> _Plan:
+    F = pipe.frames_per_block
+    # Switches start once the window is full (the recache has its steady shape) and after the
+    # blocks the per-block stages are probed at (0, 1, 2).
+    first = max(3, math.ceil(pipe.preset.local_attn_size / F))
+    switches = [first, first + 1, first + 2] if {"recache", "text"} & set(stages) else []
+    blocks = (switches[-1] + 1) if switches else 3
+    return _Plan(stages, len(pipe.timesteps), first, blocks, switches)
+
+
+def _description(stage: str, pipe, plan: _Plan) -> str:
+    F, fs = pipe.frames_per_block, pipe.model_config.frame_seqlen
+    if stage in ("denoise", "kv_update"):
+        what = "generator forward at the first denoising step" if stage == "denoise" else \
+            f"clean forward at context_noise {pipe.preset.context_noise} (writes the KV cache)"
+        return (f"{what}; blocks 1 -> 2 (current_start {F * fs} -> {2 * F * fs} tokens, "
+                "passed as a device tensor)")
+    if stage == "recache":
+        s = plan.switches
+        return (f"first recache forward after a prompt switch (refills the cross-attention cache); "
+                f"switches before blocks {s[1]} -> {s[2]}")
+    if stage == "decode":
+        return f"{type(pipe.decoder).__name__}.decode_block; blocks 1 -> 2"
+    return "text_encoder.encode (tokenize + encoder); two prompt switches (runs once per prompt)"
+
+
+def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
+                      compile_check: bool | Sequence[str] = True, capture: bool | None = None) -> DoctorReport:
+    """Probe each stage of a StreamingPipeline; see the module docstring.
+
+    `compile_check`: True / False for every stage, or the stages to run the compile checks on.
+    `capture`: try CUDA-graph captures (default: when CUDA is available).
+    """
+    stages = parse_stages(stages)
+    compiled = set(stages) if compile_check is True else set(parse_stages(compile_check)) if compile_check else set()
+    notes = []
+    if "decode" in stages and pipe.decoder is None:
+        stages.remove("decode")
+        notes.append("decode: skipped (the preset has decoder: none)")
+    plan = _plan(pipe, stages)
+    fs = pipe.model_config.frame_seqlen
+    probes: dict[str, StageProbe] = {}
+    gen_state = [pipe.kv_cache, pipe.crossattn_cache, pipe.generator]
+    gen_roots = {"generator": pipe.generator}
+
+    def generator_forward(x, t, current_start):
+        return pipe.generator(x, t, pipe._context, pipe.kv_cache, pipe.crossattn_cache, current_start)
+
+    for stage in stages:
+        desc = _description(stage, pipe, plan)
+        if stage in ("denoise", "kv_update", "recache"):
+            probes[stage] = StageProbe(stage, generator_forward, state=gen_state, roots=gen_roots,
+                                       compile_check=stage in compiled, capture=capture, description=desc,
+                                       fixes=_pipeline_fixes)
+        elif stage == "decode":
+            probes[stage] = StageProbe(stage, pipe.decoder.decode_block, state=[pipe.decoder],
+                                       roots={"decoder": pipe.decoder}, compile_check=stage in compiled,
+                                       capture=capture, description=desc)
+        else:
+            probes[stage] = StageProbe(stage, pipe.text_encoder.encode, state=[pipe.text_encoder],
+                                       roots={"text_encoder": pipe.text_encoder}, compile_check=stage in compiled,
+                                       capture=capture, description=desc, fixes=_text_fixes)
+
+    where = {"phase": "start", "block": -1, "fwd": 0, "switch": -1, "encode": 0}
+
+    def forward_stage() -> tuple[str, str] | None:
+        if where["phase"] == "switch":   # the first chunk: it also refills the cross-attention cache
+            return ("recache", _Plan.role(where["switch"])) if where["fwd"] == 0 else None
+        if where["phase"] == "block":
+            j = where["fwd"]
+            stage = "denoise" if j == 0 else ("kv_update" if j == plan.steps else None)
+            return (stage, _Plan.role(where["block"])) if stage else None
+        return None
+
+    orig_forward = pipe.forward
+
+    def forward(x, t, start_frame):
+        picked = forward_stage()
+        where["fwd"] += 1
+        if picked is None or picked[0] not in probes or picked[1] is None:
+            return orig_forward(x, t, start_frame)
+        stage, role = picked
+        tt = pipe._timestep(t, x.shape[2])
+        pos = torch.full((), start_frame * fs, dtype=torch.long, device=pipe.device)
+        return probes[stage].run(role, x, tt, pos)
+
+    def wrap(obj, attr: str, stage: str, role_of: Callable[[], str | None]) -> Callable[[], None]:
+        orig = getattr(obj, attr)
+
+        def call(*args):
+            role = role_of()
+            if stage not in probes or role is None:
+                return orig(*args)
+            return probes[stage].run(role, *args)
+
+        obj.__dict__[attr] = call
+        return lambda: obj.__dict__.pop(attr, None)
+
+    def encode_role():
+        i = where["encode"]
+        where["encode"] += 1
+        return _Plan.role(i)
+
+    with ExitStack() as es, torch.no_grad():
+        # The doctor's blocks are not the run's: whoever observes the pipeline (a run's frame
+        # clock, the TUI) does not see them.
+        from lltrace.pipeline.observer import NULL_OBSERVER
+        observer, pipe.observer = pipe.observer, NULL_OBSERVER
+        es.callback(setattr, pipe, "observer", observer)
+        # The doctor captures and compiles stages itself: the pipeline's own graphs and compiled
+        # blocks would stand between it and the code it diagnoses.
+        graphed, pipe.graphed_forward = pipe.graphed_forward, None
+        es.callback(setattr, pipe, "graphed_forward", graphed)
+        for block in pipe.generator.blocks:
+            compiled = getattr(block, "_compiled_call_impl", None)
+            if compiled is not None:
+                block._compiled_call_impl = None
+                es.callback(setattr, block, "_compiled_call_impl", compiled)
+        pipe.__dict__["forward"] = forward
+        es.callback(pipe.__dict__.pop, "forward", None)
+        if "decode" in probes:
+            es.callback(wrap(pipe.decoder, "decode_block", "decode", lambda: _Plan.role(where["block"])))
+        if "text" in probes:
+            es.callback(wrap(pipe.text_encoder, "encode", "text", encode_role))
+
+        decoder = pipe.decoder
+        es.callback(setattr, pipe, "decoder", decoder)
+        if "decode" not in probes:
+            pipe.decoder = None   # decoding blocks the doctor does not look at only costs time
+        pipe.start(PROMPTS[0])
+        for b in range(plan.blocks):
+            if b == 3:
+                pipe.decoder = None   # the decode stage's three blocks are done
+            if b in plan.switches:
+                where.update(phase="switch", switch=plan.switches.index(b), fwd=0)
+                pipe.switch_prompt(PROMPTS[1 + plan.switches.index(b)])
+            where.update(phase="block", block=b, fwd=0)
+            pipe.generate_block()
+            where["phase"] = "idle"
+
+    device = pipe.device.type
+    if device == "cuda":
+        device = f"cuda ({torch.cuda.get_device_name(pipe.device)})"
+    report = DoctorReport(pipe.preset.name, device, pipe.model_config.name, notes=notes)
+    for stage in stages:
+        report.stages.append(probes[stage].report())
+        probes[stage].release()
+    if pipe.device.type != "cuda":
+        report.notes.append("no CUDA: static and compile checks only; a CUDA-graph capture needs CUDA")
+    return report
+
+
+def build_doctor_pipeline(preset: str, *, device: str = "auto", model: str | None = None,
+                          overrides: dict[str, Any] | None = None):
+    """The pipeline `lltrace doctor` examines, and notes on how it differs from the preset.
+
+    Without CUDA: the preset's CPU fallback on the tiny model (as `lltrace run` does there).
+    With CUDA: the preset with its own compile and CUDA graphs off (the doctor tries both itself).
+    """
+    import dataclasses
+
+    from lltrace.pipeline.generator import StreamingPipeline, resolve_device
+    from lltrace.pipeline.presets import cpu_fallback, load_preset
+
+    p = load_preset(preset, overrides)
+    dev = resolve_device(device)
+    notes = []
+    if dev.type != "cuda":
+        p, _ = cpu_fallback(p)
+        if model is None:
+            model = "tiny"
+        notes.append(f"the {model} model on the CPU in float32, fp8 off (the preset's CPU fallback)")
+    else:
+        p = dataclasses.replace(p, compile=False, cuda_graphs=False)
+    notes.append("the preset's own compile / CUDA graphs are off: the doctor compiles and captures each stage itself")
+    return StreamingPipeline(p, device=dev, model=model), notes
+
+
+def diagnose_preset(preset: str, stages: Sequence[str] | str | None = None, *, device: str = "auto",
+                    model: str | None = None, overrides: dict[str, Any] | None = None,
+                    compile_check: bool = True) -> DoctorReport:
+    """Build the doctor's pipeline for `preset` and diagnose it (what `lltrace doctor` runs)."""
+    stages = parse_stages(stages)   # a bad stage is an error before minutes of model building
+    pipe, notes = build_doctor_pipeline(preset, device=device, model=model, overrides=overrides)
+    report = diagnose_pipeline(pipe, stages, compile_check=compile_check)
+    report.notes = notes + report.notes
+    return report

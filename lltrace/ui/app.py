@@ -1,0 +1,528 @@
+"""The Textual app of `lltrace run` (live) and `lltrace view` (a recorded run).
+
+For commands/run.py (the lead's headless path decides when to call it):
+
+    tui_available() -> bool
+        stdin and stdout are terminals; otherwise print the headless rich output instead.
+    run_live_app(pipeline_or_factory, session_kwargs, *, notes=(), budget_ms=40.0,
+                 profile_window_blocks=4) -> RunResult | None
+        Runs `Session(pipeline, **session_kwargs)` (lltrace.capture.session) in a worker thread
+        under the TUI. `pipeline_or_factory`: a built pipeline, or a no-argument callable that
+        builds one (it then runs in the worker while the TUI shows "building"). `session_kwargs`:
+        num_blocks, prompt, switches, run_dir, profile_blocks, regions_level, py_spy, command, ...
+        (its `listeners` are kept; the app adds its own and the `next_switch` hook;
+        handle_signals defaults to False). `notes`: lines shown under the knobs (e.g. the CPU
+        fallback notes). Returns the RunResult once the user quits (q: the run stops after the
+        current block and the run directory is finalized) or after the run ended and the user
+        quit; re-raises the session's exception after the TUI closes; None when the user quit
+        before the pipeline was built (no run directory then).
+    run_view_app(path) -> None
+        `lltrace view`: the same screens over a run directory, a trace or a budget JSON.
+
+Keys: ? help, space pause/resume, s switch prompt, p profiled window, q quit.
+The UI thread never waits on the run: the session posts messages (lltrace.ui.live), a timer
+reads the frame clock's thread-safe stats, traces are parsed in worker threads.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import threading
+from collections import deque
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.css.query import NoMatches
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import Footer, Header, Input
+
+from lltrace.ui.live import (BlockFinished, EventArrived, FrameReady, LiveControl, RunEnded, SessionBridge,
+                             SessionStarted, SwitchShown, is_pipeline)
+from lltrace.ui.widgets import (BudgetTree, EventLog, GraphsPanel, HelpScreen, KnobsPanel, LatencyPlot, MemoryPanel,
+                                StatsPanel)
+from lltrace.ui.widgets.panels import GraphStatus, MemoryStatus, read_memory
+
+FRAME_BUDGET_MS = 40.0      # 25 FPS per video frame (DESIGN.md §1)
+
+
+class BudgetReady(Message):
+    def __init__(self, budget: Any | None, message: str = "") -> None:
+        super().__init__()
+        self.budget = budget
+        self.message = message
+
+
+class RecordedLoaded(Message):
+    def __init__(self, recorded: Any) -> None:
+        super().__init__()
+        self.recorded = recorded
+
+
+class LltraceApp(App):
+    """Live: `LltraceApp(pipeline=..., session_kwargs=...)`; recorded: `LltraceApp(recorded=path)`."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "lltrace"
+    BINDINGS = [
+        Binding("question_mark", "help", "help"),
+        # priority: the budget tree binds space too; check_action lets it through to the prompt box.
+        Binding("space", "toggle_pause", "pause/resume", priority=True),
+        Binding("s", "switch_prompt", "switch prompt"),
+        Binding("p", "profile", "profile window"),
+        Binding("escape", "cancel_prompt", "cancel", show=False),
+        Binding("q", "quit_run", "quit"),
+        Binding("ctrl+q,ctrl+c", "quit_run", "quit", show=False, priority=True),
+    ]
+
+    state: reactive[str] = reactive("starting")
+
+    def __init__(self, *, pipeline: Any | Callable[[], Any] | None = None,
+                 session_kwargs: dict[str, Any] | None = None, recorded: str | Path | None = None,
+                 notes: Sequence[str] = (), budget_ms: float = FRAME_BUDGET_MS,
+                 profile_window_blocks: int = 4, refresh_s: float = 0.25, plot_window: int = 600) -> None:
+        super().__init__()
+        if (pipeline is None) == (recorded is None):
+            raise ValueError("give either a pipeline (live) or a recorded run path")
+        self.live = pipeline is not None
+        self.pipeline_arg = pipeline
+        self.session_kwargs = dict(session_kwargs or {})
+        self.recorded_path = recorded
+        self.notes = tuple(notes)
+        self.budget_ms = budget_ms
+        self.profile_window_blocks = profile_window_blocks
+        self.refresh_s = refresh_s
+        self.control = LiveControl()
+        self.bridge = SessionBridge(self.post_message, self.control)
+        self.session: Any = None
+        self.pipeline: Any = None
+        self.recorded: Any = None
+        self.run_result: Any = None
+        self.run_error: BaseException | None = None
+        self.done = threading.Event()        # the run's worker has returned (the run dir is final)
+        self.ended = False
+        self.quitting = False
+        self.profiling: str | None = None    # None | "requested" | "recording" | "stopping"
+        self._samples: deque[tuple[int, float, str]] = deque(maxlen=plot_window)
+        self._dirty = False
+        self._graphs = GraphStatus()
+        self._mem_device: Any = None
+        self._mem_total: int | None = None
+        self._device_name = ""
+        self._titled = False
+        self._scheduled_window = False
+
+    # -- layout -----------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="top"):
+            yield LatencyPlot(id="plot")
+            yield StatsPanel(id="stats")
+        with Horizontal(id="middle"):
+            yield BudgetTree(id="budget")
+            yield EventLog(id="events")
+        with Horizontal(id="bottom"):
+            yield GraphsPanel(id="graphs")
+            yield MemoryPanel(id="memory")
+            yield KnobsPanel(id="knobs")
+        yield Input(id="prompt", placeholder="new prompt; Enter switches before the next block, Esc cancels")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for wid, title in (("plot", "frame latency"), ("stats", "frames"), ("budget", "time budget"),
+                           ("events", "events"), ("graphs", "CUDA graphs / compile"), ("memory", "memory"),
+                           ("knobs", "preset")):
+            self.query_one(f"#{wid}").border_title = title
+        self.query_one(LatencyPlot).budget_ms = self.budget_ms
+        self.query_one(StatsPanel).budget_ms = self.budget_ms
+        self.query_one(KnobsPanel).notes = self.notes
+        tree = self.query_one(BudgetTree)
+        if self.live:
+            tree.show_message(f"no profiled window yet: press p to profile the next "
+                              f"{self.profile_window_blocks} blocks")
+            self.state = "building the pipeline" if not is_pipeline(self.pipeline_arg) else "starting"
+            self._run_pipeline()
+            self.set_interval(self.refresh_s, self._tick)
+        else:
+            tree.show_message("reading the run...")
+            self.state = "loading"
+            self._load_recorded()
+        tree.focus()
+
+    def watch_state(self, state: str) -> None:
+        self.sub_title = state
+        try:
+            self.query_one(StatsPanel).state = state
+        except NoMatches:   # before compose
+            pass
+
+    # -- live: the run in a worker thread ------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="run", exit_on_error=False)
+    def _run_pipeline(self) -> None:
+        from lltrace.capture.session import Session
+
+        result = error = None
+        try:
+            pipe = self.pipeline_arg if is_pipeline(self.pipeline_arg) else self.pipeline_arg()
+            if not self.control.stopping:   # quit while the pipeline was being built: nothing ran
+                kwargs = dict(self.session_kwargs)
+                listeners = [*kwargs.pop("listeners", ()), self.bridge]
+                kwargs.setdefault("handle_signals", False)
+                session = Session(pipe, listeners=listeners, next_switch=self.control.next_switch, **kwargs)
+                self.bridge.session = session
+                if self.control.stopping:   # quit raced the start: stop_run may not have seen it
+                    session.request_stop()
+                describe = pipe.describe() if callable(getattr(pipe, "describe", None)) else {}
+                self.post_message(SessionStarted(session, describe))
+                result = session.run()
+        except BaseException as exc:  # noqa: BLE001 - shown in the TUI, re-raised by run_live_app
+            error = exc
+        finally:
+            self.run_result, self.run_error = result, error
+            self.done.set()
+            self.post_message(RunEnded(result, error))
+
+    def on_session_started(self, m: SessionStarted) -> None:
+        self.session, self.pipeline = m.session, m.session.pipeline
+        d = m.describe
+        knobs = d.get("knobs") or {}
+        self.query_one(KnobsPanel).preset = str(d.get("preset") or knobs.get("name") or "")
+        self.query_one(KnobsPanel).knobs = knobs
+        self._graphs = GraphStatus(knobs=knobs, optimizations=dict(d.get("optimizations") or {}))
+        self.query_one(GraphsPanel).status = self._graphs
+        dev = d.get("device") or {}
+        self._mem_device = getattr(self.pipeline, "device", None)
+        self._device_name, self._mem_total = str(dev.get("name") or ""), dev.get("memory_bytes")
+        self.title = f"lltrace run · {d.get('preset', '')}"
+        if self.control.stopping:
+            m.session.request_stop()
+        elif self.state.startswith(("building", "starting")):
+            self.state = "running"
+        self._tick()
+
+    def _tick(self) -> None:
+        """Timer on the UI thread: cheap reads only (lock-guarded stats, allocator counters)."""
+        s = self.session
+        if s is not None and not self._titled and getattr(s, "run_dir", None) is not None:
+            self._titled = True
+            self.title = f"lltrace run · {s.run_dir.run_id} · {self.query_one(KnobsPanel).preset}"
+        if self._dirty:
+            self._dirty = False
+            self.query_one(LatencyPlot).samples = tuple(self._samples)
+            clock = getattr(s, "clock", None)
+            if clock is not None and not self.ended:
+                self.query_one(StatsPanel).stats = clock.stats()
+        if self.pipeline is not None:
+            gf = getattr(self.pipeline, "graphed_forward", None)
+            status = self._graphs
+            if gf is not None:
+                status = replace(status, replays=int(getattr(gf, "replays", 0)),
+                                 eager_calls=int(getattr(gf, "eager_calls", 0)),
+                                 graphs=len(getattr(gf, "graphs", {}) or {}))
+            self.query_one(GraphsPanel).status = status
+            self.query_one(MemoryPanel).status = read_memory(self._mem_device, self._device_name, self._mem_total)
+
+    def on_frame_ready(self, m: FrameReady) -> None:
+        r = m.record
+        self._samples.append((r.frame, r.latency_ms, r.kind))
+        self._dirty = True
+
+    def on_block_finished(self, m: BlockFinished) -> None:
+        total = getattr(self.session, "num_blocks", None)
+        done = f"{m.index + 1}/{total} blocks" if total else f"{m.index + 1} blocks"
+        if self.quitting or self.ended:
+            return
+        if self.control.paused:
+            self.state = f"paused after {done} (space resumes)"
+        else:
+            self.state = f"running: {done}"
+
+    def on_switch_shown(self, m: SwitchShown) -> None:
+        self.query_one(StatsPanel).since_enter_ms = m.since_enter_ms
+        self._dirty = True
+
+    def on_event_arrived(self, m: EventArrived) -> None:
+        self._show_event(m.t_s, m.event.kind, m.event.message, m.event.data)
+        if m.event.kind == "profile_window":
+            phase = m.event.data.get("phase")
+            tree = self.query_one(BudgetTree)
+            if phase == "start":
+                self.profiling = "recording"
+                self._scheduled_window = m.event.data.get("blocks") is not None   # --profile-blocks
+                tree.border_subtitle = f"recording from block {m.event.data.get('block')} (p stops)"
+            elif phase == "saved" and self.session is not None:
+                self.profiling = None
+                name = m.event.data.get("file", "trace.json.gz")
+                tree.border_subtitle = f"{name}: building the budget..."
+                self._window_budget(self.session.run_dir.path, name)
+
+    def _show_event(self, t_s: float | None, kind: str, message: str, data: dict[str, Any]) -> None:
+        self.query_one(EventLog).add_event(t_s, kind, message, data)
+        g = self._graphs
+        if kind == "recompile":
+            g = replace(g, recompiles=g.recompiles + 1)
+        elif kind == "graph_break":
+            g = replace(g, graph_breaks=g.graph_breaks + 1)
+        elif kind == "cudagraph_skip":
+            g = replace(g, skips=g.skips + (str(data.get("reason") or message),))
+        if g is not self._graphs:
+            self._graphs = g
+            self.query_one(GraphsPanel).status = g
+
+    def on_run_ended(self, m: RunEnded) -> None:
+        self.ended = True
+        self.run_result, self.run_error = m.result, m.error
+        log = self.query_one(EventLog)
+        if m.result is not None:
+            self.query_one(StatsPanel).stats = m.result.stats
+            self.query_one(LatencyPlot).samples = tuple(self._samples)
+            self.state = f"{m.result.status} ({m.result.message}); saved {m.result.run_dir}; q quits"
+            log.add_note(f"run directory final: {m.result.run_dir}", "green")
+        elif m.error is not None:
+            self.state = f"error: {type(m.error).__name__}: {m.error}; q quits"
+            log.add_note(f"the run failed: {type(m.error).__name__}: {m.error}", "bold red")
+        else:
+            self.state = "stopped before the pipeline was built"
+        if self.quitting:
+            self.exit(m.result)
+
+    # -- budget (both modes) -------------------------------------------------------------------------
+    @work(thread=True, group="budget", exit_on_error=False)
+    def _window_budget(self, run_dir: Path, name: str) -> None:
+        """The budget of one profiled window of the live run (that trace file only)."""
+        from lltrace.trace.budget import build_budget
+        from lltrace.trace.loader import Source, load_trace
+
+        try:
+            meta = run_dir / "meta.json"
+            src = Source("run", run_dir / name, run_dir, meta if meta.is_file() else None)
+            self.post_message(BudgetReady(build_budget(load_trace(src)), name))
+        except Exception as exc:  # noqa: BLE001 - shown in the panel
+            self.post_message(BudgetReady(None, f"{name}: no budget ({type(exc).__name__}: {exc})"))
+
+    def on_budget_ready(self, m: BudgetReady) -> None:
+        tree = self.query_one(BudgetTree)
+        if m.budget is None:
+            tree.show_message(m.message)
+            tree.border_subtitle = ""
+            return
+        tree.show_budget(m.budget)
+        b = m.budget
+        what = "GPU" if b.metric == "gpu" else "host"
+        tree.border_subtitle = f"{m.message}: {what} time{' (partial)' if b.partial else ''}"
+
+    # -- recorded runs -------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="run", exit_on_error=False)
+    def _load_recorded(self) -> None:
+        from lltrace.errors import LltraceError
+        from lltrace.ui.recorded import load_recorded, load_run_budget
+
+        try:
+            rec = load_recorded(self.recorded_path)
+        except LltraceError as exc:
+            self.post_message(BudgetReady(None, str(exc)))
+            return
+        self.post_message(RecordedLoaded(rec))
+        if not rec.has_trace:
+            self.post_message(BudgetReady(None, "this run has no profiled window (lltrace run --profile-blocks "
+                                                "A:B, or p in the live view)"))
+            return
+        try:
+            self.post_message(BudgetReady(load_run_budget(rec), rec.path.name))
+        except LltraceError as exc:
+            self.post_message(BudgetReady(None, str(exc)))
+
+    def on_recorded_loaded(self, m: RecordedLoaded) -> None:
+        rec = self.recorded = m.recorded
+        meta, summary = rec.meta or {}, rec.summary or {}
+        self.title = f"lltrace view · {rec.name}"
+        knobs = meta.get("knobs") or {}
+        self.query_one(KnobsPanel).preset = str(meta.get("preset") or "")
+        self.query_one(KnobsPanel).knobs = knobs
+        self._samples.extend((int(f["frame"]), float(f["latency_ms"]), str(f.get("kind", "steady")))
+                             for f in rec.frames[-self._samples.maxlen:])
+        self.query_one(LatencyPlot).samples = tuple(self._samples)
+        self.query_one(StatsPanel).stats = rec.stats
+        self._graphs = GraphStatus(knobs=knobs, optimizations=dict(meta.get("optimizations") or {}))
+        for e in rec.events:
+            self._show_event(e.get("t_s"), str(e.get("kind", "note")), str(e.get("message", "")),
+                             e.get("data") if isinstance(e.get("data"), dict) else {})
+        self.query_one(GraphsPanel).status = self._graphs
+        log = self.query_one(EventLog)
+        for w in rec.warnings:
+            log.add_note(f"warning: {w}", "yellow")
+        dev = meta.get("device") or {}
+        if rec.kind == "run":
+            cuda = dev.get("type") == "cuda"
+            self.query_one(MemoryPanel).status = MemoryStatus(
+                "cuda" if cuda else "cpu", str(dev.get("name") or ""), peak=summary.get("peak_mem_bytes"),
+                total=dev.get("memory_bytes"), host_rss_peak=summary.get("peak_host_rss_bytes"))
+            end = meta.get("end") or {}
+            self.state = f"recorded run: {meta.get('status', 'unknown status')}" + \
+                         (f" ({end.get('reason')}: {end.get('message')})" if end else "")
+        else:
+            self.state = f"recorded {rec.kind}: {rec.path.name}"
+        if rec.kind != "run":
+            self.query_one(StatsPanel).state = self.state
+        self.query_one(BudgetTree).border_subtitle = "building the budget..." if rec.has_trace else ""
+
+    # -- actions -------------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("toggle_pause", "switch_prompt", "profile"):
+            if action == "toggle_pause" and isinstance(self.focused, Input):
+                return False            # a space typed in the prompt box
+            if not self.live:
+                return False            # hidden in `lltrace view`
+            return None if (self.ended or self.quitting) else True
+        return True
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.live))
+
+    def action_toggle_pause(self) -> None:
+        if self.control.paused:
+            self.control.resume()
+            self.state = "running"
+        else:
+            self.control.pause()
+            self.state = "pausing after the current block (space resumes)"
+
+    def action_switch_prompt(self) -> None:
+        box = self.query_one("#prompt", Input)
+        box.add_class("-visible")
+        box.focus()
+
+    def action_cancel_prompt(self) -> None:
+        box = self.query_one("#prompt", Input)
+        if box.has_class("-visible"):
+            box.value = ""
+            box.remove_class("-visible")
+            self.query_one(BudgetTree).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "prompt":
+            return
+        text = event.value.strip()
+        self.action_cancel_prompt()
+        if not text or not self.live or self.ended:
+            return
+        self.control.queue_switch(text)
+        when = "when you resume" if self.control.paused else "before the next block"
+        self.query_one(EventLog).add_note(f"prompt switch queued ({when}): {text!r}", "green")
+
+    def action_profile(self) -> None:
+        prof = getattr(self.session, "profiler", None)
+        tree = self.query_one(BudgetTree)
+        if prof is None:
+            self.notify("the run has not started yet", severity="warning")
+            return
+        if self.profiling in ("requested", "recording"):
+            if self.profiling == "recording" and self._scheduled_window:
+                self.notify("a --profile-blocks window is recording; it ends by itself", severity="warning")
+                return
+            prof.stop_request()
+            self.profiling = "stopping"
+            tree.border_subtitle = "stopping the window after the current block..."
+            return
+        if prof.recording:
+            self.notify("a --profile-blocks window is recording; it ends by itself", severity="warning")
+            return
+        prof.request(self.profile_window_blocks)
+        self.profiling = "requested"
+        tree.border_subtitle = (f"a window of {self.profile_window_blocks} blocks opens at the next block "
+                                "boundary (p stops it early)")
+
+    def action_quit_run(self) -> None:
+        if not self.live or self.ended:
+            self.exit(self.run_result)
+            return
+        if self.quitting:   # a second q: leave now; run_live_app waits for the run directory
+            self.exit(None)
+            return
+        self.quitting = True
+        self.stop_run()
+        self.state = "stopping after the current block; saving the run directory (q again: leave now)"
+
+    def stop_run(self) -> None:
+        """Thread-safe: ask the run to stop after its current block (a paused run resumes to stop)."""
+        self.control.stop()
+        session = self.bridge.session or self.session   # bridge.session is set first, in the worker
+        if session is not None:
+            session.request_stop()
+
+
+def tui_available() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+@contextlib.contextmanager
+def native_stderr_captured():
+    """While the TUI owns the terminal, native libraries' writes to fd 2 (Kineto's "USDT:"
+    lines at each profiler start/stop, CUDA / inductor warnings) would land on the screen:
+    send them to a temp file and print them after the TUI closes. Textual draws through
+    `sys.__stderr__`, which gets a duplicate of the terminal's descriptor meanwhile."""
+    if not (sys.__stderr__ is not None and sys.__stderr__.isatty()):
+        yield
+        return
+    sys.__stderr__.flush()
+    saved_obj, term_fd = sys.__stderr__, os.dup(2)
+    log = tempfile.TemporaryFile(mode="w+b")
+    os.dup2(log.fileno(), 2)
+    sys.__stderr__ = os.fdopen(os.dup(term_fd), "w", encoding=saved_obj.encoding, errors="replace")
+    try:
+        yield
+    finally:
+        sys.__stderr__.flush()
+        sys.__stderr__.close()
+        sys.__stderr__ = saved_obj
+        os.dup2(term_fd, 2)
+        os.close(term_fd)
+        log.seek(0)
+        captured = log.read().decode(errors="replace")
+        log.close()
+        if captured:
+            saved_obj.write(captured)
+            saved_obj.flush()
+
+
+def init_profiler_here() -> None:
+    """Kineto initializes on first use and expects to stay on that thread; the run profiles
+    from a worker thread. Initializing it here (the main thread) keeps that one-time cost out
+    of the first profiled block and Kineto's "External init callback" error off the screen."""
+    from torch.profiler import profile
+
+    from lltrace.capture.profiler import activities
+
+    with profile(activities=activities()):
+        pass
+
+
+def run_live_app(pipeline_or_factory: Any | Callable[[], Any], session_kwargs: dict[str, Any], *,
+                 notes: Sequence[str] = (), budget_ms: float = FRAME_BUDGET_MS,
+                 profile_window_blocks: int = 4) -> Any:
+    """See the module docstring. Returns the session's RunResult (None if nothing ran)."""
+    app = LltraceApp(pipeline=pipeline_or_factory, session_kwargs=session_kwargs, notes=notes,
+                     budget_ms=budget_ms, profile_window_blocks=profile_window_blocks)
+    with native_stderr_captured():
+        init_profiler_here()
+        try:
+            app.run()
+        finally:
+            app.stop_run()
+    if not app.done.is_set():
+        print("lltrace: finishing the current block and saving the run directory...", file=sys.stderr, flush=True)
+        app.done.wait()
+    if app.run_error is not None:
+        raise app.run_error
+    return app.run_result
+
+
+def run_view_app(path: str | Path) -> None:
+    LltraceApp(recorded=path).run()

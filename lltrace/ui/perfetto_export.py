@@ -1,0 +1,561 @@
+"""`lltrace export`: the run's Chrome trace plus lltrace's own tracks, for ui.perfetto.dev.
+
+The trace's events are copied byte for byte (args, shapes, flows and all), optionally trimmed
+to whole blocks (`--blocks 3:6`) or a time window (`--window-ms`), and a process "lltrace"
+is added with:
+  tid 1 "video frames"     one slice per block, one nested slice per video frame
+  tid 2 "prompt switches"  request -> first frame of the new prompt
+  tid 3 "run events"       instant markers: recompiles, graph breaks, prompt switches, ...
+  tid 4 "regions (host)"   the region ranges alone (no aten ops in between)
+  tid 5 "regions (GPU)"    each region from its first to its last GPU activity
+  counter "frame latency"  ms per video frame, one sample per block
+All times are on the trace's clock (lltrace.analysis.timeline). Output follows the Trace Event
+Format (lltrace.ui.chrome_format validates it), is written atomically (temp file + rename) and
+gzipped when the name ends in .gz.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+import msgspec
+import numpy as np
+
+from lltrace.analysis import instances as inst_mod
+from lltrace.analysis import timeline as tl_mod
+from lltrace.analysis.rundata import read_run
+from lltrace.errors import LltraceError
+from lltrace.trace.events import GPU_ACTIVITY, RUNTIME, Trace, lenient_event
+from lltrace.trace.loader import Source, load_trace, resolve_source
+# Adapter over the budget layer's streaming reader (private names): its parser with a decoder
+# that keeps each event's raw bytes; the public read_events() only hands out the fields budgets need.
+from lltrace.trace.reader import _JSON, _STR_SEP, _Bytes, _Parser
+
+BROWSER_LIMIT = 256 << 20     # uncompressed JSON above this is slow or too big for a browser tab
+TRACK_FRAMES, TRACK_SWITCHES, TRACK_EVENTS, TRACK_REGIONS, TRACK_GPU_REGIONS = 1, 2, 3, 4, 5
+TRACK_NAMES = {TRACK_FRAMES: "video frames", TRACK_SWITCHES: "prompt switches", TRACK_EVENTS: "run events",
+               TRACK_REGIONS: "regions (host)", TRACK_GPU_REGIONS: "regions (GPU)"}
+_GPU_CATS = {"kernel", "gpu_memcpy", "gpu_memset", "memcpy", "memset", "gpu_user_annotation"}
+
+
+@dataclass(frozen=True)
+class Window:
+    start_us: float
+    end_us: float
+    label: str
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    bytes: int                      # on disk
+    json_bytes: int                 # uncompressed
+    gzip: bool
+    events_read: int
+    events_written: int             # trace events copied
+    lltrace_events: dict[str, int]  # added, by track
+    window: Window | None
+    clock: str | None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def total_events(self) -> int:
+        return self.events_written + sum(self.lltrace_events.values())
+
+
+# ----------------------------------------------------------------------------- options
+
+def parse_blocks(spec: str) -> tuple[int, int]:
+    """`"3:6"` -> blocks 3, 4, 5; `"4"` -> block 4 alone."""
+    text = str(spec).strip()
+    hint = "use START:STOP, e.g. --blocks 3:6 keeps blocks 3, 4 and 5"
+    parts = text.split(":")
+    try:
+        if len(parts) == 1:
+            start = int(parts[0])
+            stop = start + 1
+        elif len(parts) == 2:
+            start, stop = int(parts[0]), int(parts[1])
+        else:
+            raise ValueError
+    except ValueError:
+        raise LltraceError(f"bad --blocks {text!r}", hint) from None
+    if start < 0 or stop <= start:
+        raise LltraceError(f"bad --blocks {text!r}: need 0 <= START < STOP", hint)
+    return start, stop
+
+
+def parse_window_ms(spec: str) -> tuple[float, float]:
+    """`"200:450"` -> ms 200 to 450 from the trace's first event; `"300"` -> the first 300 ms."""
+    text = str(spec).strip()
+    hint = "use START:END in ms from the trace's start (e.g. --window-ms 200:450), or a length (--window-ms 300)"
+    parts = text.split(":")
+    try:
+        if len(parts) == 1:
+            start, end = 0.0, float(parts[0])
+        elif len(parts) == 2:
+            start, end = float(parts[0] or 0), float(parts[1])
+        else:
+            raise ValueError
+    except ValueError:
+        raise LltraceError(f"bad --window-ms {text!r}", hint) from None
+    if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end <= start:
+        raise LltraceError(f"bad --window-ms {text!r}: need 0 <= START < END", hint)
+    return start, end
+
+
+def plan_window(trace: Trace, timeline: tl_mod.Timeline, blocks: tuple[int, int] | None,
+                window_ms: tuple[float, float] | None) -> Window | None:
+    if blocks is not None and window_ms is not None:
+        raise LltraceError("--blocks and --window-ms are exclusive: pick one")
+    if blocks is not None:
+        have = sorted(timeline.blocks)
+        if not have:
+            raise LltraceError("--blocks: this trace has no ll/block[i] regions",
+                               "it is not an lltrace run; use --window-ms")
+        want = range(*blocks)
+        missing = [b for b in want if b not in timeline.blocks]
+        if missing:
+            raise LltraceError(f"--blocks {blocks[0]}:{blocks[1]}: block(s) {', '.join(map(str, missing))} are not in "
+                               f"this trace", f"it has blocks {_ranges(have)}")
+        return Window(min(timeline.blocks[b][0] for b in want), max(timeline.blocks[b][1] for b in want),
+                      f"blocks {blocks[0]}..{blocks[1] - 1}")
+    if window_ms is not None:
+        t0, t1 = trace.span_us
+        start, end = t0 + window_ms[0] * 1e3, t0 + window_ms[1] * 1e3
+        if start >= t1:
+            raise LltraceError(f"--window-ms {window_ms[0]:g}:{window_ms[1]:g} starts after the trace ends "
+                               f"({(t1 - t0) / 1e3:.1f} ms long)")
+        return Window(start, min(end, t1), f"{window_ms[0]:g}..{min(window_ms[1], (t1 - t0) / 1e3):g} ms")
+    return None
+
+
+def _ranges(v: list[int]) -> str:
+    out, i = [], 0
+    while i < len(v):
+        j = i
+        while j + 1 < len(v) and v[j + 1] == v[j] + 1:
+            j += 1
+        out.append(str(v[i]) if i == j else f"{v[i]}..{v[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
+# ----------------------------------------------------------------------------- filtering
+
+class _ProbeArgs(msgspec.Struct):
+    correlation: int | None = None
+
+
+class _Probe(msgspec.Struct):
+    """The fields the window filter looks at; the rest of the event stays raw bytes."""
+    ph: str = ""
+    cat: str = ""
+    ts: float | None = None
+    dur: float | None = None
+    id: int | str | None = None
+    args: _ProbeArgs | None = None
+
+
+_PROBE = msgspec.json.Decoder(_Probe)
+_ANY = msgspec.json.Decoder()
+
+
+def _probe(raw) -> _Probe | None:
+    try:
+        return _PROBE.decode(raw)
+    except msgspec.DecodeError:   # odd field types: read loosely
+        try:
+            obj = _ANY.decode(raw)
+        except msgspec.DecodeError:
+            return None
+        e = lenient_event(obj)
+        if e is None:
+            return None
+        corr = e.args.correlation if e.args is not None else None
+        return _Probe(e.ph, e.cat, e.ts, e.dur, e.id if isinstance(e.id, (int, str)) else None, _ProbeArgs(corr))
+
+
+@dataclass
+class _Filter:
+    """Which events of the trace to keep for a window: host events overlapping it, GPU
+    activities launched inside it (by correlation id, so a kernel that runs after the window's
+    end stays with its launch), ac2g flows of those launches, metadata always."""
+    window: Window | None
+    corr: set[int]
+    gpu_span: tuple[float, float] | None
+
+    def keep(self, p: _Probe) -> bool:
+        w = self.window
+        if w is None or p.ph == "M":
+            return True
+        ts = p.ts
+        if ts is None:
+            return True
+        corr = p.args.correlation if p.args is not None else None
+        if p.ph == "X":
+            dur = p.dur or 0.0
+            cat = p.cat.lower()
+            if cat in _GPU_CATS:
+                if corr is not None and corr >= 0 and cat != "gpu_user_annotation":
+                    return corr in self.corr
+                lo, hi = self.gpu_span or (w.start_us, w.end_us)
+                mid = ts + dur / 2
+                return lo <= mid <= hi
+            return ts < w.end_us and ts + dur > w.start_us or (dur == 0 and w.start_us <= ts <= w.end_us)
+        if p.ph in ("s", "t", "f") and p.cat == "ac2g" and isinstance(p.id, int):
+            return p.id in self.corr
+        return w.start_us <= ts <= w.end_us
+
+
+def _make_filter(trace: Trace, window: Window | None) -> _Filter:
+    if window is None:
+        return _Filter(None, set(), None)
+    x = trace.x
+    cat = x["cat"]
+    rt = np.nonzero(cat == RUNTIME)[0]
+    s, e = x["ts"][rt], x["ts"][rt] + x["dur"][rt]
+    inside = rt[(s < window.end_us) & (e > window.start_us)]
+    corr = {int(c) for c in x["corr"][inside] if c >= 0}
+    gpu = np.nonzero(np.isin(cat, np.array(GPU_ACTIVITY, dtype=np.uint8)))[0]
+    launched = gpu[np.isin(x["corr"][gpu], np.fromiter(corr, dtype=np.int64, count=len(corr)))] if corr else gpu[:0]
+    span = None
+    if len(launched):
+        span = (float(x["ts"][launched].min()), float((x["ts"][launched] + x["dur"][launched]).max()))
+    return _Filter(window, corr, span)
+
+
+# ----------------------------------------------------------------------------- writing
+
+class _Writer:
+    """Streams `{header..., "traceEvents": [e, e, ...], trailer...}` into a binary file."""
+
+    def __init__(self, f: BinaryIO, header: dict[str, Any]):
+        self.f = f
+        self.n = 0
+        self.bytes = 0
+        head = b"{" + b"".join(_enc_json(k) + b":" + _enc_json(v) + b"," for k, v in header.items()) \
+            + b'"traceEvents":[\n'
+        self._put(head)
+
+    def _put(self, b) -> None:
+        self.f.write(b)
+        self.bytes += len(b)
+
+    def event(self, raw) -> None:
+        if self.n:
+            self._put(b",\n")
+        self._put(raw)
+        self.n += 1
+
+    def close(self, trailer: dict[str, Any]) -> None:
+        self._put(b"\n]" + b"".join(b"," + _enc_json(k) + b":" + _enc_json(v) for k, v in trailer.items()) + b"}\n")
+
+
+def _enc_json(v: Any) -> bytes:
+    return json.dumps(v, allow_nan=False, separators=(",", ":")).encode()
+
+
+class _Sink:
+    """Receives the reader's batches: raw events (fast path) or RawEvents (its lenient slow
+    path, which keeps only the core fields) and copies those the filter keeps."""
+
+    def __init__(self, writer: _Writer, flt: _Filter):
+        self.writer = writer
+        self.flt = flt
+        self.total = 0
+        self.kept = 0
+        self.reencoded = 0
+        self.invalid = 0
+
+    def add(self, batch: list) -> None:
+        self.total += len(batch)
+        everything = self.flt.window is None
+        for item in batch:
+            if isinstance(item, msgspec.Raw):
+                if everything:           # no window: copy without looking inside
+                    self.writer.event(memoryview(item))
+                    self.kept += 1
+                    continue
+                p = _probe(item)
+                if p is None:
+                    self.invalid += 1
+                    continue
+                if self.flt.keep(p):
+                    self.writer.event(memoryview(item))
+                    self.kept += 1
+                continue
+            # a RawEvent from the lenient path: re-encode what it has
+            corr = item.args.correlation if item.args is not None else None
+            p = _Probe(item.ph, item.cat, item.ts, item.dur, item.id if isinstance(item.id, (int, str)) else None,
+                       _ProbeArgs(corr))
+            if not self.flt.keep(p) or item.ts is None or not math.isfinite(item.ts):
+                continue
+            ev = {"ph": item.ph, "cat": item.cat, "name": item.name, "pid": item.pid, "tid": item.tid, "ts": item.ts}
+            if item.ph == "X":
+                ev["dur"] = item.dur
+            if item.id is not None:
+                ev["id"] = item.id
+            if item.args is not None:
+                args = {"correlation": item.args.correlation, "External id": item.args.external_id,
+                        "name": item.args.name}
+                ev["args"] = {k: v for k, v in args.items() if v is not None}
+            self.writer.event(_enc_json(ev))
+            self.kept += 1
+            self.reencoded += 1
+
+    def count_invalid(self, n: int = 1) -> None:
+        self.total += n
+        self.invalid += n
+
+
+class _RawParser(_Parser):
+    """The reader's parser, handing the sink raw event bytes (msgspec.Raw) on both paths."""
+
+    def __init__(self, src: _Bytes, sink: "_Sink"):
+        super().__init__(src, sink)
+        self.decoder = msgspec.json.Decoder(list[msgspec.Raw])
+
+    def _slow(self, piece: bytes) -> tuple[int, str]:
+        """The reader's event-by-event path (same contract as _Parser._slow), keeping every
+        field: each event decoded by the json module is re-encoded whole."""
+        text = piece.decode("utf-8", "surrogateescape")
+        n, i, batch = len(text), 0, []
+
+        def used(k: int) -> int:
+            return len(text[:k].encode("utf-8", "surrogateescape"))
+
+        try:
+            while True:
+                i = _STR_SEP.match(text, i).end()
+                if i >= n:
+                    return len(piece), "ok"
+                if text[i] == "]":
+                    return used(i), "end"
+                try:
+                    obj, j = _JSON.raw_decode(text, i)
+                except json.JSONDecodeError as exc:
+                    cut_off = exc.pos >= n - 1 or exc.msg.startswith("Unterminated string")
+                    return used(i), "more" if cut_off else "bad"
+                if isinstance(obj, dict):
+                    try:
+                        batch.append(msgspec.Raw(json.dumps(obj, allow_nan=False).encode("utf-8", "surrogateescape")))
+                    except (ValueError, UnicodeEncodeError):   # NaN / Infinity, or bytes that are not UTF-8
+                        batch.append(lenient_event(obj))
+                else:
+                    self.sink.count_invalid()
+                i = j
+        finally:
+            self.sink.add([b for b in batch if b is not None])
+
+
+def _copy_events(src: Source, writer: _Writer, flt: _Filter, warnings: list[str],
+                 progress: Callable[[int, int], None] | None) -> _Sink:
+    sink = _Sink(writer, flt)
+    for path in src.traces:
+        try:
+            stream = _Bytes(path, progress)
+        except OSError as exc:
+            raise LltraceError(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            result = _RawParser(stream, sink).run()
+        finally:
+            stream.close()
+        if result.partial:
+            warnings.append(f"{path.name}: {result.stop_reason}; exported the events before it")
+    if sink.reencoded:
+        warnings.append(f"{sink.reencoded} events with values JSON cannot hold (NaN, invalid UTF-8) were re-encoded "
+                        "with their core fields only")
+    return sink
+
+
+# ----------------------------------------------------------------------------- lltrace tracks
+
+def _lltrace_pid(trace: Trace) -> int:
+    ints = [v for v in trace.ids if isinstance(v, int)] + [v for v in trace.process_names if isinstance(v, int)]
+    return max(ints, default=0) + 1
+
+
+def _us(ns: int) -> float:
+    """µs with ns precision, as JSON writes it (4584764718451.66)."""
+    return ns / 1e3
+
+
+def _nested(slices: list[tuple[int, int, Any]]) -> tuple[list[tuple[int, int, Any]], int]:
+    """Keep the slices (start, end in ns) that nest: a track's slices may not overlap
+    partially; count the rest."""
+    out, dropped, stack = [], 0, []
+    for s, e, item in sorted(slices, key=lambda t: (t[0], -(t[1] - t[0]))):
+        while stack and stack[-1] <= s:
+            stack.pop()
+        if stack and e > stack[-1]:
+            dropped += 1
+            continue
+        stack.append(e)
+        out.append((s, e, item))
+    return out, dropped
+
+
+def lltrace_events(trace: Trace, timeline: tl_mod.Timeline, window: Window | None, pid: int,
+                   warnings: list[str]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The events of the lltrace process inside the window, or inside the trace's span without
+    one (a run profiled for 3 of 100 blocks gets 3 blocks of frames, not a timeline 30x longer
+    than its kernels). Times are integer ns of the trace clock until written as µs."""
+    lo_us, hi_us = (window.start_us, window.end_us) if window else trace.span_us
+    lo, hi = int(math.floor(lo_us * 1e3)), int(math.ceil(hi_us * 1e3))
+
+    def inside(s: int, e: int) -> bool:
+        return s < hi and e > lo or (s == e and lo <= s <= hi)
+
+    out: list[dict[str, Any]] = []
+    counts = {"frames": 0, "blocks": 0, "switches": 0, "markers": 0, "regions": 0, "gpu_regions": 0, "counter": 0}
+
+    def x(tid: int, ts_ns: int, dur_ns: int, name: str, cat: str, args: dict[str, Any]) -> None:
+        out.append({"ph": "X", "cat": cat, "name": name, "pid": pid, "tid": tid, "ts": _us(ts_ns),
+                    "dur": _us(max(dur_ns, 0)), "args": _clean(args)})
+
+    for sl in timeline.frames:
+        if sl.ts_ns >= 0 and inside(sl.ts_ns, sl.ts_ns + sl.dur_ns):
+            x(TRACK_FRAMES, sl.ts_ns, sl.dur_ns, sl.name, "lltrace.frame" if sl.depth else "lltrace.block", sl.args)
+            counts["frames" if sl.depth else "blocks"] += 1
+    for sl in timeline.switches:
+        if sl.ts_ns >= 0 and inside(sl.ts_ns, sl.ts_ns + sl.dur_ns):
+            x(TRACK_SWITCHES, sl.ts_ns, sl.dur_ns, sl.name, "lltrace.switch", sl.args)
+            counts["switches"] += 1
+    for m in timeline.markers:
+        if m.ts_ns >= 0 and lo <= m.ts_ns <= hi:
+            out.append({"ph": "i", "s": "t", "cat": f"lltrace.{m.kind}", "name": m.name, "pid": pid,
+                        "tid": TRACK_EVENTS, "ts": _us(m.ts_ns), "args": _clean(m.args)})
+            counts["markers"] += 1
+    samples = [(ts, v) for ts, v in timeline.latency if ts >= 0 and lo <= ts <= hi]
+    for ts, v in samples:
+        out.append({"ph": "C", "name": "frame latency", "cat": "lltrace.counter", "pid": pid, "tid": 0,
+                    "ts": _us(ts), "args": {"ms per frame": round(v, 6)}})
+    counts["counter"] = len(samples)
+
+    # host regions keep the trace's own ts / dur (so they nest exactly as on their thread)
+    xt, xd = trace.x["ts"], trace.x["dur"]
+    host = []
+    for r in timeline.regions:
+        s_ns, d_ns = int(round(float(xt[r.row]) * 1e3)), int(round(float(xd[r.row]) * 1e3))
+        if inside(s_ns, s_ns + d_ns):
+            host.append((s_ns, s_ns + d_ns, r))
+    kept, dropped = _nested(host)
+    for s, e, r in kept:
+        x(TRACK_REGIONS, s, e - s, r.name, "lltrace.region", {"path": "/".join(r.path), "ms": r.value_ms})
+    counts["regions"] = len(kept)
+    gpu = []
+    for r in timeline.regions:
+        if r.gpu_start_us is not None and r.gpu_end_us is not None:
+            s_ns, e_ns = int(round(r.gpu_start_us * 1e3)), int(round(r.gpu_end_us * 1e3))
+            if inside(int(round(r.start_us * 1e3)), int(round(r.end_us * 1e3))):
+                gpu.append((s_ns, e_ns, r))
+    kept_g, dropped_g = _nested(gpu)
+    for s, e, r in kept_g:
+        x(TRACK_GPU_REGIONS, s, e - s, r.name, "lltrace.gpu_region",
+          {"path": "/".join(r.path), "gpu_ms": r.value_ms, "span_ms": (e - s) / 1e6})
+    counts["gpu_regions"] = len(kept_g)
+    if dropped or dropped_g:
+        warnings.append(f"{dropped + dropped_g} region spans overlap another one partially (several threads or "
+                        "streams): left off the regions tracks")
+
+    meta = [{"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": "lltrace"}},
+            {"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "args": {"sort_index": -1}}]
+    used = {e["tid"] for e in out if e["ph"] != "C"}
+    for tid, name in TRACK_NAMES.items():
+        if tid in used:
+            meta += [{"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": name}},
+                     {"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid, "args": {"sort_index": tid}}]
+    return (meta + out if out else []), counts
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe args: no NaN / Infinity (not JSON), no odd types."""
+    if isinstance(v, float):
+        return round(v, 6) if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if v is None or isinstance(v, (str, int, bool)):
+        return v
+    return str(v)
+
+
+# ----------------------------------------------------------------------------- export
+
+def export(source: str | Path, out: str | Path, *, blocks: str | None = None, window_ms: str | None = None,
+           progress: Callable[[int, int], None] | None = None) -> ExportResult:
+    """Write `source` (a run directory, run id or trace file) with lltrace's tracks to `out`."""
+    blk = parse_blocks(blocks) if blocks is not None else None
+    wms = parse_window_ms(window_ms) if window_ms is not None else None
+    out = Path(out)
+    if out.is_dir():
+        raise LltraceError(f"{out} is a directory", "give a file name, e.g. -o run.json.gz")
+    if not out.parent.is_dir():
+        raise LltraceError(f"no such directory: {out.parent}")
+    if not (out.name.endswith(".json") or out.name.endswith(".json.gz")):
+        raise LltraceError(f"{out.name}: the output name should end in .json or .json.gz",
+                           "Perfetto opens both; .gz is gzipped")
+    src = resolve_source(source)
+    if src.kind == "budget":
+        raise LltraceError(f"{src.path} is a budget JSON: export needs the trace itself",
+                           "pass the run directory or its trace.json.gz")
+    trace = load_trace(src)
+    warnings = list(trace.warnings)
+    inst = inst_mod.compute(trace)
+    run = read_run(src.run_dir, trace.run_meta)
+    warnings += run.warnings
+    timeline = tl_mod.build(trace, run, inst)
+    warnings += timeline.warnings
+    window = plan_window(trace, timeline, blk, wms)
+    if src.run_dir is None:
+        warnings.append("a trace file outside a run directory: no frames or run events to add (regions only)")
+    pid = _lltrace_pid(trace)
+    extra, counts = lltrace_events(trace, timeline, window, pid, warnings)
+    flt = _make_filter(trace, window)
+
+    gz = out.name.endswith(".gz")
+    header = {k: v for k, v in trace.top.items() if k != "traceEvents"}
+    trailer = {"lltraceExport": {"source": str(src.path), "window": None if window is None else
+                                 {"label": window.label, "start_us": window.start_us, "end_us": window.end_us},
+                                 "clock": timeline.clock.method, "pid": pid}}
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as raw_f:
+            f: BinaryIO = gzip.GzipFile(filename="", mode="wb", fileobj=raw_f, compresslevel=6, mtime=0) \
+                if gz else raw_f
+            try:
+                writer = _Writer(f, header)
+                sink = _copy_events(src, writer, flt, warnings, progress)
+                for e in extra:
+                    writer.event(_enc_json(e))
+                writer.close(trailer)
+            finally:
+                if gz:
+                    f.close()
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise LltraceError(f"cannot write {out}: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    size = out.stat().st_size
+    if writer.bytes > BROWSER_LIMIT:
+        warnings.append(f"{writer.bytes / 2**20:,.0f} MB of JSON may be too much for a browser tab: "
+                        "trim it with --blocks or --window-ms")
+    return ExportResult(out, size, writer.bytes, gz, sink.total, sink.kept, counts, window, timeline.clock.method,
+                        warnings)
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+

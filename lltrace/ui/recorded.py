@@ -1,0 +1,187 @@
+"""A recorded run for `lltrace view`: the run directory's files (docs/FORMATS.md §2) read back
+into what the live app shows (frames, events, stats, knobs), plus where its budget comes from.
+
+`locate(path)` is cheap (the CLI calls it before the TUI starts, for a one-line error);
+`load_recorded(path)` reads meta / summary / frames / events; `load_run_budget(rec)` parses
+the profiled windows. The last two run in worker threads: a long run's files are large.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lltrace.capture.frame_clock import ClockStats
+from lltrace.errors import LltraceError
+from lltrace.paths import traces_dir
+
+TRACE_SUFFIXES = (".json", ".json.gz")
+
+
+@dataclass
+class RecordedRun:
+    path: Path                              # the run directory, or the trace / budget file
+    kind: str                               # "run" | "trace" | "budget"
+    meta: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    stats: ClockStats | None = None
+    has_trace: bool = False                 # a budget can be built (a trace or a budget JSON)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        if self.meta and self.meta.get("run_id"):
+            return str(self.meta["run_id"])
+        return self.path.name
+
+
+def locate(path: str | Path) -> tuple[str, Path]:
+    """("run" | "trace" | "budget", path); a run id is looked up under the traces directory."""
+    from lltrace.trace.loader import _is_budget_json
+
+    p = Path(path)
+    if not p.exists():
+        candidate = traces_dir() / str(path)
+        if not candidate.is_dir():
+            raise LltraceError(f"no such file or run directory: {path}")
+        p = candidate
+    if p.is_dir():
+        if (p / "meta.json").is_file() or (p / "frames.jsonl").is_file() or _trace_file(p):
+            return "run", p
+        raise LltraceError(f"{p}: not a run directory (no meta.json, frames.jsonl or trace)",
+                           "give a run directory traces/<run-id>/, a trace file or a budget JSON")
+    if _is_budget_json(p):
+        return "budget", p
+    if not p.name.endswith(TRACE_SUFFIXES):
+        raise LltraceError(f"{p}: not a trace (.json / .json.gz) nor a run directory")
+    return "trace", p
+
+
+def _trace_file(d: Path) -> bool:
+    try:
+        from lltrace.trace.loader import _trace_in_dir
+        return _trace_in_dir(d) is not None
+    except OSError:
+        return False
+
+
+def _read_json(path: Path, warnings: list[str]) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        warnings.append(f"{path.name} is unreadable ({type(exc).__name__})")
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_lines(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
+    """A killed run may leave a cut last line: every complete line is kept."""
+    if not path.is_file():
+        return []
+    out, bad = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                bad += 1
+                continue
+            if isinstance(obj, dict):
+                out.append(obj)
+    if bad:
+        warnings.append(f"{path.name}: {bad} unreadable line(s) skipped")
+    return out
+
+
+def switch_latencies(events: list[dict[str, Any]]) -> list[float]:
+    return [float(e["data"]["latency_ms"]) for e in events
+            if e.get("kind") == "prompt_switch" and isinstance(e.get("data"), dict)
+            and e["data"].get("phase") == "done" and e["data"].get("latency_ms") is not None]
+
+
+def _dist(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"mean": None, "p50": None, "p95": None, "p99": None}
+    a = np.asarray(values, dtype=np.float64)
+    p50, p95, p99 = np.percentile(a, [50, 95, 99])
+    return {"mean": float(a.mean()), "p50": float(p50), "p95": float(p95), "p99": float(p99)}
+
+
+def stats_from_frames(frames: list[dict[str, Any]], switch_ms: list[float] | None = None) -> ClockStats:
+    """The frame clock's statistics recomputed from frames.jsonl, for runs that ended without a
+    summary.json (killed): the same rules as FrameClock.stats (steady frames, else all)."""
+    if not frames:
+        return ClockStats(clock="host", switch_ms=list(switch_ms or []))
+    per_frame = [float(f["latency_ms"]) for f in frames if f.get("kind") == "steady"]
+    steady_n = len(per_frame)
+    per_frame = per_frame or [float(f["latency_ms"]) for f in frames]
+    blocks: dict[int, tuple[str, float, int]] = {}
+    for f in frames:
+        blocks.setdefault(int(f["block"]), (f.get("kind", "steady"), float(f["block_ms"]), int(f["frames_in_block"])))
+    chosen = [(ms, n) for kind, ms, n in blocks.values() if kind == "steady"] or \
+             [(ms, n) for _, ms, n in blocks.values()]
+    total_ms, total_frames = sum(ms for ms, _ in chosen), sum(n for _, n in chosen)
+    d = _dist(per_frame)
+    first = min(frames, key=lambda f: f["frame"])
+    return ClockStats(clock=str(first.get("clock", "host")), frames=len(frames), blocks=len(blocks),
+                      steady_frames=steady_n, mean_ms=d["mean"], p50_ms=d["p50"], p95_ms=d["p95"],
+                      p99_ms=d["p99"], fps=(1e3 * total_frames / total_ms) if total_ms > 0 else None,
+                      first_frame_ms=float(first["ready_s"]) * 1e3 if first.get("block") == 0 else None,
+                      switch_ms=list(switch_ms or []), block_ms=_dist([ms for ms, _ in chosen]),
+                      last_ready_s=max(float(f["ready_s"]) for f in frames))
+
+
+def stats_from_summary(summary: dict[str, Any], frames: list[dict[str, Any]]) -> ClockStats:
+    mpf = summary.get("ms_per_frame") or {}
+    return ClockStats(clock=str(summary.get("clock", "host")), frames=int(summary.get("frames", 0)),
+                      blocks=int(summary.get("blocks", 0)), steady_frames=int(summary.get("steady_frames", 0)),
+                      mean_ms=mpf.get("mean"), p50_ms=mpf.get("p50"), p95_ms=mpf.get("p95"), p99_ms=mpf.get("p99"),
+                      fps=summary.get("fps"), first_frame_ms=summary.get("first_frame_ms"),
+                      switch_ms=list(summary.get("prompt_switch_ms") or []),
+                      block_ms=dict(summary.get("ms_per_block") or {}),
+                      last_ready_s=max((float(f["ready_s"]) for f in frames), default=None))
+
+
+def load_recorded(path: str | Path) -> RecordedRun:
+    """Read a run directory's small files; a trace or budget file gives a run with only a budget."""
+    kind, p = locate(path)
+    if kind != "run":
+        meta = None
+        if kind == "trace" and (p.parent / "meta.json").is_file():
+            meta = _read_json(p.parent / "meta.json", [])
+        return RecordedRun(path=p, kind=kind, meta=meta, has_trace=True)
+    rec = RecordedRun(path=p, kind="run")
+    rec.meta = _read_json(p / "meta.json", rec.warnings)
+    rec.summary = _read_json(p / "summary.json", rec.warnings)
+    rec.frames = _read_lines(p / "frames.jsonl", rec.warnings)
+    rec.events = _read_lines(p / "events.jsonl", rec.warnings)
+    rec.has_trace = _trace_file(p)
+    try:
+        if rec.summary is not None:
+            rec.stats = stats_from_summary(rec.summary, rec.frames)
+        else:
+            rec.stats = stats_from_frames(rec.frames, switch_latencies(rec.events))
+            if rec.frames:
+                rec.warnings.append("no summary.json (the run was killed?): statistics recomputed from frames.jsonl")
+    except (KeyError, TypeError, ValueError) as exc:
+        rec.warnings.append(f"frames.jsonl / summary.json do not follow FORMATS.md ({type(exc).__name__}: {exc})")
+    return rec
+
+
+def load_run_budget(rec: RecordedRun):
+    """The Budget of a recorded run (every profiled window), trace or budget JSON; None when the
+    run has no profiled window."""
+    from lltrace.trace.budget import load_budget
+
+    if not rec.has_trace:
+        return None
+    return load_budget(rec.path)

@@ -1,0 +1,103 @@
+"""`lltrace doctor` on the command line: table and JSON output, one-line errors for bad flags."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from commands.cli import main
+from lltrace.analysis.graph_doctor import diagnose_module
+from lltrace.ui.doctor_report import panel_lines, panel_verdict
+
+CASE = '''\
+import torch
+from torch import nn
+
+
+class Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        peak = float(x.abs().max())
+        return self.lin(x) / peak
+
+
+def make():
+    return Scaled(), [(torch.randn(2, 4),), (torch.randn(2, 4),)]
+'''
+
+
+@pytest.fixture(autouse=True)
+def wide_terminal(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "220")
+
+
+@pytest.fixture
+def case_file(tmp_path):
+    f = tmp_path / "doctor_case.py"
+    f.write_text(CASE)
+    return f
+
+
+def run(capsys, *args):
+    code = main(["doctor", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--stage", "denoize"], "unknown stage 'denoize'"),
+    (["--module", "nocolon"], "bad --module 'nocolon'"),
+    (["--module", "no_such_pkg_xyz:make"], "cannot import 'no_such_pkg_xyz'"),
+    (["--module", "json:make", "--preset", "ultra"], "--preset do not apply"),
+    (["--preset", "nope"], "unknown preset 'nope'"),
+])
+def test_bad_flags_are_one_line_errors(capsys, args, message):
+    code, out, err = run(capsys, *args)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lltrace: error:") and message in lines[0], err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asserts the CPU behaviour")
+def test_cuda_device_without_cuda_is_a_one_line_error(capsys):
+    code, _, err = run(capsys, "--device", "cuda", "--stage", "denoise")
+    assert code == 2 and "no CUDA device is available" in err and len(err.strip().splitlines()) == 1
+
+
+def test_user_module_json_names_the_host_sync_line(capsys, case_file):
+    code, out, _ = run(capsys, "--module", f"{case_file}:make", "--json", "--no-compile")
+    assert code == 0
+    data = json.loads(out)
+    (stage,) = data["stages"]
+    assert stage["verdict"] == "INCOMPATIBLE" and data["verdict"] == "INCOMPATIBLE"
+    sync = [f for f in stage["findings"] if f["kind"] == "host_sync"]
+    assert sync and sync[0]["where"].endswith("doctor_case.py:11") and "float(x.abs().max())" in sync[0]["code"]
+    assert stage["compile"] is None
+    if not torch.cuda.is_available():
+        assert stage["capture"] == "capture needs CUDA"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asserts the CPU behaviour (capture needs CUDA)")
+def test_pipeline_table_on_cpu(capsys):
+    code, out, err = run(capsys, "--preset", "baseline", "--stage", "kv_update", "--no-compile", "--strict")
+    assert code == 1                          # --strict: an INCOMPATIBLE stage fails the command
+    assert "capture needs CUDA" in err        # said up front, before the model is built
+    assert "lltrace doctor: baseline on cpu, model tiny" in out
+    assert "kv_update" in out and "INCOMPATIBLE" in out
+    assert "DynamicKVCache.global_end changes between calls" in out
+    assert "lltrace/pipeline/kv_cache.py:" in out and "use kv_cache: static" in out
+
+
+def test_panel_lines_show_verdict_and_first_reason(case_file):
+    from lltrace.analysis.graph_doctor import load_module_factory
+
+    module, calls = load_module_factory(f"{case_file}:make")
+    report = diagnose_module(module, calls, compile_check=False)
+    (line,) = panel_lines(report)
+    assert line.plain.startswith("module") and "INCOMPATIBLE" in line.plain
+    assert "doctor_case.py:11" in line.plain
+    assert panel_verdict(report).startswith("INCOMPATIBLE (module): host sync")

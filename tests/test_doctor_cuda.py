@@ -1,0 +1,53 @@
+"""`lltrace doctor`'s CUDA path: real captures, replays at the next position, failed captures
+that leave the process usable. Runs only where CUDA is (the CPU behaviour is in the other
+test_doctor_* files)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lltrace.analysis.doctor_model import COMPATIBLE, INCOMPATIBLE
+from lltrace.analysis.graph_doctor import diagnose, diagnose_module
+from lltrace.analysis.pipeline_doctor import build_doctor_pipeline
+from test_doctor_module import HERE, IntPositionCache, ItemScale, TensorPositionCache, line_of
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA-graph capture needs CUDA")
+
+
+def stage_of(module, calls):
+    return diagnose_module(module.cuda(), [c.cuda() for c in calls], compile_check=False).stages[0]
+
+
+def test_capturable_module_is_compatible():
+    st = stage_of(TensorPositionCache(), [torch.randn(1, 4, 4), torch.randn(1, 4, 4)])
+    assert st.verdict == COMPATIBLE, [f.line() for f in st.findings]
+    assert st.capture.startswith("captured; replays match eager")
+
+
+def test_python_int_position_replays_the_captured_position():
+    st = stage_of(IntPositionCache(), [torch.randn(1, 4, 4), torch.randn(1, 4, 4)])
+    assert st.verdict == INCOMPATIBLE
+    replay = [f for f in st.findings if f.kind == "replay"]
+    assert replay and "the graph captured one position" in replay[0].message
+
+
+def test_failed_capture_names_the_line_and_leaves_cuda_usable():
+    st = stage_of(ItemScale(), [torch.randn(2, 4), torch.randn(2, 4)])
+    cap = [f for f in st.findings if f.kind == "capture"]
+    assert cap and cap[0].where == f"{HERE}:{line_of(ItemScale.forward, '.item()')}"
+    assert st.capture.startswith("capture failed")
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()
+    assert torch.ones(3, device="cuda").sum().item() == 3.0
+
+
+def test_pipeline_static_cache_captures_and_dynamic_cache_does_not():
+    ultra, _ = build_doctor_pipeline("ultra", device="cuda", model="tiny")
+    report = diagnose(ultra, ["denoise", "kv_update"], compile_check=False)
+    for st in report.stages:
+        assert st.verdict == COMPATIBLE, (st.stage, st.capture, [f.line() for f in st.findings])
+    baseline, _ = build_doctor_pipeline("baseline", device="cuda", model="tiny")
+    st = diagnose(baseline, ["denoise"], compile_check=False).stage("denoise")
+    assert st.verdict == INCOMPATIBLE
+    cap = [f for f in st.findings if f.kind == "capture"]
+    assert cap and cap[0].where.startswith("lltrace/pipeline/kv_cache.py:")
+    assert torch.ones(3, device="cuda").sum().item() == 3.0

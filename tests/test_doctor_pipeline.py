@@ -1,0 +1,113 @@
+"""`lltrace doctor` on the streaming pipeline (tiny model, CPU): the dynamic KV cache is named
+incompatible with the changing index and its line; the static cache has no changing values."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lltrace.analysis.doctor_model import INCOMPATIBLE, NOT_RUN
+from lltrace.analysis.graph_doctor import diagnose
+from lltrace.analysis.pipeline_doctor import STATIC_CACHE_FIX, build_doctor_pipeline, parse_stages
+from lltrace.errors import LltraceError
+from lltrace.pipeline.observer import NULL_OBSERVER, PipelineObserver
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="asserts the CPU behaviour (capture needs CUDA)")
+
+
+class CountingObserver(PipelineObserver):
+    def __init__(self):
+        self.calls = 0
+
+    def run_started(self):
+        self.calls += 1
+
+    def block_done(self, *args):
+        self.calls += 1
+
+
+@pytest.fixture(scope="module")
+def baseline_report():
+    pipe, _ = build_doctor_pipeline("baseline", device="cpu")
+    return diagnose(pipe, ["denoise", "kv_update"], compile_check=["denoise"])
+
+
+@pytest.fixture(scope="module")
+def ultra():
+    pipe, _ = build_doctor_pipeline("ultra", device="cpu")
+    assert pipe.kv_cache.kind == "static" and pipe.model_config.name == "tiny"
+    before = [b.latents for b in pipe.stream("a red fox", 3)]
+    observer = CountingObserver()
+    pipe.observer = observer
+    report = diagnose(pipe, ["denoise", "kv_update", "decode"], compile_check=["denoise"])
+    assert pipe.observer is observer and observer.calls == 0   # a run's observer never sees the doctor
+    pipe.observer = NULL_OBSERVER
+    return pipe, report, before
+
+
+def test_dynamic_cache_is_incompatible_and_names_the_changing_index(baseline_report):
+    report = baseline_report
+    for st in report.stages:
+        assert st.verdict == INCOMPATIBLE, st.stage
+        assert st.capture == "capture needs CUDA"
+        scalars = [f for f in st.findings if f.kind == "python_scalar" and f.blocking]
+        assert scalars, [f.message for f in st.findings]
+        msg = scalars[0].message
+        # Blocks 1 -> 2 of 3 latent frames x 16 tokens: the cache ends at 96, then at 144.
+        assert "DynamicKVCache.global_end changes between calls (96 -> 144)" in msg
+        assert scalars[0].where.startswith("lltrace/pipeline/kv_cache.py:")
+        assert scalars[0].code == "buf[:, start:end] = new"
+        sync = [f for f in st.findings if f.kind == "host_sync"]
+        assert sync and sync[0].where.startswith("lltrace/pipeline/kv_cache.py:")
+        assert "int(current_start)" in sync[0].code
+        assert any(f.kind == "shape" for f in st.findings)   # k[:, :end] grows until the window is full
+        assert st.fixes[0] == STATIC_CACHE_FIX
+    assert report.verdict == INCOMPATIBLE
+    assert any("capture needs CUDA" in n for n in report.notes)
+
+
+def test_compile_health_of_the_dynamic_cache(baseline_report):
+    c = baseline_report.stage("denoise").compile
+    assert c.error is None and c.graph_breaks >= 1
+    assert any(b["where"].startswith("lltrace/pipeline/kv_cache.py:") for b in c.breaks)
+    # The next position fails a guard on the cache's Python ints or on the grown shape.
+    assert c.recompile_risk
+    assert baseline_report.stage("kv_update").compile is None   # not asked for
+
+
+def test_static_cache_has_no_changing_python_values(ultra):
+    _, report, _ = ultra
+    for st in report.stages:
+        assert [f for f in st.findings if f.blocking] == [], [f.line() for f in st.findings]
+        assert st.verdict == NOT_RUN and st.verdict_text() == "NOT RUN (capture needs CUDA)"
+        assert st.ops_per_call > 100
+    c = report.stage("denoise").compile
+    assert (c.graphs, c.graph_breaks, c.recompiles_next_call) == (1, 0, [])
+
+
+def test_pipeline_streams_the_same_after_the_doctor(ultra):
+    pipe, _, before = ultra
+    assert "forward" not in vars(pipe) and "decode_block" not in vars(pipe.decoder)
+    assert pipe.decoder is not None and pipe.graphed_forward is None
+    after = [b.latents for b in pipe.stream("a red fox", 3)]
+    for a, b in zip(after, before):
+        torch.testing.assert_close(a, b)
+
+
+def test_recache_and_text_name_what_a_new_prompt_changes(ultra):
+    pipe, _, _ = ultra
+    report = diagnose(pipe, "recache,text", compile_check=False)
+    recache, text = report.stage("recache"), report.stage("text")
+    # The recache's first forward embeds the new prompt, a new tensor per prompt.
+    addr = [f for f in recache.findings if f.kind == "address"]
+    assert addr and "embed_text: context" in addr[0].message
+    assert addr[0].where.startswith("lltrace/pipeline/model.py:")
+    # Tokenizing inside the stage makes host data that changes with the prompt.
+    host = [f for f in text.findings if f.kind == "host_data"]
+    assert host and host[0].where.startswith("lltrace/pipeline/text_encoder.py:")
+    assert text.verdict == INCOMPATIBLE
+
+
+def test_bad_stage_is_a_one_line_error():
+    with pytest.raises(LltraceError, match="unknown stage 'denoize'.*valid stages: denoise, kv_update"):
+        parse_stages(["denoize"])
+    assert parse_stages(["text,denoise"]) == ["denoise", "text"]
