@@ -5,6 +5,7 @@ Lazy imports keep `lltrace --help` fast (torch and textual take seconds to impor
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 
@@ -74,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user mistakes become one-line errors with exit code 2."""
     # Kineto prints a line per profiler start/stop at its default level; keep the terminal clean.
     os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+    # transformers imports torchao eagerly; on machines without its CUDA kernels torchao (and
+    # torch's pytree deprecation notes about it) log warnings that say nothing to our users.
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         # without standalone mode, click returns the code of a `raise click.exceptions.Exit(n)`
         code = cli.main(args=argv, prog_name="lltrace", standalone_mode=False)

@@ -23,8 +23,9 @@ def _parse_switch(value: str) -> tuple[int, str]:
 @click.option("--switch-at", "switch_at", multiple=True, metavar='F:"PROMPT"',
               help="Switch to PROMPT before video frame F (repeatable); the KV cache is re-cached.")
 @click.option("--headless", is_flag=True, help="No TUI: print a rich summary (the default without a terminal).")
-@click.option("--profile-blocks", default="2:4", show_default=True,
-              help="Blocks A:B (B exclusive) to record with torch.profiler; 'none' to record nothing.")
+@click.option("--profile-blocks", default=None,
+              help="Blocks A:B (B exclusive) to record with torch.profiler; 'none' to record nothing. "
+                   "Default: 2:4 (after warm-up), or the last two blocks of a shorter run.")
 @click.option("--regions", "regions_level", type=click.Choice(["off", "block", "layer", "op"]), default="op",
               show_default=True, help="Region detail: NVTX + record_function ranges.")
 @click.option("--py-spy", "py_spy", is_flag=True, help="Also record host-side Python stacks with py-spy.")
@@ -70,7 +71,10 @@ def run(preset, frames, prompt, switch_at, headless, profile_blocks, regions_lev
         if not 0 < b < num_blocks:
             raise LltraceError(f"--switch-at {f} is outside the run ({frames} frames)")
         switches[b] = text
-    profile = None if profile_blocks.lower() in ("none", "off", "") else profile_blocks
+    if profile_blocks is None:
+        profile = "2:4" if num_blocks >= 4 else f"{max(0, num_blocks - 2)}:{num_blocks}"
+    else:
+        profile = None if profile_blocks.lower() in ("none", "off", "") else profile_blocks
     if p.compile and regions_level == "op":
         notes.append("compiled blocks get layer regions only: inductor fuses across op boundaries")
 

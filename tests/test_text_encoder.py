@@ -13,16 +13,6 @@ from lltrace.pipeline.config import load_model_config
 from lltrace.pipeline.text_encoder import EOS_ID, PAD_ID, TextEncoder, text_encoder_parameter_count
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny shapes run fastest on one thread; two OpenMP threads on a busy 2-core CI box spin
-    against each other and made these tests ~20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     return load_model_config("tiny")

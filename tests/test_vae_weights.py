@@ -11,16 +11,6 @@ from lltrace.pipeline.fast_decoder import FastDecoder
 from lltrace.pipeline.vae import WanDecoder, build_decoder, load_vae_weights
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny shapes run fastest on one thread; two OpenMP threads on a busy 2-core CI box spin
-    against each other and made these tests ~20x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---------------------------------------------------------------- analytic parameter counts
 
 def conv(ci: int, co: int, k: int | tuple = 3, bias: bool = True, dims: int = 3) -> int:

@@ -342,7 +342,7 @@ class _Parser:
                 except json.JSONDecodeError as exc:
                     cut_off = exc.pos >= n - 1 or exc.msg.startswith("Unterminated string")
                     return used(i), "more" if cut_off else "bad"
-                event = lenient_event(obj)
+                event = self._convert(obj)
                 if event is None:
                     self.sink.count_invalid()
                 else:
@@ -350,6 +350,10 @@ class _Parser:
                 i = j
         finally:
             self.sink.add(batch)
+
+    def _convert(self, obj):
+        """One event decoded by the json module -> what the sink takes (None: invalid)."""
+        return lenient_event(obj)
 
 
 def read_events(path: Path, sink: EventCollector, progress: Progress | None = None) -> ReadResult:

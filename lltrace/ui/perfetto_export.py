@@ -34,7 +34,7 @@ from lltrace.trace.events import GPU_ACTIVITY, RUNTIME, Trace, lenient_event
 from lltrace.trace.loader import Source, load_trace, resolve_source
 # Adapter over the budget layer's streaming reader (private names): its parser with a decoder
 # that keeps each event's raw bytes; the public read_events() only hands out the fields budgets need.
-from lltrace.trace.reader import _JSON, _STR_SEP, _Bytes, _Parser
+from lltrace.trace.reader import _Bytes, _Parser
 
 BROWSER_LIMIT = 256 << 20     # uncompressed JSON above this is slow or too big for a browser tab
 TRACK_FRAMES, TRACK_SWITCHES, TRACK_EVENTS, TRACK_REGIONS, TRACK_GPU_REGIONS = 1, 2, 3, 4, 5
@@ -321,37 +321,14 @@ class _RawParser(_Parser):
         super().__init__(src, sink)
         self.decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
-    def _slow(self, piece: bytes) -> tuple[int, str]:
-        """The reader's event-by-event path (same contract as _Parser._slow), keeping every
-        field: each event decoded by the json module is re-encoded whole."""
-        text = piece.decode("utf-8", "surrogateescape")
-        n, i, batch = len(text), 0, []
-
-        def used(k: int) -> int:
-            return len(text[:k].encode("utf-8", "surrogateescape"))
-
+    def _convert(self, obj):
+        """The reader's event-by-event path keeps every field: the event is re-encoded whole."""
+        if not isinstance(obj, dict):
+            return None
         try:
-            while True:
-                i = _STR_SEP.match(text, i).end()
-                if i >= n:
-                    return len(piece), "ok"
-                if text[i] == "]":
-                    return used(i), "end"
-                try:
-                    obj, j = _JSON.raw_decode(text, i)
-                except json.JSONDecodeError as exc:
-                    cut_off = exc.pos >= n - 1 or exc.msg.startswith("Unterminated string")
-                    return used(i), "more" if cut_off else "bad"
-                if isinstance(obj, dict):
-                    try:
-                        batch.append(msgspec.Raw(json.dumps(obj, allow_nan=False).encode("utf-8", "surrogateescape")))
-                    except (ValueError, UnicodeEncodeError):   # NaN / Infinity, or bytes that are not UTF-8
-                        batch.append(lenient_event(obj))
-                else:
-                    self.sink.count_invalid()
-                i = j
-        finally:
-            self.sink.add([b for b in batch if b is not None])
+            return msgspec.Raw(json.dumps(obj, allow_nan=False).encode("utf-8", "surrogateescape"))
+        except (ValueError, UnicodeEncodeError):   # NaN / Infinity, or bytes that are not UTF-8
+            return lenient_event(obj)
 
 
 def _copy_events(src: Source, writer: _Writer, flt: _Filter, warnings: list[str],

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
-from lltrace.capture.frame_clock import ClockStats
+from lltrace.capture.frame_clock import ClockStats, _dist
 from lltrace.errors import LltraceError
 from lltrace.paths import traces_dir
 
@@ -106,14 +105,6 @@ def switch_latencies(events: list[dict[str, Any]]) -> list[float]:
     return [float(e["data"]["latency_ms"]) for e in events
             if e.get("kind") == "prompt_switch" and isinstance(e.get("data"), dict)
             and e["data"].get("phase") == "done" and e["data"].get("latency_ms") is not None]
-
-
-def _dist(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"mean": None, "p50": None, "p95": None, "p99": None}
-    a = np.asarray(values, dtype=np.float64)
-    p50, p95, p99 = np.percentile(a, [50, 95, 99])
-    return {"mean": float(a.mean()), "p50": float(p50), "p95": float(p95), "p99": float(p99)}
 
 
 def stats_from_frames(frames: list[dict[str, Any]], switch_ms: list[float] | None = None) -> ClockStats:
