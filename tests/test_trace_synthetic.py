@@ -15,7 +15,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from lltrace.trace.attribution import (BY_CORRELATION, BY_EXTERNAL_ID, BY_FLOW, BY_GPU_ANNOTATION, NONE, attribute,
                                        build_forest)

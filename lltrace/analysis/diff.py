@@ -28,7 +28,6 @@ from lltrace.analysis import instances as inst_mod
 from lltrace.analysis import noise
 from lltrace.analysis.kernel_diff import KernelDiff, kernel_diff
 from lltrace.analysis.rundata import RunData, read_run, steady_blocks
-from lltrace.errors import LltraceError
 from lltrace.trace import regions
 from lltrace.trace.budget import Budget, Node, build_budget, load_budget
 from lltrace.trace.loader import load_trace, resolve_source

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from lltrace.trace import regions
-from lltrace.trace.attribution import attribute, build_forest, thread_key
-from lltrace.trace.budget import OTHER_NODE, PYTHON, UNATTRIBUTED, _instance_paths, _top_level
-from lltrace.trace.events import CPU_OP, MEMCPY, MEMSET, PYTHON_MODULE, USER_ANNOTATION, Trace
-from lltrace.trace.kernels import CLASSES, classify, classify_op
+from lltrace.trace.attribution import build_forest
+from lltrace.trace.budget import (OTHER_NODE, PYTHON, UNATTRIBUTED, _instance_paths, attribute_in_window,
+                                  classify_activities, cpu_self_times, region_candidates)
+from lltrace.trace.events import Trace
+from lltrace.trace.kernels import CLASSES
 
 Path = tuple[str, ...]
 
@@ -61,22 +61,9 @@ class Instances:
         return self._host.get(tuple(path))
 
 
-def region_candidates(trace: Trace) -> tuple[bool, np.ndarray, dict[int, str | None]]:
-    """(lltrace?, trace.x rows of region ranges, name id -> node key), chosen as build_budget does."""
-    x, names = trace.x, trace.names
-    cat = x["cat"]
-    ua = np.nonzero(cat == USER_ANNOTATION)[0]
-    lltrace = any(names[i].startswith(regions.PREFIX) for i in np.unique(x["name"][ua]))
-    cand = ua if lltrace else np.nonzero((cat == USER_ANNOTATION) | (cat == PYTHON_MODULE))[0]
-    key_of_name = {int(nid): regions.node_key(names[nid], lltrace) for nid in np.unique(x["name"][cand])}
-    keep = np.array([key_of_name[int(n)] is not None for n in x["name"][cand]], dtype=bool)
-    return lltrace, (cand[keep] if len(cand) else cand), key_of_name
-
-
 def compute(trace: Trace) -> Instances:
     """Instance values of every node of build_budget(trace)'s tree, keyed by path."""
     x, names = trace.x, trace.names
-    cat = x["cat"]
     lltrace, rows, key_of_name = region_candidates(trace)
     forest = build_forest(trace, rows)
     n = len(forest)
@@ -90,17 +77,10 @@ def compute(trace: Trace) -> Instances:
     ops_table: list[dict[str, Any]] = []
 
     if gpu_mode:
-        att = attribute(trace, forest)
-        early = getattr(att, "early", None)      # launched before the window: the budget leaves them out
-        if early is not None and early.any():
-            att = att.subset(~early)
+        att, _ = attribute_in_window(trace, forest)   # as the budget does
         g = att.gpu
         dur_ms = x["dur"][g] / 1e3
-        memory = np.isin(cat[g], np.array([MEMCPY, MEMSET], dtype=np.uint8))
-        cache: dict[tuple[int, int, bool], int] = {}
-        cls_idx = np.array([cache.setdefault((int(k), int(o), bool(m)), labels.index(
-            classify(names[int(k)], names[int(o)] if o >= 0 else None, bool(m))))
-            for k, o, m in zip(x["name"][g], att.op_name, memory)], dtype=np.int64)
+        cls_idx = classify_activities(trace, att, labels)
         row = np.where(att.host >= 0, att.host, n)
         np.add.at(self_by, (row, cls_idx), dur_ms)
         inside = att.host >= 0
@@ -116,18 +96,7 @@ def compute(trace: Trace) -> Instances:
         value = incl
         root_total = float(dur_ms.sum())
     else:
-        ops = _top_level(trace, np.nonzero(cat == CPU_OP)[0])
-        op_dur = x["dur"][ops] / 1e3
-        inner = forest.innermost(thread_key(trace, ops), x["ts"][ops] + x["dur"][ops] / 2)
-        cache2: dict[int, int] = {}
-        cls_idx = np.array([cache2.setdefault(int(nid), labels.index(classify_op(names[nid])))
-                            for nid in x["name"][ops]], dtype=np.int64)
-        row = np.where(inner >= 0, inner, n)
-        np.add.at(self_by, (row, cls_idx), op_dur)
-        dur = (forest.end - forest.start) / 1e3
-        child_sum = np.zeros(n)
-        np.add.at(child_sum, parent[parent >= 0], dur[parent >= 0])
-        self_by[:n, L - 1] = np.maximum(0.0, dur - child_sum - self_by[:n].sum(1))
+        ops, op_dur, cls_idx, dur = cpu_self_times(trace, forest, labels, self_by)
         value = dur
         root_total = None
         ops_table = _op_table(trace, ops, op_dur, cls_idx, labels)

@@ -115,7 +115,7 @@ def bench_preset(preset: Preset, *, device=None, model: str | None = None, warmu
         ms_per_frame=ms_block / frames if frames else float("nan"), fps=1e3 * frames / ms_block if frames else 0.0,
         first_frame_ms=first, prompt_switch_ms=switch, setup_s=setup_s, peak_mem_bytes=peak,
         attention_backend=pipe.attention_backend, optimizations=pipe.optimizations, blocks_timed=blocks)
-    del pipe
+    pipe = None  # free the model before the next preset is built
     gc.collect()
     if dev.type == "cuda":
         torch.cuda.empty_cache()

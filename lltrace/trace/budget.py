@@ -208,22 +208,76 @@ def _top_level(trace: Trace, rows: np.ndarray) -> np.ndarray:
     return rows[keep]
 
 
-def build_budget(trace: Trace, meta: dict[str, Any] | None = None) -> Budget:
-    """Aggregate a loaded trace into the budget tree (meta: the run's meta.json, for FLOPs)."""
-    meta = meta if meta is not None else trace.run_meta
+def region_candidates(trace: Trace) -> tuple[bool, np.ndarray, dict[int, str | None]]:
+    """(lltrace regions?, trace.x rows of the region ranges, name id -> node key): lltrace's
+    ll/... ranges, else every record_function and nn.Module range."""
     x, names = trace.x, trace.names
     cat = x["cat"]
-    warnings = list(trace.warnings)
-
-    # -- regions: lltrace's ll/... ranges, else every record_function and nn.Module range --
     ua = np.nonzero(cat == USER_ANNOTATION)[0]
     lltrace = any(names[i].startswith(regions.PREFIX) for i in np.unique(x["name"][ua]))
     cand = ua if lltrace else np.nonzero((cat == USER_ANNOTATION) | (cat == PYTHON_MODULE))[0]
-    key_of_name: dict[int, str | None] = {}
-    for nid in np.unique(x["name"][cand]):
-        key_of_name[int(nid)] = regions.node_key(names[nid], lltrace)
-    is_region = np.array([key_of_name[int(n)] is not None for n in x["name"][cand]], dtype=bool)
-    forest = build_forest(trace, cand[is_region] if len(cand) else cand)
+    key_of_name = {int(nid): regions.node_key(names[nid], lltrace) for nid in np.unique(x["name"][cand])}
+    keep = np.array([key_of_name[int(n)] is not None for n in x["name"][cand]], dtype=bool)
+    return lltrace, (cand[keep] if len(cand) else cand), key_of_name
+
+
+def attribute_in_window(trace: Trace, forest) -> tuple[Any, str | None]:
+    """GPU attribution without the activities launched before the profiled window opened
+    (their launches are not in the trace), and a note saying how much was left out."""
+    att = attribute(trace, forest)
+    if att.early is None or not att.early.any():
+        return att, None
+    early_ms = float(trace.x["dur"][att.gpu[att.early]].sum() / 1e3)
+    note = (f"{int(att.early.sum())} GPU activities ({early_ms:.3g} ms) were launched before the "
+            "profiled window opened: left out of the budget")
+    return att.subset(~att.early), note
+
+
+def classify_activities(trace: Trace, att, labels: list[str]) -> np.ndarray:
+    """Kernel class (index into labels) of every attributed GPU activity, by kernel name and
+    the op that launched it; each distinct combination is classified once."""
+    x, names, g = trace.x, trace.names, att.gpu
+    memory = np.isin(x["cat"][g], np.array([MEMCPY, MEMSET], dtype=np.uint8))
+    combo = (x["name"][g].astype(np.int64) << 33) | ((att.op_name + 1) << 1) | memory.astype(np.int64)
+    uniq, inv = np.unique(combo, return_inverse=True)
+    per = np.array([labels.index(classify(names[int(u >> 33)],
+                                          names[int((u >> 1) & 0xFFFFFFFF) - 1] if (u >> 1) & 0xFFFFFFFF else None,
+                                          bool(u & 1))) for u in uniq], dtype=np.int64)
+    return per[inv] if len(uniq) else np.zeros(0, dtype=np.int64)
+
+
+def cpu_self_times(trace: Trace, forest, labels: list[str], self_by: np.ndarray, kcount: np.ndarray | None = None):
+    """Host-only traces: top-level ops' time by class into `self_by` rows (row n: outside every
+    region), the rest of each region's own time as the last label. Returns (ops, op ms, op
+    class, region ms)."""
+    x, names = trace.x, trace.names
+    n, parent, L = len(forest), forest.parent, len(labels)
+    ops = _top_level(trace, np.nonzero(x["cat"] == CPU_OP)[0])
+    op_dur = x["dur"][ops] / 1e3
+    inner = forest.innermost(thread_key(trace, ops), x["ts"][ops] + x["dur"][ops] / 2)
+    cache: dict[int, int] = {}
+    cls_idx = np.array([cache.setdefault(int(nid), labels.index(classify_op(names[nid])))
+                        for nid in x["name"][ops]], dtype=np.int64)
+    row = np.where(inner >= 0, inner, n)
+    np.add.at(self_by, (row, cls_idx), op_dur)
+    if kcount is not None:
+        np.add.at(kcount, (row, cls_idx), 1)
+    dur = (forest.end - forest.start) / 1e3
+    child_sum = np.zeros(n)
+    np.add.at(child_sum, parent[parent >= 0], dur[parent >= 0])
+    self_by[:n, L - 1] = np.maximum(0.0, dur - child_sum - self_by[:n].sum(1))
+    return ops, op_dur, cls_idx, dur
+
+
+def build_budget(trace: Trace, meta: dict[str, Any] | None = None) -> Budget:
+    """Aggregate a loaded trace into the budget tree (meta: the run's meta.json, for FLOPs)."""
+    meta = meta if meta is not None else trace.run_meta
+    x = trace.x
+    warnings = list(trace.warnings)
+
+    # -- regions: lltrace's ll/... ranges, else every record_function and nn.Module range --
+    lltrace, rows, key_of_name = region_candidates(trace)
+    forest = build_forest(trace, rows)
     n = len(forest)
     parent = forest.parent
     gpu_mode = trace.has_gpu
@@ -238,22 +292,12 @@ def build_budget(trace: Trace, meta: dict[str, Any] | None = None) -> Budget:
     inst_metric = np.zeros(n)
 
     if gpu_mode:
-        att = attribute(trace, forest)
-        if att.early is not None and att.early.any():
-            early_ms = float(x["dur"][att.gpu[att.early]].sum() / 1e3)
-            warnings.append(f"{int(att.early.sum())} GPU activities ({early_ms:.3g} ms) were launched before the "
-                            "profiled window opened: left out of the budget")
-            att = att.subset(~att.early)
+        att, early_note = attribute_in_window(trace, forest)
+        if early_note:
+            warnings.append(early_note)
         g = att.gpu
         dur_ms = x["dur"][g] / 1e3
-        memory = np.isin(cat[g], np.array([MEMCPY, MEMSET], dtype=np.uint8))
-        # classify each distinct (kernel name, launching op, memory?) once
-        combo = (x["name"][g].astype(np.int64) << 33) | ((att.op_name + 1) << 1) | memory.astype(np.int64)
-        uniq, inv = np.unique(combo, return_inverse=True)
-        per = np.array([labels.index(classify(names[int(u >> 33)],
-                                              names[int((u >> 1) & 0xFFFFFFFF) - 1] if (u >> 1) & 0xFFFFFFFF else None,
-                                              bool(u & 1))) for u in uniq], dtype=np.int64)
-        cls_idx = per[inv] if len(uniq) else np.zeros(0, dtype=np.int64)
+        cls_idx = classify_activities(trace, att, labels)
         row = np.where(att.host >= 0, att.host, n)
         np.add.at(self_by, (row, cls_idx), dur_ms)
         np.add.at(kcount, (row, cls_idx), 1)
@@ -271,19 +315,7 @@ def build_budget(trace: Trace, meta: dict[str, Any] | None = None) -> Budget:
     else:
         warnings.append("no GPU events in this trace: a CPU-only budget (host ms per region; "
                         "op classes of the top-level host ops)")
-        ops = _top_level(trace, np.nonzero(cat == CPU_OP)[0])
-        op_dur = x["dur"][ops] / 1e3
-        inner = forest.innermost(thread_key(trace, ops), x["ts"][ops] + x["dur"][ops] / 2)
-        cache2: dict[int, int] = {}
-        cls_idx = np.array([cache2.setdefault(int(nid), labels.index(classify_op(names[nid])))
-                            for nid in x["name"][ops]], dtype=np.int64)
-        row = np.where(inner >= 0, inner, n)
-        np.add.at(self_by, (row, cls_idx), op_dur)
-        np.add.at(kcount, (row, cls_idx), 1)
-        dur = (forest.end - forest.start) / 1e3
-        child_sum = np.zeros(n)
-        np.add.at(child_sum, parent[parent >= 0], dur[parent >= 0])
-        self_by[:n, L - 1] = np.maximum(0.0, dur - child_sum - self_by[:n].sum(1))
+        ops, op_dur, cls_idx, dur = cpu_self_times(trace, forest, labels, self_by, kcount)
         inst_metric = dur
         classes = {labels[c]: float(v) for c, v in enumerate(self_by[:, :L - 1].sum(0)) if v > 0}
 
