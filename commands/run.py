@@ -51,18 +51,11 @@ def run(preset, frames, prompt, switch_at, headless, profile_blocks, regions_lev
     from rich.console import Console
 
     from lltrace.capture.session import blocks_for_frames, switch_block
-    from lltrace.pipeline.generator import StreamingPipeline, resolve_device
-    from lltrace.pipeline.presets import cpu_fallback, load_preset, parse_overrides
+    from lltrace.pipeline.generator import StreamingPipeline, for_this_machine
+    from lltrace.pipeline.presets import load_preset, parse_overrides
 
     err = Console(stderr=True)
-    p = load_preset(preset, parse_overrides(overrides))
-    dev = resolve_device(device)
-    notes = []
-    if dev.type != "cuda":
-        p, notes = cpu_fallback(p)
-        if model is None:
-            model = "tiny"
-            notes.insert(0, "no CUDA device: the tiny model runs on the CPU (same code paths, not GPU numbers)")
+    p, dev, model, notes = for_this_machine(load_preset(preset, parse_overrides(overrides)), device, model)
     num_blocks = blocks_for_frames(frames, p.frames_per_block)
     switches = {}
     for item in switch_at:

@@ -245,16 +245,12 @@ def build_doctor_pipeline(preset: str, *, device: str = "auto", model: str | Non
     """
     import dataclasses
 
-    from lltrace.pipeline.generator import StreamingPipeline, resolve_device
-    from lltrace.pipeline.presets import cpu_fallback, load_preset
+    from lltrace.pipeline.generator import StreamingPipeline, for_this_machine
+    from lltrace.pipeline.presets import load_preset
 
-    p = load_preset(preset, overrides)
-    dev = resolve_device(device)
+    p, dev, model, _ = for_this_machine(load_preset(preset, overrides), device, model)
     notes = []
     if dev.type != "cuda":
-        p, _ = cpu_fallback(p)
-        if model is None:
-            model = "tiny"
         notes.append(f"the {model} model on the CPU in float32, fp8 off (the preset's CPU fallback)")
     else:
         p = dataclasses.replace(p, compile=False, cuda_graphs=False)

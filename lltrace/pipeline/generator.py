@@ -43,6 +43,22 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+def for_this_machine(preset: Preset, device=None, model: str | None = None
+                     ) -> tuple[Preset, torch.device, str | None, list[str]]:
+    """Where it will run: without CUDA, the preset's CPU fallback (GPU-only knobs off) and the
+    tiny model unless one was named; with a note for each change."""
+    from lltrace.pipeline.presets import cpu_fallback
+
+    dev = resolve_device(device)
+    notes: list[str] = []
+    if dev.type != "cuda":
+        preset, notes = cpu_fallback(preset)
+        if model is None:
+            model = "tiny"
+            notes.insert(0, "no CUDA device: the tiny model runs on the CPU (same code paths, not GPU numbers)")
+    return preset, dev, model, notes
+
+
 class StreamingPipeline:
     """Architecture-faithful LongLive inference; see the module docstring."""
 
