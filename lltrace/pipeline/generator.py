@@ -81,6 +81,8 @@ class StreamingPipeline:
         self.dtype = DTYPES[preset.dtype] if self.device.type == "cuda" else torch.float32
         self.batch = batch
         self.seed = seed
+        # Block / step / decode regions come from here; layer and op regions are put on the
+        # model by the capture layer's module hooks (they work on anyone's model object).
         self.observer = observer
         self.scheduler = FlowMatchScheduler()
         self.timesteps = self.scheduler.warp(preset.denoising_steps)
@@ -98,7 +100,6 @@ class StreamingPipeline:
         elif lora:
             raise LltraceError("--lora needs --weights (a LoRA merges into a base checkpoint)")
         self.generator = generator.to(self.dtype).eval().requires_grad_(False)
-        self.generator.observer = observer
 
         self.text_encoder = TextEncoder(cfg, dtype=self.dtype, device=self.device, tokenizer_path=tokenizer,
                                         seed=seed)
@@ -154,17 +155,6 @@ class StreamingPipeline:
 
     def _timestep(self, t: float, frames: int) -> torch.Tensor:
         return torch.full((self.batch, frames), t, device=self.device, dtype=torch.float32)
-
-    @property
-    def observer(self) -> PipelineObserver:
-        return self._observer
-
-    @observer.setter
-    def observer(self, obs: PipelineObserver) -> None:
-        # The model emits the layer / op regions itself (docs/FORMATS.md §1).
-        self._observer = obs
-        if hasattr(self, "generator"):
-            self.generator.observer = obs
 
     def forward(self, x: torch.Tensor, t: float, start_frame: int) -> torch.Tensor:
         """One generator forward over latent frames x starting at `start_frame` in the stream."""
