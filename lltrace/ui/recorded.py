@@ -7,12 +7,12 @@ the profiled windows. The last two run in worker threads: a long run's files are
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 
+from lltrace.analysis.rundata import _json, _jsonl
 from lltrace.capture.frame_clock import ClockStats, _dist
 from lltrace.errors import LltraceError
 from lltrace.paths import traces_dir
@@ -69,38 +69,6 @@ def _trace_file(d: Path) -> bool:
         return False
 
 
-def _read_json(path: Path, warnings: list[str]) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        warnings.append(f"{path.name} is unreadable ({type(exc).__name__})")
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _read_lines(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
-    """A killed run may leave a cut last line: every complete line is kept."""
-    if not path.is_file():
-        return []
-    out, bad = [], 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                bad += 1
-                continue
-            if isinstance(obj, dict):
-                out.append(obj)
-    if bad:
-        warnings.append(f"{path.name}: {bad} unreadable line(s) skipped")
-    return out
-
-
 def switch_latencies(events: list[dict[str, Any]]) -> list[float]:
     return [float(e["data"]["latency_ms"]) for e in events
             if e.get("kind") == "prompt_switch" and isinstance(e.get("data"), dict)
@@ -148,13 +116,13 @@ def load_recorded(path: str | Path) -> RecordedRun:
     if kind != "run":
         meta = None
         if kind == "trace" and (p.parent / "meta.json").is_file():
-            meta = _read_json(p.parent / "meta.json", [])
+            meta = _json(p.parent / "meta.json", [])
         return RecordedRun(path=p, kind=kind, meta=meta, has_trace=True)
     rec = RecordedRun(path=p, kind="run")
-    rec.meta = _read_json(p / "meta.json", rec.warnings)
-    rec.summary = _read_json(p / "summary.json", rec.warnings)
-    rec.frames = _read_lines(p / "frames.jsonl", rec.warnings)
-    rec.events = _read_lines(p / "events.jsonl", rec.warnings)
+    rec.meta = _json(p / "meta.json", rec.warnings)
+    rec.summary = _json(p / "summary.json", rec.warnings)
+    rec.frames = _jsonl(p / "frames.jsonl", rec.warnings)
+    rec.events = _jsonl(p / "events.jsonl", rec.warnings)
     rec.has_trace = _trace_file(p)
     try:
         if rec.summary is not None:
