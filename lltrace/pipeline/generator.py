@@ -263,10 +263,3 @@ class StreamingPipeline:
         finally:
             self.observer.run_finished()
 
-
-def frames_per_block(preset: Preset, first: bool) -> int:
-    """Video frames a block of latent frames decodes to (Wan VAE: 1 + 4(n-1) first, then 4n)."""
-    n = preset.frames_per_block
-    if preset.decoder == "none":
-        return 0
-    return 1 + 4 * (n - 1) if first else 4 * n

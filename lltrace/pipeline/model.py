@@ -118,7 +118,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 # ----------------------------------------------------------------------------- attention
-class CausalSelfAttention(nn.Module):
+class _Attention(nn.Module):
+    """q/k/v/o projections and q/k RMSNorms, named as in Wan's checkpoints."""
+
     def __init__(self, dim: int, num_heads: int, eps: float, backend: str, qk_norm: bool = True):
         super().__init__()
         self.num_heads, self.head_dim, self.backend = num_heads, dim // num_heads, backend
@@ -126,16 +128,22 @@ class CausalSelfAttention(nn.Module):
         self.norm_q = FP32RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
         self.norm_k = FP32RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
 
-    def forward(self, x, rope, kv_cache: KVCache, layer_idx: int, current_start):
+
+class CausalSelfAttention(_Attention):
+    def project(self, x, rope):
+        """RoPE'd q, k and v of x, [B, L, heads, head_dim]."""
         b, n, d = x.shape[0], self.num_heads, self.head_dim
         q = apply_rope(self.norm_q(self.q(x)).view(b, -1, n, d), *rope)
         k = apply_rope(self.norm_k(self.k(x)).view(b, -1, n, d), *rope)
-        v = self.v(x).view(b, -1, n, d)
+        return q, k, self.v(x).view(b, -1, n, d)
+
+    def forward(self, x, rope, kv_cache: KVCache, layer_idx: int, current_start):
+        q, k, v = self.project(x, rope)
         k_att, v_att, mask = kv_cache.update(layer_idx, k, v, current_start)
         return self.o(attention(q, k_att, v_att, self.backend, mask).flatten(2))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_Attention):
     """Attention from video tokens to the prompt's tokens.
 
     `cache_k`/`cache_v` are this layer's CrossAttnCache buffers; with `context` (the embedded
@@ -143,13 +151,6 @@ class CrossAttention(nn.Module):
     tensors, not as (cache, layer index): a regionally compiled block would otherwise
     specialise on the index and recompile for every layer.
     """
-
-    def __init__(self, dim: int, num_heads: int, eps: float, backend: str, qk_norm: bool = True):
-        super().__init__()
-        self.num_heads, self.head_dim, self.backend = num_heads, dim // num_heads, backend
-        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.norm_q = FP32RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
-        self.norm_k = FP32RMSNorm(dim, eps=eps) if qk_norm else nn.Identity()
 
     def forward(self, x, context, cache_k: torch.Tensor, cache_v: torch.Tensor):
         b, n, d = x.shape[0], self.num_heads, self.head_dim
@@ -198,11 +199,8 @@ class CausalWanBlock(nn.Module):
     # compiled code sees no int that changes per layer or per block and never recompiles.
     def pre_attn(self, x, e0, rope):
         mods = (self.modulation.unsqueeze(1) + e0).chunk(6, dim=2)
-        sa, h = self.self_attn, _modulate(self.norm1(x), mods[0], mods[1])
-        b, n, d = x.shape[0], sa.num_heads, sa.head_dim
-        q = apply_rope(sa.norm_q(sa.q(h)).view(b, -1, n, d), *rope)
-        k = apply_rope(sa.norm_k(sa.k(h)).view(b, -1, n, d), *rope)
-        return q, k, sa.v(h).view(b, -1, n, d), mods
+        q, k, v = self.self_attn.project(_modulate(self.norm1(x), mods[0], mods[1]), rope)
+        return q, k, v, mods
 
     def post_attn(self, x, attn, mods, context, cache_k, cache_v):
         x = x + _gate(self.self_attn.o(attn.flatten(2)), mods[2])
