@@ -51,6 +51,10 @@ def bench(presets, model, device, overrides, warmup, blocks, out_path, as_json, 
     loaded = [load_preset(n, knobs) for n in names]  # validate all before spending time
 
     rows = []
+    doc = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": ["lltrace", *sys.argv[1:]],
+           "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+           "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None, "results": rows}
+    out = Path(out_path) if out_path else Path("bench-out") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     for p in loaded:
         try:
             with err.status(f"{p.name}") as status:
@@ -64,15 +68,7 @@ def bench(presets, model, device, overrides, warmup, blocks, out_path, as_json, 
         except torch.OutOfMemoryError as exc:
             rows.append({"preset": p.name, "error": f"out of memory: {str(exc).splitlines()[0]}"})
         err.print(f"{p.name}: " + ("done" if not rows[-1].get("error") else f"[red]{rows[-1]['error']}[/red]"))
-
-    doc = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": ["lltrace", *sys.argv[1:]],
-           "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-           "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None, "results": rows}
-    out = Path(out_path) if out_path else Path("bench-out") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    tmp.replace(out)
+        _write(out, doc)   # after every preset: a later preset that hangs or is killed loses only itself
 
     if as_json:
         click.echo(json.dumps(doc, indent=2))
@@ -83,3 +79,11 @@ def bench(presets, model, device, overrides, warmup, blocks, out_path, as_json, 
         err.print(f"results: {out}")
     if any(r.get("error") for r in rows):
         raise click.exceptions.Exit(1)
+
+
+def _write(out: Path, doc: dict) -> None:
+    """Atomically (a reader never sees half a file)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    tmp.replace(out)

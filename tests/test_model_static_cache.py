@@ -175,3 +175,51 @@ def test_regionally_compiled_blocks_do_not_recompile_per_layer(kind):
         return len(graphs)
 
     assert graphs_for(10) == graphs_for(2)
+
+
+def _unmasked_per_forward(kv, plan, position):
+    """Drive layer 0 of `kv` through `plan` ([(start_frame, frames)]): per forward, whether it
+    attends without a mask. `position(start_tokens, n)` gives what update() receives."""
+    out = []
+    for start_frame, frames in plan:
+        n = frames * FS
+        k = torch.randn(1, n, CFG.num_heads, CFG.head_dim)
+        out.append(kv.update(0, k, k, position(start_frame * FS, n))[2] is None)
+    return out
+
+
+# Blocks of 2 frames with a window of 5 and a sink of 1, a 4-frame recache before the window
+# filled (after block 1) and a block-causal 5-frame recache after it rolled (after block 5).
+PLAN = [(0, 2), (2, 2), (0, 2), (2, 2), (4, 2), (6, 2), (8, 2), (10, 2), (7, 2), (9, 2), (11, 1), (12, 2)]
+
+
+def test_static_cache_attends_without_a_mask_exactly_when_every_slot_is_valid():
+    """The flash kernel runs only unmasked: once the window is full the static cache passes no
+    mask. It must never drop it while a slot is unwritten (the first blocks, a recache chunk)."""
+    dyn = make_kv_cache("dynamic", CFG, 1, 5, 1, torch.float32, "cpu")
+    want = []
+    for start_frame, frames in PLAN:
+        k = torch.zeros(1, frames * FS, CFG.num_heads, CFG.head_dim)
+        dyn.update(0, k, k, start_frame * FS)
+        want.append(dyn.local_end == dyn.capacity)
+    assert want.count(True) >= 4 and want.count(False) >= 4   # the plan exercises both
+    static = lambda: make_kv_cache("static", CFG, 1, 5, 1, torch.float32, "cpu")  # noqa: E731
+
+    assert _unmasked_per_forward(static(), PLAN, lambda s, n: s) == want
+
+    # A device-tensor position announced with expect() (as GraphedForward does): the same.
+    kv = static()
+
+    def announced(s, n):
+        kv.expect(s, n)
+        kv.expect(s, n)   # re-announcing (graph warm-up, capture) changes nothing
+        return torch.tensor(s)
+    assert _unmasked_per_forward(kv, PLAN, announced) == want
+
+    # Unannounced device positions: the host cannot know, so always masked, until reset().
+    kv = static()
+    assert _unmasked_per_forward(kv, PLAN[:6], lambda s, n: s)[-1] is True
+    assert _unmasked_per_forward(kv, PLAN[6:7], lambda s, n: torch.tensor(s)) == [False]
+    assert _unmasked_per_forward(kv, PLAN[7:], lambda s, n: s) == [False] * len(PLAN[7:])
+    kv.reset()
+    assert _unmasked_per_forward(kv, PLAN, lambda s, n: s) == want

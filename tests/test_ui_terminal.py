@@ -122,3 +122,19 @@ def test_view_command_in_a_terminal(tmp_path):
     finally:
         rc = term.close()
     assert rc == 0, bytes(term.out[-2000:]).decode(errors="replace")
+
+
+def test_tui_vs_headless_script_runs_both_modes_to_the_end(tmp_path):
+    """scripts/bench_tui_vs_headless.py (the device measurement of #6) on the tiny CPU pipeline:
+    the TUI run draws on its pty and is quit after its run ended; both report every frame."""
+    out = tmp_path / "tui.json"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_tui_vs_headless.py"), "-p", "baseline",
+                           "--frames", "24", "--pairs", "1", "--regions", "block", "--set", "decoder=fast",
+                           "--out", str(out)], env=_env(tmp_path), cwd=REPO, capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["mode"] for r in rows] == ["tui", "headless"]
+    assert all(r["frames"] == 9 + 12 + 12 and r["p50"] > 0 for r in rows)   # 3 blocks, none cut short
+    assert rows[0]["bytes_drawn"] > 10_000 and rows[1]["bytes_drawn"] is None
+    assert "| 1 | tui |" in proc.stdout and "| 2 | headless |" in proc.stdout

@@ -75,9 +75,11 @@ def bench_preset(preset: Preset, *, device=None, model: str | None = None, warmu
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
 
-    progress(f"{preset.name}: warm-up ({warmup_blocks} blocks)")
     pipe.start(prompt)
-    for _ in range(warmup_blocks):
+    for k in range(warmup_blocks):
+        # Compile and autotune happen here and can take minutes (fp8): say where it is.
+        progress(f"{preset.name}: warm-up block {k + 1}/{warmup_blocks} "
+                 f"({time.perf_counter() - t_setup:.0f} s since the build started)")
         pipe.generate_block()
     # The window is full once (sink + local) frames exist; make sure steady blocks roll the cache.
     setup_s = time.perf_counter() - t_setup

@@ -35,10 +35,18 @@ not capturable in a CUDA graph, and each new int recompiles a torch.compile'd fo
 `StaticKVCache` gives the same attention outputs (tested to float32 tolerance, across
 roll-over and recache) with fixed shapes and positions in device tensors: the non-sink
 slots form a ring indexed by stream position, so the roll moves no data; writes are one
-`index_copy_` with slots computed on device; attention always reads the whole buffer with a
-validity mask. Nothing in `update` syncs with the host or branches on a device value, so a
-whole denoising step including the KV update can be captured and replayed (DESIGN.md §6).
-Masked attention does not run the flash kernel (see attention.py).
+`index_copy_` with slots computed on device; attention reads the whole buffer. Nothing in
+`update` syncs with the host or branches on a device value, so a whole denoising step
+including the KV update can be captured and replayed (DESIGN.md §6).
+While some slots are unwritten (the first blocks of a video, the chunks of a recache) it
+passes a validity mask; a masked attention does not run the flash kernel (see attention.py),
+which cost 18% of an H100 forward (BENCHMARKS.md). Once every slot is valid it passes no mask:
+the keys are stored after RoPE, so attention over the ring in slot order equals attention in
+stream order (softmax attention does not depend on the order of its keys). Whether every slot
+is valid is known on the host without a sync, from a host mirror of the positions advanced by
+int positions, or by `expect()` from whoever passes a device-tensor position (GraphedForward,
+which keys its graphs on it). A device-tensor position nobody announced makes the mirror
+unknown: masked attention until `reset()`, never a wrong answer.
 """
 from __future__ import annotations
 
@@ -80,6 +88,20 @@ class KVCache:
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_layers)]
 
+    def _advance(self, global_end: int, local_end: int, current_start: int, n: int
+                 ) -> tuple[int, int, int, int]:
+        """Host-int positions after n tokens written from `current_start`:
+        (evicted, kept, new global_end, new local_end); see the module docstring."""
+        current_end = current_start + n
+        grow = current_end - global_end
+        evicted = max(0, local_end + grow - self.capacity)
+        kept = max(0, local_end - evicted - self.sink_tokens)
+        new_local_end = local_end + grow - evicted
+        if new_local_end - n < 0:
+            raise ValueError(f"tokens from {current_start} are older than the KV cache's window "
+                             f"(it ends at {global_end})")
+        return evicted, kept, current_end, new_local_end
+
     def _check_new_tokens(self, n: int) -> None:
         if n > self.capacity:
             raise LltraceError(f"{n} new tokens do not fit a KV cache of {self.capacity} tokens "
@@ -113,16 +135,9 @@ class DynamicKVCache(KVCache):
 
     def _begin(self, current_start: int, n: int) -> None:
         self._check_new_tokens(n)
-        current_end = current_start + n
-        grow = current_end - self.global_end
-        evicted = max(0, self.local_end + grow - self.capacity)
-        kept = max(0, self.local_end - evicted - self.sink_tokens)
-        local_end = self.local_end + grow - evicted
-        if local_end - n < 0:
-            raise ValueError(f"tokens from {current_start} are older than the KV cache's window "
-                             f"(it ends at {self.global_end})")
-        self._plan = (evicted, kept, local_end - n, local_end)
-        self.global_end, self.local_end = current_end, local_end
+        evicted, kept, self.global_end, self.local_end = self._advance(
+            self.global_end, self.local_end, current_start, n)
+        self._plan = (evicted, kept, self.local_end - n, self.local_end)
 
     def update(self, layer_idx, k, v, current_start):
         if layer_idx == 0:
@@ -155,6 +170,9 @@ class StaticKVCache(KVCache):
         self._slot_ids = torch.arange(self.capacity, device=device)
         self._slots = torch.zeros(0, dtype=torch.long, device=device)
         self._mask = torch.zeros(1, 1, 1, self.capacity, dtype=torch.bool, device=device)
+        self._host: tuple[int, int] | None = (0, 0)   # host mirror of (global_end, local_end); None: unknown
+        self._announced: bool | None = None            # expect()'s answer for the next device-position forward
+        self._full = False                             # this forward: every slot valid (attend without a mask)
         _mark_static(self.tensors())
 
     def tensors(self) -> list[torch.Tensor]:
@@ -164,6 +182,26 @@ class StaticKVCache(KVCache):
     def reset(self) -> None:
         self.global_end.zero_()
         self.local_end.zero_()
+        self._host, self._announced = (0, 0), None
+
+    def _advance_host(self, current_start: int, n: int) -> bool:
+        """Advance the host mirror; True when every slot is valid after this write."""
+        if self._host is None:
+            return False
+        _, _, g, l = self._advance(*self._host, current_start, n)
+        self._host = (g, l)
+        return l == self.capacity
+
+    def expect(self, current_start: int, n: int) -> bool:
+        """The next forward writes n tokens from `current_start` and passes that position as a
+        device tensor: advance the host mirror and say whether it attends without a mask.
+        Re-announcing the same position (graph warm-up, capture) is idempotent."""
+        self._announced = self._advance_host(current_start, n)
+        return self._announced
+
+    def forget_announcement(self) -> None:
+        """A replayed graph consumed the announcement without running update()."""
+        self._announced = None
 
     def _begin(self, current_start, n: int) -> None:
         """Slots of the n new tokens and the validity mask, all computed on the device."""
@@ -189,11 +227,18 @@ class StaticKVCache(KVCache):
 
     def update(self, layer_idx, k, v, current_start):
         if layer_idx == 0:
-            self._begin(current_start, k.shape[1])
+            n = k.shape[1]
+            if isinstance(current_start, int):
+                self._full = self._advance_host(current_start, n)
+            elif self._announced is not None:
+                self._full, self._announced = self._announced, None
+            else:   # a device position nobody announced: the mirror cannot follow it
+                self._full, self._host = False, None
+            self._begin(current_start, n)
         kb, vb = self.k[layer_idx], self.v[layer_idx]
         kb.index_copy_(1, self._slots, k)
         vb.index_copy_(1, self._slots, v)
-        return kb, vb, self._mask
+        return kb, vb, (None if self._full else self._mask)
 
 
 def make_kv_cache(kind: str, cfg: ModelConfig, batch: int, local_attn_size: int, sink_size: int,

@@ -7,10 +7,12 @@
   attention over the KV cache), shared by all blocks. The KV-cache update and the attention
   over the cache run eagerly between them: the update slices by Python ints (dynamic cache) or
   indexes per-layer lists, and either would recompile per value if compiled.
-- cuda_graphs: one CUDA graph of the whole generator forward for a block's shape, over the
+- cuda_graphs: CUDA graphs of the whole generator forward for a block's shape (one while the
+  KV cache fills, masked; one once it is full, unmasked), over the
   static KV cache (positions in device tensors) and the cross-attention cache (refilled in
-  place), replayed for every denoising step and the KV-update forward. The first forward after
-  a prompt switch (it fills the cross-attention cache) and the recache (another shape) run eagerly.
+  place), replayed for every denoising step, the KV-update forward and the recache's chunks.
+  A forward after the cross-attention cache was reset (it refills it from the new prompt) and
+  a forward of another shape (a recache's partial chunk) run eagerly.
 """
 from __future__ import annotations
 
@@ -102,23 +104,29 @@ class GraphedForward:
         if not pipe.crossattn_cache.ready or x.shape[2] != pipe.frames_per_block:
             self.eager_calls += 1
             return pipe.generator(x, t, pipe._context, pipe.kv_cache, pipe.crossattn_cache, token_start)
-        key = tuple(x.shape)
+        # Two graphs per shape: masked attention while some cache slots are unwritten, the
+        # flash kernel without a mask once all are (StaticKVCache docstring).
+        n = x.shape[2] * pipe.model_config.frame_seqlen
+        full = pipe.kv_cache.expect(token_start, n)
+        key = (tuple(x.shape), full)
         g = self.graphs.get(key)
         if g is None:
-            g = self.graphs[key] = self._capture(x, t, token_start)
+            g = self.graphs[key] = self._capture(x, t, token_start, n)
         g.x.copy_(x)
         g.t.copy_(t)
         g.start.fill_(token_start)
         g.graph.replay()
+        pipe.kv_cache.forget_announcement()
         self.replays += 1
         return g.out
 
-    def _capture(self, x, t, token_start) -> _Graph:
+    def _capture(self, x, t, token_start, n) -> _Graph:
         pipe = self.pipe
         sx, st = x.clone(), t.clone()
         start = torch.full((), token_start, dtype=torch.long, device=x.device)
 
         def run():
+            pipe.kv_cache.expect(token_start, n)   # update() consumes it once per forward
             return pipe.generator(sx, st, pipe._context, pipe.kv_cache, pipe.crossattn_cache, start)
 
         # Warm up on a side stream (compile, autotune, lazy inits) before capturing. Re-running

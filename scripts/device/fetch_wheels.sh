@@ -10,5 +10,6 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
   --platform manylinux_2_5_x86_64 -d .whl \
   torchao==0.17.0 textual==8.2.8 textual-plotext==1.0.1 'plotext<6' nvtx==0.2.16 py-spy==0.4.3 \
-  msgspec==0.22.0 mdit-py-plugins platformdirs rich==15.0.0 markdown-it-py linkify-it-py uc-micro-py
+  msgspec==0.22.0 mdit-py-plugins platformdirs rich==15.0.0 markdown-it-py linkify-it-py uc-micro-py \
+  pytest pytest-timeout pluggy iniconfig packaging pygments  # pytest: tests/test_doctor_cuda.py on the device
 ls .whl
