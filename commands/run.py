@@ -41,8 +41,11 @@ def _parse_switch(value: str) -> tuple[int, str]:
               help="Local tokenizer directory (default: a built-in hashing tokenizer).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout at the end (implies --headless).")
+@click.option("--doctor/--no-doctor", default=True, show_default=True,
+              help="TUI only: check the built pipeline with `lltrace doctor` (denoise, kv_update) and show "
+                   "its CUDA-graph verdict; costs a few seconds before the first frame (not counted in it).")
 def run(preset, frames, prompt, switch_at, headless, profile_blocks, regions_level, py_spy, model, device,
-        overrides, weights, lora, lora_alpha, vae_weights, tokenizer, seed, as_json):
+        overrides, weights, lora, lora_alpha, vae_weights, tokenizer, seed, as_json, doctor):
     """Run the LongLive pipeline with full instrumentation; write traces/<run-id>/.
 
     On a terminal this opens the live TUI; without one (or with --headless) it prints a
@@ -90,7 +93,7 @@ def run(preset, frames, prompt, switch_at, headless, profile_blocks, regions_lev
             live = False
             err.print("[yellow]note:[/yellow] the live TUI is not available; running headless")
     if live:
-        result = run_live_app(pipe, session_kwargs, notes=notes)
+        result = run_live_app(pipe, session_kwargs, notes=notes, doctor=doctor)
     else:
         from lltrace.capture.session import run_session
         from lltrace.ui.run_summary import run_summary

@@ -111,3 +111,41 @@ def test_bad_stage_is_a_one_line_error():
     with pytest.raises(LltraceError, match="unknown stage 'denoize'.*valid stages: denoise, kv_update"):
         parse_stages(["denoize"])
     assert parse_stages(["text,denoise"]) == ["denoise", "text"]
+
+
+def _without_timings(report) -> dict:
+    d = report.to_dict()
+    for st in d["stages"]:
+        st.pop("seconds")
+    return d
+
+
+def test_compiled_blocks_run_eagerly_under_the_doctor_and_come_back(monkeypatch):
+    """A preset with regional compile: the doctor runs the blocks' eager class methods (its own
+    compile check is what looks at compile), then the run gets its compiled halves back."""
+    import dataclasses
+
+    from torch._dynamo.utils import counters
+
+    from lltrace.analysis.pipeline_doctor import diagnose_pipeline
+    from lltrace.pipeline import optimize
+    from lltrace.pipeline.generator import StreamingPipeline
+    from lltrace.pipeline.presets import cpu_fallback, load_preset
+
+    monkeypatch.setattr(optimize, "COMPILE_BACKEND", "eager")   # dynamo without inductor's C++ build
+    preset, _ = cpu_fallback(load_preset("baseline"))
+    compiled = StreamingPipeline(dataclasses.replace(preset, compile=True), model="tiny", device="cpu")
+    eager = StreamingPipeline(preset, model="tiny", device="cpu")
+    halves = [{a: vars(b)[a] for a in ("pre_attn", "post_attn", "forward")} for b in compiled.generator.blocks]
+    assert all(h["forward"].__func__ is type(b).forward_split for h, b in zip(halves, compiled.generator.blocks))
+    torch._dynamo.reset()
+    counters.clear()
+    report = diagnose_pipeline(compiled, ["denoise", "kv_update"], compile_check=False)
+    assert counters["stats"]["unique_graphs"] == 0      # nothing compiled ran under the doctor
+    assert _without_timings(report) == _without_timings(
+        diagnose_pipeline(eager, ["denoise", "kv_update"], compile_check=False))
+    assert report.verdict == INCOMPATIBLE
+    for block, h in zip(compiled.generator.blocks, halves):   # the same objects, back in place
+        assert all(vars(block)[a] is h[a] for a in h)
+    list(compiled.stream("a red fox", 2))
+    assert counters["stats"]["unique_graphs"] >= 1      # the run streams through them again

@@ -71,3 +71,16 @@ def test_run_on_cpu_with_device_cuda_says_so(traces, capsys):
         pytest.skip("this machine has CUDA")
     assert main(["run", "--device", "cuda", "--frames", "9"]) == 2
     assert "CUDA" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag,doctor", [([], True), (["--no-doctor"], False), (["--doctor"], True)])
+def test_doctor_flag_reaches_the_tui(traces, monkeypatch, flag, doctor):
+    import sys
+
+    import lltrace.ui.app as app
+
+    seen = []
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)     # as on a terminal: the TUI path
+    monkeypatch.setattr(app, "run_live_app", lambda pipe, kwargs, **kw: seen.append(kw["doctor"]))
+    assert main(["run", "--frames", "9", *flag]) == 0
+    assert seen == [doctor]

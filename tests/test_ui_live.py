@@ -1,10 +1,13 @@
 """The live TUI driven by Textual's pilot over the tiny CPU pipeline: frames reach the plot and
 the percentiles, a prompt typed in the input box reaches the pipeline and its latency shows,
-an on-demand profiled window fills the budget tree, quitting finalizes the run directory."""
+an on-demand profiled window fills the budget tree, quitting finalizes the run directory, the
+pre-flight doctor's verdict shows in the CUDA-graph panel. Tests about something else pass
+doctor=False (the doctor streams a few blocks of its own first)."""
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -12,8 +15,9 @@ import pytest
 
 from lltrace.capture.session import Session
 from lltrace.errors import LltraceError
-from lltrace.ui.app import LltraceApp
-from lltrace.ui.widgets import BudgetTree, EventLog, LatencyPlot, MemoryPanel, StatsPanel
+from lltrace.pipeline.observer import NULL_OBSERVER
+from lltrace.ui.app import DOCTOR_STATE, LltraceApp
+from lltrace.ui.widgets import BudgetTree, EventLog, GraphsPanel, LatencyPlot, MemoryPanel, StatsPanel
 from lltrace.ui.widgets.stats import fmt_ms
 from test_ui_recorded import plain
 
@@ -60,7 +64,7 @@ def run_dir_of(traces: Path) -> Path:
 def test_frames_update_the_plot_and_the_percentiles_while_running(pipe, traces):
     async def go():
         app = LltraceApp(pipeline=pipe, session_kwargs=dict(num_blocks=3, prompt="a cat", regions_level="block"),
-                         refresh_s=0.05)
+                         refresh_s=0.05, doctor=False)
         app.control.pause()                     # from the start: the run waits before block 1
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: app.control.paused_blocks == [1], "the pause before block 1")
@@ -98,7 +102,7 @@ def test_frames_update_the_plot_and_the_percentiles_while_running(pipe, traces):
 def test_prompt_typed_in_the_input_box_reaches_the_pipeline(pipe, traces):
     async def go():
         app = LltraceApp(pipeline=pipe, session_kwargs=dict(num_blocks=4, prompt="a cat", regions_level="block"),
-                         refresh_s=0.05)
+                         refresh_s=0.05, doctor=False)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("space")
             await wait_for(pilot, lambda: app.control.paused_blocks, "the pause")
@@ -136,7 +140,8 @@ def test_prompt_typed_in_the_input_box_reaches_the_pipeline(pipe, traces):
 
 def test_quit_while_paused_stops_after_the_block_and_finalizes_the_run_directory(pipe, traces):
     async def go():
-        app = LltraceApp(pipeline=pipe, session_kwargs=dict(num_blocks=50, prompt="a cat", regions_level="block"))
+        app = LltraceApp(pipeline=pipe, session_kwargs=dict(num_blocks=50, prompt="a cat", regions_level="block"),
+                         doctor=False)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("space")
             await wait_for(pilot, lambda: app.control.paused_blocks, "the pause")
@@ -163,7 +168,7 @@ def test_quit_while_paused_stops_after_the_block_and_finalizes_the_run_directory
 def test_profiled_window_on_demand_fills_the_budget_tree(pipe, traces):
     async def go():
         app = LltraceApp(pipeline=pipe, session_kwargs=dict(num_blocks=4, prompt="a cat", regions_level="op"),
-                         profile_window_blocks=1)
+                         profile_window_blocks=1, doctor=False)
         async with app.run_test(size=SIZE) as pilot:
             tree = app.query_one(BudgetTree)
             assert tree.budget is None and "press p" in str(tree.root.label)
@@ -217,7 +222,8 @@ def test_a_pipeline_that_fails_to_build_is_shown_not_raised_in_the_ui(traces):
 
 def test_help_screen_and_a_cancelled_prompt(pipe):
     async def go():
-        app = LltraceApp(pipeline=pipe, session_kwargs=dict(num_blocks=1, prompt="a cat", regions_level="off"))
+        app = LltraceApp(pipeline=pipe, session_kwargs=dict(num_blocks=1, prompt="a cat", regions_level="off"),
+                         doctor=False)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("question_mark")
             assert type(app.screen).__name__ == "HelpScreen"
@@ -249,3 +255,157 @@ def test_session_next_switch_hook(pipe, tmp_path):
     assert meta["switches"] == {"2": "a dog", "3": "a fox"} and meta["prompts"] == ["a cat", "a dog", "a fox"]
     frames = read_lines(tmp_path / "r" / "frames.jsonl")
     assert [f["prompt"] for f in frames if f["frame"] in (0, 9 + 12, 9 + 24)] == [0, 1, 2]
+
+
+# -- the pre-flight doctor ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def baseline_pipe():
+    """baseline's CPU fallback: the dynamic KV cache, which the doctor names incompatible."""
+    from lltrace.pipeline.generator import StreamingPipeline
+    from lltrace.pipeline.presets import cpu_fallback, load_preset
+
+    preset, _ = cpu_fallback(load_preset("baseline"))
+    return StreamingPipeline(preset, model="tiny", device="cpu")
+
+
+def held_doctor(monkeypatch):
+    """diagnose_pipeline held until the test sets the gate; records its calls and when it returned."""
+    from lltrace.analysis import pipeline_doctor
+
+    real, gate, calls, returned = pipeline_doctor.diagnose_pipeline, threading.Event(), [], []
+
+    def held(*args, **kwargs):
+        calls.append((args, kwargs))
+        assert gate.wait(30)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            returned.append(time.perf_counter_ns())
+
+    monkeypatch.setattr(pipeline_doctor, "diagnose_pipeline", held)
+    return gate, calls, returned
+
+
+def doctor_cells(panel) -> dict:
+    """The GraphsPanel's rows: label -> value cell (a row without a label joins the one above)."""
+    grid = panel.render()
+    rows, last = {}, None
+    for label, cell in zip(grid.columns[0]._cells, grid.columns[1]._cells):
+        last = label or last
+        rows.setdefault(last, []).append(cell)
+    return rows
+
+
+def test_doctor_runs_before_the_run_and_names_the_dynamic_cache_line(baseline_pipe, traces, monkeypatch):
+    gate, calls, returned = held_doctor(monkeypatch)
+
+    async def go():
+        app = LltraceApp(pipeline=baseline_pipe, session_kwargs=dict(num_blocks=2, prompt="a cat", regions_level="off"),
+                         refresh_s=0.05)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: calls and app.state == DOCTOR_STATE, "the doctor")
+            panel = app.query_one(GraphsPanel)
+            assert panel.status.verdict == "checking…" and "checking…" in plain(panel.render())
+            assert app.session.clock is None and not traces.exists()   # the run waits for the doctor
+            gate.set()
+            await wait_for(pilot, lambda: app.ended, "the end of the run")
+            status = panel.status
+            assert status.verdict.startswith("INCOMPATIBLE (denoise, kv_update)")
+            assert status.verdict_where.startswith("lltrace/pipeline/kv_cache.py:")
+            text = plain(panel.render(), width=120)
+            assert "INCOMPATIBLE (denoise, kv_update)" in text and "lltrace/pipeline/kv_cache.py:" in text
+            verdict, where = doctor_cells(panel)["doctor"]
+            assert verdict.style == "bold red" and where.style == "cyan"
+            await pilot.press("q")
+        return app
+
+    app = asyncio.run(go())
+    (args, kwargs), = calls
+    assert args == (baseline_pipe, ["denoise", "kv_update"]) and kwargs == {"compile_check": False}
+    result = app.run_result
+    assert result.status == "completed" and result.stats.frames == 9 + 12
+    # The run's clock (frame latencies, first frame included) starts after the doctor returned.
+    meta = json.loads((result.run_dir / "meta.json").read_text())
+    assert meta["t0"]["perf_counter_ns"] > returned[0]
+    assert baseline_pipe.observer is NULL_OBSERVER and baseline_pipe.graphed_forward is None
+
+
+def test_doctor_finds_no_blocking_issue_in_ultras_static_cache(pipe, traces):
+    async def go():
+        app = LltraceApp(pipeline=pipe, session_kwargs=dict(num_blocks=1, prompt="a cat", regions_level="off"))
+        async with app.run_test(size=SIZE) as pilot:
+            panel = app.query_one(GraphsPanel)
+            await wait_for(pilot, lambda: app.ended, "the end of the run")
+            status = panel.status
+            # No capture on a CPU: the doctor's static checks found nothing blocking.
+            assert status.verdict.startswith("NOT RUN (capture needs CUDA); no blocking issue found statically")
+            assert status.verdict_where is None
+            (verdict,) = doctor_cells(panel)["doctor"]
+            assert verdict.style == "dim"
+            assert app.run_result.status == "completed"
+            await pilot.press("q")
+
+    asyncio.run(go())
+
+
+def test_no_doctor_means_no_check_and_no_row(pipe, traces, monkeypatch):
+    from lltrace.analysis import pipeline_doctor
+
+    calls = []
+    monkeypatch.setattr(pipeline_doctor, "diagnose_pipeline", lambda *a, **k: calls.append(a))
+
+    async def go():
+        app = LltraceApp(pipeline=pipe, session_kwargs=dict(num_blocks=1, prompt="a cat", regions_level="off"),
+                         doctor=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.ended, "the end of the run")
+            panel = app.query_one(GraphsPanel)
+            assert panel.status.verdict is None and "doctor" not in doctor_cells(panel)
+            assert app.run_result.status == "completed"
+            await pilot.press("q")
+
+    asyncio.run(go())
+    assert calls == []
+
+
+def test_a_doctor_that_fails_is_shown_and_the_run_goes_on(pipe, traces, monkeypatch):
+    from lltrace.analysis import pipeline_doctor
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no probe today")
+
+    monkeypatch.setattr(pipeline_doctor, "diagnose_pipeline", broken)
+
+    async def go():
+        app = LltraceApp(pipeline=pipe, session_kwargs=dict(num_blocks=2, prompt="a cat", regions_level="off"))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.ended, "the end of the run")
+            panel = app.query_one(GraphsPanel)
+            assert panel.status.verdict == "doctor failed: RuntimeError: no probe today"
+            (verdict,) = doctor_cells(panel)["doctor"]
+            assert verdict.style == "bold red"
+            assert "doctor failed: RuntimeError: no probe today" in plain(panel.render(), width=120)
+            assert app.run_result.status == "completed" and app.run_error is None
+            assert app.run_result.stats.frames == 9 + 12
+            await pilot.press("q")
+
+    asyncio.run(go())
+
+
+def test_quit_during_the_doctor_runs_nothing(pipe, traces, monkeypatch):
+    gate, calls, _ = held_doctor(monkeypatch)
+
+    async def go():
+        app = LltraceApp(pipeline=pipe, session_kwargs=dict(num_blocks=2, prompt="a cat", regions_level="off"))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: calls, "the doctor")
+            await pilot.press("q")
+            gate.set()
+            await wait_for(pilot, lambda: app.done.is_set(), "the worker")
+            await pilot.pause(0.1)
+        return app
+
+    app = asyncio.run(go())
+    assert app.return_value is None and app.run_result is None and app.run_error is None
+    assert not traces.exists()      # no run directory: the run never started

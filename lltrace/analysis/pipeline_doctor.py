@@ -110,6 +110,19 @@ def _description(stage: str, pipe, plan: _Plan) -> str:
     return "text_encoder.encode (tokenize + encoder); two prompt switches (runs once per prompt)"
 
 
+# What optimize.compile_blocks sets on each block instance: the compiled halves and the split
+# forward that calls them. Without them the class's own (eager) methods run.
+COMPILED_BLOCK_ATTRS = ("pre_attn", "post_attn", "forward")
+
+
+def _eager_block(block, es: ExitStack) -> None:
+    """Take a compiled block's instance attributes off it until `es` closes, then put the same
+    objects back (a compiled half keeps its dynamo cache: the run does not compile again)."""
+    for attr in COMPILED_BLOCK_ATTRS:
+        if attr in block.__dict__:
+            es.callback(block.__dict__.__setitem__, attr, block.__dict__.pop(attr))
+
+
 def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
                       compile_check: bool | Sequence[str] = True, capture: bool | None = None) -> DoctorReport:
     """Probe each stage of a StreamingPipeline; see the module docstring.
@@ -198,10 +211,7 @@ def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
         graphed, pipe.graphed_forward = pipe.graphed_forward, None
         es.callback(setattr, pipe, "graphed_forward", graphed)
         for block in pipe.generator.blocks:
-            compiled = getattr(block, "_compiled_call_impl", None)
-            if compiled is not None:
-                block._compiled_call_impl = None
-                es.callback(setattr, block, "_compiled_call_impl", compiled)
+            _eager_block(block, es)
         pipe.__dict__["forward"] = forward
         es.callback(pipe.__dict__.pop, "forward", None)
         if "decode" in probes:

@@ -5,17 +5,19 @@ For commands/run.py (the lead's headless path decides when to call it):
     tui_available() -> bool
         stdin and stdout are terminals; otherwise print the headless rich output instead.
     run_live_app(pipeline_or_factory, session_kwargs, *, notes=(), budget_ms=40.0,
-                 profile_window_blocks=4) -> RunResult | None
+                 profile_window_blocks=4, doctor=True) -> RunResult | None
         Runs `Session(pipeline, **session_kwargs)` (lltrace.capture.session) in a worker thread
         under the TUI. `pipeline_or_factory`: a built pipeline, or a no-argument callable that
         builds one (it then runs in the worker while the TUI shows "building"). `session_kwargs`:
         num_blocks, prompt, switches, run_dir, profile_blocks, regions_level, py_spy, command, ...
         (its `listeners` are kept; the app adds its own and the `next_switch` hook;
         handle_signals defaults to False). `notes`: lines shown under the knobs (e.g. the CPU
-        fallback notes). Returns the RunResult once the user quits (q: the run stops after the
-        current block and the run directory is finalized) or after the run ended and the user
-        quit; re-raises the session's exception after the TUI closes; None when the user quit
-        before the pipeline was built (no run directory then).
+        fallback notes). `doctor`: before the run, check the built pipeline's per-block stages
+        with `lltrace doctor` (CUDA-graph captures on CUDA, static checks on a CPU) and show its
+        verdict in the CUDA-graph panel. Returns the RunResult once the user quits (q: the run
+        stops after the current block and the run directory is finalized) or after the run ended
+        and the user quit; re-raises the session's exception after the TUI closes; None when the
+        user quit before the run started (no run directory then).
     run_view_app(path) -> None
         `lltrace view`: the same screens over a run directory, a trace or a budget JSON.
 
@@ -44,13 +46,17 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Footer, Header, Input
 
-from lltrace.ui.live import (BlockFinished, EventArrived, FrameReady, LiveControl, RunEnded, SessionBridge,
-                             SessionStarted, SwitchShown, is_pipeline)
+from lltrace.ui.live import (BlockFinished, DoctorChecked, EventArrived, FrameReady, LiveControl, RunEnded,
+                             SessionBridge, SessionStarted, SwitchShown, is_pipeline)
 from lltrace.ui.widgets import (BudgetTree, EventLog, GraphsPanel, HelpScreen, KnobsPanel, LatencyPlot, MemoryPanel,
                                 StatsPanel)
-from lltrace.ui.widgets.panels import GraphStatus, MemoryStatus, read_memory
+from lltrace.ui.widgets.panels import DOCTOR_CHECKING, DOCTOR_FAILED, GraphStatus, MemoryStatus, read_memory
 
 FRAME_BUDGET_MS = 40.0      # 25 FPS per video frame (DESIGN.md §1)
+# The stages every block runs (the generator forwards that a CUDA graph would replay); the
+# recache, decoder and text encoder are lltrace doctor's full run, not a pre-flight.
+DOCTOR_STAGES = ("denoise", "kv_update")
+DOCTOR_STATE = "checking CUDA graphs (lltrace doctor)…"
 
 
 class BudgetReady(Message):
@@ -87,7 +93,8 @@ class LltraceApp(App):
     def __init__(self, *, pipeline: Any | Callable[[], Any] | None = None,
                  session_kwargs: dict[str, Any] | None = None, recorded: str | Path | None = None,
                  notes: Sequence[str] = (), budget_ms: float = FRAME_BUDGET_MS,
-                 profile_window_blocks: int = 4, refresh_s: float = 0.25, plot_window: int = 600) -> None:
+                 profile_window_blocks: int = 4, refresh_s: float = 0.25, plot_window: int = 600,
+                 doctor: bool = True) -> None:
         super().__init__()
         if (pipeline is None) == (recorded is None):
             raise ValueError("give either a pipeline (live) or a recorded run path")
@@ -99,6 +106,7 @@ class LltraceApp(App):
         self.budget_ms = budget_ms
         self.profile_window_blocks = profile_window_blocks
         self.refresh_s = refresh_s
+        self.doctor = doctor
         self.control = LiveControl()
         self.bridge = SessionBridge(self.post_message, self.control)
         self.session: Any = None
@@ -181,7 +189,10 @@ class LltraceApp(App):
                     session.request_stop()
                 describe = pipe.describe() if callable(getattr(pipe, "describe", None)) else {}
                 self.post_message(SessionStarted(session, describe))
-                result = session.run()
+                if self.doctor:
+                    self._preflight_doctor(pipe)
+                if not self.control.stopping:   # quit during the doctor: nothing ran yet either
+                    result = session.run()
         except BaseException as exc:  # noqa: BLE001 - shown in the TUI, re-raised by run_live_app
             error = exc
         finally:
@@ -189,13 +200,28 @@ class LltraceApp(App):
             self.done.set()
             self.post_message(RunEnded(result, error))
 
+    def _preflight_doctor(self, pipe: Any) -> None:
+        """In the run's worker, before session.run(): the run's clock starts at its
+        pipe.start(), so the first-frame latency leaves the doctor out. The doctor puts the
+        pipeline's observer, CUDA graphs and compiled blocks back and leaves its stream mid-way
+        (session.run() starts a new one). A doctor that fails is shown, never ends the run."""
+        from lltrace.analysis import pipeline_doctor
+
+        try:
+            report = pipeline_doctor.diagnose_pipeline(pipe, list(DOCTOR_STAGES), compile_check=False)
+        except Exception as exc:  # noqa: BLE001 - shown in the CUDA-graph panel
+            self.post_message(DoctorChecked(None, exc))
+        else:
+            self.post_message(DoctorChecked(report, None))
+
     def on_session_started(self, m: SessionStarted) -> None:
         self.session, self.pipeline = m.session, m.session.pipeline
         d = m.describe
         knobs = d.get("knobs") or {}
         self.query_one(KnobsPanel).preset = str(d.get("preset") or knobs.get("name") or "")
         self.query_one(KnobsPanel).knobs = knobs
-        self._graphs = GraphStatus(knobs=knobs, optimizations=dict(d.get("optimizations") or {}))
+        self._graphs = GraphStatus(knobs=knobs, optimizations=dict(d.get("optimizations") or {}),
+                                   verdict=DOCTOR_CHECKING if self.doctor else None)
         self.query_one(GraphsPanel).status = self._graphs
         dev = d.get("device") or {}
         self._mem_device = getattr(self.pipeline, "device", None)
@@ -204,8 +230,24 @@ class LltraceApp(App):
         if self.control.stopping:
             m.session.request_stop()
         elif self.state.startswith(("building", "starting")):
-            self.state = "running"
+            self.state = DOCTOR_STATE if self.doctor else "running"
         self._tick()
+
+    def on_doctor_checked(self, m: DoctorChecked) -> None:
+        from lltrace.ui.doctor_report import panel_verdict, panel_where
+
+        if m.report is not None:
+            verdict, where = panel_verdict(m.report), panel_where(m.report)
+        else:
+            first = next(iter(str(m.error).strip().splitlines()), "")   # one row, not a traceback
+            verdict, where = f"{DOCTOR_FAILED}: {type(m.error).__name__}: {first}", None
+        self._graphs = replace(self._graphs, verdict=verdict, verdict_where=where)
+        self.query_one(GraphsPanel).status = self._graphs
+        if m.error is not None:
+            self.query_one(EventLog).add_note(f"lltrace doctor failed (the run goes on): "
+                                              f"{type(m.error).__name__}: {m.error}", "yellow")
+        if self.state == DOCTOR_STATE:
+            self.state = "running"
 
     def _tick(self) -> None:
         """Timer on the UI thread: cheap reads only (lock-guarded stats, allocator counters)."""
@@ -289,7 +331,7 @@ class LltraceApp(App):
             self.state = f"error: {type(m.error).__name__}: {m.error}; q quits"
             log.add_note(f"the run failed: {type(m.error).__name__}: {m.error}", "bold red")
         else:
-            self.state = "stopped before the pipeline was built"
+            self.state = "stopped before the run started"
         if self.quitting:
             self.exit(m.result)
 
@@ -506,10 +548,10 @@ def init_profiler_here() -> None:
 
 def run_live_app(pipeline_or_factory: Any | Callable[[], Any], session_kwargs: dict[str, Any], *,
                  notes: Sequence[str] = (), budget_ms: float = FRAME_BUDGET_MS,
-                 profile_window_blocks: int = 4) -> Any:
+                 profile_window_blocks: int = 4, doctor: bool = True) -> Any:
     """See the module docstring. Returns the session's RunResult (None if nothing ran)."""
     app = LltraceApp(pipeline=pipeline_or_factory, session_kwargs=session_kwargs, notes=notes,
-                     budget_ms=budget_ms, profile_window_blocks=profile_window_blocks)
+                     budget_ms=budget_ms, profile_window_blocks=profile_window_blocks, doctor=doctor)
     with native_stderr_captured():
         init_profiler_here()
         try:

@@ -6,7 +6,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from lltrace.analysis.doctor_model import COMPATIBLE, INCOMPATIBLE, DoctorReport, StageReport
+from lltrace.analysis.doctor_model import COMPATIBLE, INCOMPATIBLE, DoctorReport, Finding, StageReport
 
 MAX_REASONS = 6
 STYLE = {COMPATIBLE: "bold green", INCOMPATIBLE: "bold red"}
@@ -91,11 +91,22 @@ def panel_lines(report: DoctorReport) -> list[Text]:
     return lines
 
 
+def _first_blocking(report: DoctorReport) -> Finding | None:
+    bad = next((s for s in report.stages if s.verdict == INCOMPATIBLE), None)
+    return None if bad is None else next((f for f in bad.findings if f.blocking), None)
+
+
+def panel_where(report: DoctorReport) -> str | None:
+    """file:line of the finding panel_verdict names (GraphStatus.verdict_where), if any."""
+    first = _first_blocking(report)
+    return None if first is None else first.where
+
+
 def panel_verdict(report: DoctorReport) -> str:
     """The one-line verdict the TUI's CUDA-graph panel shows (GraphStatus.verdict)."""
     bad = [s for s in report.stages if s.verdict == INCOMPATIBLE]
     if bad:
-        first = next((f for f in bad[0].findings if f.blocking), None)
+        first = _first_blocking(report)
         why = f": {first.message.split(':')[0]}" if first is not None else ""
         return f"INCOMPATIBLE ({', '.join(s.stage for s in bad)}){why}"
     names = ", ".join(s.stage for s in report.stages)

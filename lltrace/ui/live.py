@@ -58,6 +58,16 @@ class SessionStarted(Message):
         self.describe = describe
 
 
+class DoctorChecked(Message):
+    """The pre-flight `lltrace doctor` check of the built pipeline is done: its report, or the
+    exception it raised (the run goes on either way)."""
+
+    def __init__(self, report: Any | None, error: BaseException | None) -> None:
+        super().__init__()
+        self.report = report
+        self.error = error
+
+
 class RunEnded(Message):
     """The session returned (result) or raised (error); the run directory is final either way,
     unless the pipeline could not even be built (result None, run_dir None)."""

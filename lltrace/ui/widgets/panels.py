@@ -33,6 +33,21 @@ class GraphStatus:
     skips: tuple[str, ...] = ()         # cudagraph_skip reasons
     recompiles: int = 0
     graph_breaks: int = 0
+    verdict: str | None = None          # the pre-flight doctor's line (doctor_report.panel_verdict);
+                                        # None: no doctor ran (--no-doctor, a recorded run)
+    verdict_where: str | None = None    # file:line of the finding the verdict names
+
+
+DOCTOR_CHECKING = "checking…"
+DOCTOR_FAILED = "doctor failed"
+
+
+def _verdict(text: str) -> Text:
+    if text.startswith("COMPATIBLE"):
+        return Text(text, style="bold green")
+    if text.startswith(("INCOMPATIBLE", DOCTOR_FAILED)):
+        return Text(text, style="bold red")
+    return Text(text, style="dim")      # NOT RUN (no capture on this machine), checking…
 
 
 class GraphsPanel(Widget):
@@ -57,8 +72,14 @@ class GraphsPanel(Widget):
         if s.skips:
             grid.add_row("skipped", Text(f"{len(s.skips)}x: {s.skips[-1]}", style="red"))
         if s.skips or s.graph_breaks or s.recompiles:
-            # The doctor drives the pipeline itself (captures, replays): not while a run uses it.
+            # The full doctor (compile checks, every stage) drives the pipeline itself: not while a
+            # run uses it. The "doctor" row below is its CUDA-graph pre-flight, run before the run.
             grid.add_row("why", Text("lltrace doctor names the line and the fix", style="dim"))
+        if s.verdict is not None:
+            grid.add_row("doctor", _verdict(s.verdict))
+            if s.verdict_where:
+                # fold: a path has no space to wrap at, and cut short it would not name the line
+                grid.add_row("", Text(s.verdict_where, style="cyan", overflow="fold"))
         return grid
 
 
