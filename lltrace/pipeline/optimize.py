@@ -57,7 +57,11 @@ def apply_fp8(model: nn.Module, device: torch.device) -> int:
     except ImportError as exc:
         raise LltraceError(f"fp8 needs torchao ({exc})", "pip install torchao") from None
     n = sum(1 for fqn, m in model.named_modules() if _fp8_filter(m, fqn))
-    quantize_(model, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=_fp8_filter)
+    # set_inductor_config=False: by default torchao turns on inductor's coordinate-descent
+    # tuning (all directions) process-wide, which on the H100 made the first compiled forward
+    # take over 4 minutes (py-spy: Triton compiles of every candidate config; BENCHMARKS.md).
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)
+    quantize_(model, config, filter_fn=_fp8_filter)
     return n
 
 
