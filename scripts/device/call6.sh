@@ -5,10 +5,10 @@ export PYTHONWARNINGS=ignore LLTRACE_TRACES=/tmp/runs
 L="python3 -m commands.cli"
 NOISE='torchao/|_pytree|^W1|SyntaxWarning|Configuration class|warn_once|warnings.warn|^  .*: (building|timing|first)'
 run() { echo "== $*"; "$@" 2>&1 | grep -v -E "$NOISE" | tail -${TAILN:-6}; }
-run timeout 150 $L bench -p turbo-fp8 --warmup 3 --blocks 6 --out $OUT/bench-turbo-fp8.json --markdown
-run timeout 130 $L bench -p ultra --warmup 3 --blocks 6 --out $OUT/bench-ultra.json --markdown
-run timeout 110 $L bench -p ultra --set cuda_graphs=false --warmup 3 --blocks 6 --out $OUT/bench-ultra-nographs.json --markdown
-echo "== doctor ultra"; timeout 120 $L doctor -p ultra --json > $OUT/doctor-ultra.json 2>$OUT/doctor-ultra.err; echo "rc $?"
+run timeout 140 $L bench -p turbo-fp8 --warmup 3 --blocks 6 --out $OUT/bench-turbo-fp8.json --markdown
+run timeout 120 $L bench -p ultra --warmup 3 --blocks 6 --out $OUT/bench-ultra.json --markdown
+run timeout 100 $L bench -p ultra --set cuda_graphs=false --warmup 3 --blocks 6 --out $OUT/bench-ultra-nographs.json --markdown
+echo "== doctor ultra"; timeout 110 $L doctor -p ultra --json > $OUT/doctor-ultra.json 2>$OUT/doctor-ultra.err; echo "rc $?"
 python3 -c "
 import json,sys; d=json.load(open('$OUT/doctor-ultra.json'))
 print('verdict', d['verdict']); [print(s['stage'], s['verdict_text'], '|', s['capture'], '|', (s['compile'] or {}).get('summary')) for s in d['stages']]" 2>&1 | tail -8
