@@ -57,9 +57,11 @@ def doctor(preset, stages, module_spec, model, device, overrides, no_compile, as
         dev = resolve_device(device)
         if dev.type != "cuda":
             err.print("[yellow]no CUDA: static and compile checks on the tiny model; capture needs CUDA[/yellow]")
-        with err.status(f"diagnosing {preset or 'baseline'}: {', '.join(names)}"):
+        with err.status(f"diagnosing {preset or 'baseline'}: {', '.join(names)}") as status:
+            # Without a terminal the spinner shows nothing: print each step instead.
+            show = status.update if err.is_terminal else (lambda s: err.print(f"  {s}"))
             report = diagnose_preset(preset or "baseline", names, device=str(dev), model=model,
-                                     overrides=knobs, compile_check=not no_compile)
+                                     overrides=knobs, compile_check=not no_compile, progress=show)
 
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))

@@ -29,3 +29,29 @@ def test_compiled_blocks_do_not_recompile_and_match_eager(monkeypatch):
     want = [b.latents for b in eager.stream("a cat", 6, {4: "a dog"})]
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_op_regions_leave_the_compiled_halves_alone(monkeypatch):
+    """`lltrace run` instruments a compiled preset: a hook inside a compiled half would be
+    guarded on per layer (its hook id) and recompile for every block until dynamo's limit, then
+    run eagerly (seen on the H100: 16 recompiles, frames 5x slower). Compiled blocks get their
+    layer region and nothing inside."""
+    from lltrace.capture.hooks import instrument_module, wrap_method
+
+    monkeypatch.setattr(optimize, "COMPILE_BACKEND", "eager")
+    torch._dynamo.reset()
+    counters.clear()
+    pipe = StreamingPipeline(load_preset("balanced"), model="tiny", device="cpu")
+    handle = instrument_module(pipe.generator, "op")
+    handle.add(wrap_method(pipe.kv_cache, "update", "ll/kv_update", "op"))
+    installed = dict(handle.installed)
+    layers = pipe.model_config.num_layers
+    assert [installed[f"blocks.{i}"] for i in range(layers)] == [f"ll/layer[{i}]" for i in range(layers)]
+    assert not any(name.startswith("blocks.") and name.count(".") > 1 for name in installed)
+    assert installed["head"] == "ll/head" and "DynamicKVCache.update" in installed
+    assert "blocks.0.ffn" in dict(handle.skipped)
+    for _ in pipe.stream("a cat", 4, {3: "a dog"}):
+        pass
+    handle.remove()
+    assert counters["stats"]["unique_graphs"] == 3
+    assert sum(counters["recompiles"].values()) == 0

@@ -124,7 +124,8 @@ def _eager_block(block, es: ExitStack) -> None:
 
 
 def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
-                      compile_check: bool | Sequence[str] = True, capture: bool | None = None) -> DoctorReport:
+                      compile_check: bool | Sequence[str] = True, capture: bool | None = None,
+                      progress: Callable[[str], None] = lambda s: None) -> DoctorReport:
     """Probe each stage of a StreamingPipeline; see the module docstring.
 
     `compile_check`: True / False for every stage, or the stages to run the compile checks on.
@@ -227,6 +228,8 @@ def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
         for b in range(plan.blocks):
             if b == 3:
                 pipe.decoder = None   # the decode stage's three blocks are done
+            # Each probed call compiles / captures / replays its stage: seconds to minutes (fp8).
+            progress(f"block {b + 1}/{plan.blocks}" + (" after a prompt switch" if b in plan.switches else ""))
             if b in plan.switches:
                 where.update(phase="switch", switch=plan.switches.index(b), fwd=0)
                 pipe.switch_prompt(PROMPTS[1 + plan.switches.index(b)])
@@ -270,10 +273,11 @@ def build_doctor_pipeline(preset: str, *, device: str = "auto", model: str | Non
 
 def diagnose_preset(preset: str, stages: Sequence[str] | str | None = None, *, device: str = "auto",
                     model: str | None = None, overrides: dict[str, Any] | None = None,
-                    compile_check: bool = True) -> DoctorReport:
+                    compile_check: bool = True, progress: Callable[[str], None] = lambda s: None) -> DoctorReport:
     """Build the doctor's pipeline for `preset` and diagnose it (what `lltrace doctor` runs)."""
     stages = parse_stages(stages)   # a bad stage is an error before minutes of model building
+    progress(f"building {preset}")
     pipe, notes = build_doctor_pipeline(preset, device=device, model=model, overrides=overrides)
-    report = diagnose_pipeline(pipe, stages, compile_check=compile_check)
+    report = diagnose_pipeline(pipe, stages, compile_check=compile_check, progress=progress)
     report.notes = notes + report.notes
     return report

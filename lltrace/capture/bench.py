@@ -37,6 +37,8 @@ class BenchResult:
     attention_backend: str
     optimizations: dict = field(default_factory=dict)
     blocks_timed: int = 0
+    graph_replays: int | None = None             # CUDA-graph replays / eager forwards (cuda_graphs only)
+    graph_eager_calls: int | None = None
     error: str | None = None
 
     def to_dict(self) -> dict:
@@ -109,6 +111,7 @@ def bench_preset(preset: Preset, *, device=None, model: str | None = None, warmu
     switch = timer(lambda: (pipe.switch_prompt(prompt + ", at night"), pipe.generate_block()))
 
     peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
+    graphed = pipe.graphed_forward
     ms_block = statistics.median(block_ms)
     result = BenchResult(
         preset=preset.name, model=pipe.model_config.name, device=pipe.describe()["device"].get("name", dev.type),
@@ -116,7 +119,9 @@ def bench_preset(preset: Preset, *, device=None, model: str | None = None, warmu
         ms_per_block=ms_block, ms_per_block_p95=_p(block_ms, 95), ms_decode=decode_ms, frames_per_block=frames,
         ms_per_frame=ms_block / frames if frames else float("nan"), fps=1e3 * frames / ms_block if frames else 0.0,
         first_frame_ms=first, prompt_switch_ms=switch, setup_s=setup_s, peak_mem_bytes=peak,
-        attention_backend=pipe.attention_backend, optimizations=pipe.optimizations, blocks_timed=blocks)
+        attention_backend=pipe.attention_backend, optimizations=pipe.optimizations, blocks_timed=blocks,
+        graph_replays=None if graphed is None else graphed.replays,
+        graph_eager_calls=None if graphed is None else graphed.eager_calls)
     pipe = None  # free the model before the next preset is built
     gc.collect()
     if dev.type == "cuda":

@@ -12,8 +12,8 @@ torch.compile: a hook on a module *inside* a compiled module would be traced by 
 hooks turn themselves off while compiling, and instrument_module does not install op-level
 hooks inside compiled modules at all (inductor fuses across their boundaries, so the region
 would not mean what it says). A compiled module itself still gets its region: hooks on an
-`OptimizedModule` wrapper run eagerly, and for `Module.compile()` (in place) the compiled
-call is wrapped.
+`OptimizedModule` wrapper run eagerly, for `Module.compile()` (in place) the compiled call is
+wrapped, and a module whose methods were compiled (regional compile) is called eagerly.
 """
 from __future__ import annotations
 
@@ -120,6 +120,14 @@ def _compiled_in_place(module: nn.Module) -> bool:
     return getattr(module, "_compiled_call_impl", None) is not None
 
 
+def _has_compiled_methods(module: nn.Module) -> bool:
+    """torch.compile'd methods set on the instance (lltrace's regional compile of a block's
+    halves): dynamo traces the submodules they call, hooks included, and guards on each hook's
+    id, so a hook in there recompiles the shared code for every layer. The module's own call is
+    eager: its hooks are fine."""
+    return any(callable(v) and hasattr(v, "_torchdynamo_orig_callable") for v in vars(module).values())
+
+
 def _validate_patterns(patterns: Sequence[tuple[str, str]]) -> None:
     for item in patterns:
         if not (isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item)):
@@ -211,7 +219,7 @@ def instrument_module(model: nn.Module, level: str = "op",
                 handle.skipped.append((qualname, "inside a torch.compile'd module: inductor fuses "
                                                  "across its boundaries, so no region is put here"))
             continue
-        if _is_wrapper(module) or _compiled_in_place(module):
+        if _is_wrapper(module) or _compiled_in_place(module) or _has_compiled_methods(module):
             compiled_roots.append(norm)
         if match is None or not enabled_at(match, level):
             continue
