@@ -76,3 +76,23 @@ def test_plain_profiler_traces_use_their_record_functions(budget):
     names = [c.name for c in b.tree.children if c.kind == "region"]
     assert names, "record_function ranges become the top of the tree"
     assert b.linked_fraction >= 0.95
+
+
+def test_h100_ultra_graph_replays_are_credited_to_their_step():
+    """The recorded ultra run (compiled block halves, CUDA-graph replays, a prompt switch before
+    block 4): a replayed forward's kernels have no layer ranges (no Python ran), so they land on
+    the step that launched the graph; the eager forward after the switch has its layers."""
+    run = ROOT / "traces" / "examples" / "h100-ultra"
+    if not run.is_dir():
+        pytest.skip("no ultra example")
+    b = build_budget(load_trace(run))
+    assert b.metric == "gpu" and b.attributed_fraction >= 0.95 and b.linked_fraction >= 0.95
+    block = next(n for n in b.tree.children if n.name == "block")
+    steps = {c.name: c for c in block.children}
+    replayed = steps["step[1]"]                   # replayed in both profiled blocks
+    assert replayed.count == 2 and replayed.gpu_ms > 50
+    assert not any(c.name.startswith("layer[") for c in replayed.children)
+    assert {c.name for c in replayed.children} >= {"attention", "gemm"}
+    eager = [c for c in steps["step[0]"].children if c.name.startswith("layer[")]
+    assert len(eager) == 30 and all(c.count == 1 for c in eager)   # block 4's first forward only
+    assert any(n.name == "recache" for n in b.tree.children)

@@ -55,3 +55,16 @@ def test_op_regions_leave_the_compiled_halves_alone(monkeypatch):
     handle.remove()
     assert counters["stats"]["unique_graphs"] == 3
     assert sum(counters["recompiles"].values()) == 0
+
+
+def test_bench_times_the_compiled_forward_without_recompiling(monkeypatch):
+    """`lltrace bench` times pipe.forward on its own, outside generate_block's no_grad: grad
+    mode is part of dynamo's guards, so that once cost a recompile inside the timed repeats
+    (seen on the H100: one of 10 forwards took 1.1-2.0 s)."""
+    from lltrace.capture.bench import bench_preset
+
+    monkeypatch.setattr(optimize, "COMPILE_BACKEND", "eager")
+    torch._dynamo.reset()
+    counters.clear()
+    bench_preset(load_preset("turbo", {"decoder": "fast"}), device="cpu", model="tiny", warmup_blocks=2, blocks=2)
+    assert counters["stats"]["unique_graphs"] == 3   # as in generate_block alone: nothing recompiled

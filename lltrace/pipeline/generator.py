@@ -156,6 +156,7 @@ class StreamingPipeline:
     def _timestep(self, t: float, frames: int) -> torch.Tensor:
         return torch.full((self.batch, frames), t, device=self.device, dtype=torch.float32)
 
+    @torch.no_grad()   # also when called directly (bench): grad mode is a compile guard
     def forward(self, x: torch.Tensor, t: float, start_frame: int) -> torch.Tensor:
         """One generator forward over latent frames x starting at `start_frame` in the stream."""
         tt = self._timestep(t, x.shape[2])
