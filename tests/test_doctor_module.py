@@ -223,3 +223,19 @@ def test_bad_factories_are_one_line_errors(tmp_path):
     assert isinstance(module, nn.Linear) and len(calls) == 2
     with pytest.raises(LltraceError, match="two consecutive calls"):
         diagnose_module(module, [calls[0]])
+
+
+def test_slow_inductor_settings_are_named_in_the_notes(monkeypatch):
+    """dynamo's checks cannot see inductor settings that make every first compile take minutes
+    (torchao's quantize_ turns coordinate-descent tuning on process-wide by default)."""
+    from torch._inductor import config
+
+    calls = [torch.randn(1, 4, 4), torch.randn(1, 4, 4)]
+    monkeypatch.setattr(config, "coordinate_descent_tuning", False)
+    assert not any("coordinate_descent" in n for n in diagnose_module(TensorPositionCache(), calls).notes)
+    monkeypatch.setattr(config, "coordinate_descent_tuning", True)
+    notes = diagnose_module(TensorPositionCache(), calls).notes
+    assert any("coordinate_descent_tuning is on" in n and "set_inductor_config=False" in n for n in notes)
+    # Without compile checks the doctor says nothing about compiling.
+    assert not any("coordinate_descent" in n
+                   for n in diagnose_module(TensorPositionCache(), calls, compile_check=False).notes)

@@ -68,3 +68,26 @@ def test_cpu_fallback_turns_off_gpu_only_knobs_and_says_so():
     assert p.denoising_steps == (1000, 500) and p.kv_cache == "static"
     assert len(notes) == 3 and all("needs CUDA" in n for n in notes)
     assert "fp8" in KNOBS
+
+
+def test_fp8_needs_cuda_on_a_cpu_and_leaves_inductor_settings_alone(monkeypatch):
+    """On the CPU, fp8 is a clear "needs CUDA" error. Where it runs, torchao must not switch on
+    inductor's coordinate-descent tuning for the whole process (its default): that kept the
+    H100's first fp8 forward compiling for minutes (BENCHMARKS.md)."""
+    import torch
+    import torchao.quantization as tq
+    from torch import nn
+
+    from lltrace.errors import NeedsCudaError
+    from lltrace.pipeline import optimize
+
+    model = nn.Module()
+    model.blocks = nn.ModuleList([nn.Linear(32, 32)])
+    with pytest.raises(NeedsCudaError, match="fp8"):
+        optimize.apply_fp8(model, torch.device("cpu"))
+
+    seen = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(tq, "quantize_", lambda m, config, filter_fn=None: seen.append(config))
+    assert optimize.apply_fp8(model, torch.device("cuda")) == 1   # the one block linear
+    assert seen and seen[0].set_inductor_config is False

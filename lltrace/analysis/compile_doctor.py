@@ -29,6 +29,27 @@ _REASON = re.compile(r"^\s*(?:\d+/\d+:\s*)?(?P<guard>.*?)(?:\s{2,}#\s*(?P<code>.
 _STACK_LINE = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
 
 
+# Process-wide inductor settings that make every first compile slow, and who tends to set them.
+_SLOW_INDUCTOR_SETTINGS = (
+    ("coordinate_descent_tuning", "tunes every fused Triton kernel by compiling candidate configs "
+     "(torchao's quantize_ configs turn it on unless given set_inductor_config=False)"),
+    ("max_autotune", "benchmarks GEMM and conv templates at each new shape"),
+    ("max_autotune_gemm", "benchmarks GEMM templates at each new shape"),
+)
+
+
+def compile_time_notes() -> list[str]:
+    """Inductor settings on in this process that stretch compile time from seconds to minutes
+    (on the H100, coordinate-descent tuning kept an fp8 block's first forward compiling for over
+    4 minutes). dynamo's checks cannot see them: they only change what inductor does."""
+    try:
+        from torch._inductor import config
+    except Exception:   # noqa: BLE001 - a torch without inductor has nothing to report
+        return []
+    return [f"torch._inductor.config.{name} is on: {why}; first compiles take minutes"
+            for name, why in _SLOW_INDUCTOR_SETTINGS if getattr(config, name, False)]
+
+
 @contextmanager
 def quiet_dynamo() -> Iterator[None]:
     """Dynamo prints each graph break as a warning; the doctor reports them itself."""

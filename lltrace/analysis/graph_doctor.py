@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
-from lltrace.analysis.compile_doctor import CompileProbe
+from lltrace.analysis.compile_doctor import CompileProbe, compile_time_notes
 from lltrace.analysis.doctor_model import (COMPATIBLE, INCOMPATIBLE, NOT_RUN, DoctorReport, Finding,
                                            StageReport)
 from lltrace.analysis.op_recorder import OpRecorder, compare_recordings, display_path, is_user_file
@@ -435,6 +435,8 @@ def diagnose_module(module: nn.Module, calls: Sequence[Any], *, name: str = "mod
     probe.release()
     if not probe.cuda:
         report.notes.append("static checks only: a CUDA-graph capture needs CUDA tensors")
+    if compile_check:
+        report.notes += compile_time_notes()
     return report
 
 

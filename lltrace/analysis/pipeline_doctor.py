@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from lltrace.analysis.doctor_model import DoctorReport, Finding
+from lltrace.analysis.compile_doctor import compile_time_notes
 from lltrace.analysis.graph_doctor import StageProbe
 from lltrace.errors import LltraceError
 
@@ -246,6 +247,8 @@ def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
         probes[stage].release()
     if pipe.device.type != "cuda":
         report.notes.append("no CUDA: static and compile checks only; a CUDA-graph capture needs CUDA")
+    if compiled or pipe.preset.compile:
+        report.notes += compile_time_notes()
     return report
 
 

@@ -218,6 +218,8 @@ class Session:
                 rd.write_meta(pyspy={"file": "pyspy.json", "started": spy.started.to_json()}
                               if spy is not None and spy.started else None)
                 self.profiler.start()
+                if self.clock.cuda:   # the run's peak: not whatever ran before it (the TUI's doctor pre-flight)
+                    torch.cuda.reset_peak_memory_stats(device)
                 pipeline.start(self.prompt)  # -> observer.run_started() -> self._started(t0)
                 for block_no in range(self.num_blocks):
                     live = self.next_switch(block_no) if self.next_switch is not None and block_no else None
