@@ -91,6 +91,16 @@ def load_side(path: str | Path, progress: Progress | None = None) -> Side:
 
 # ----------------------------------------------------------------------------- results
 
+def _delta(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else b - a
+
+
+def _pct(a: float | None, b: float | None) -> float | None:
+    """B's change in % of |A| (None without both, or when A is 0)."""
+    d = _delta(a, b)
+    return None if d is None or not a else 100.0 * d / abs(a)
+
+
 @dataclass
 class Metric:
     """One headline number in A and B. `regression_pct` > 0 means B is worse."""
@@ -104,12 +114,11 @@ class Metric:
 
     @property
     def delta(self) -> float | None:
-        return None if self.a is None or self.b is None else self.b - self.a
+        return _delta(self.a, self.b)
 
     @property
     def pct(self) -> float | None:
-        d = self.delta
-        return None if d is None or not self.a else 100.0 * d / abs(self.a)
+        return _pct(self.a, self.b)
 
     @property
     def regression_pct(self) -> float | None:
@@ -138,12 +147,11 @@ class NodeDiff:
 
     @property
     def delta(self) -> float | None:
-        return None if self.a is None or self.b is None else self.b - self.a
+        return _delta(self.a, self.b)
 
     @property
     def pct(self) -> float | None:
-        d = self.delta
-        return None if d is None or not self.a else 100.0 * d / self.a
+        return _pct(self.a, self.b)
 
     @property
     def impact(self) -> float:

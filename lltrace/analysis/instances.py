@@ -1,13 +1,11 @@
 """Per-instance values of every budget tree node, for the noise test of `lltrace diff`.
 
 A Budget keeps p50/p95/p99 per node, not the instance values a significance test needs, so
-this module recomputes them from the trace with the budget's own building blocks (the region
-forest, GPU attribution, kernel classes and the budget's instance paths). The sum over a
-node's instances equals the node's value in the budget (tests/test_diff_instances.py checks
-it on every node), so the two cannot drift apart silently.
-
-Adapter note: `_instance_paths` and `_top_level` are private helpers of lltrace.trace.budget;
-a public `Budget`-side hook returning instance values would make this module smaller.
+this module computes them from the budget's own building blocks: the region forest and GPU
+attribution (shared with the budget through `regions_and_attribution`, computed once per
+trace), kernel classes and the budget's instance paths. The sum over a node's instances
+equals the node's value in the budget (tests/test_diff_instances.py checks it on every
+node), so the two cannot drift apart silently.
 """
 from __future__ import annotations
 
@@ -16,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from lltrace.trace.attribution import build_forest
-from lltrace.trace.budget import (OTHER_NODE, PYTHON, UNATTRIBUTED, _instance_paths, attribute_in_window,
-                                  classify_activities, cpu_self_times, region_candidates)
+from lltrace.trace.budget import (OTHER_NODE, PYTHON, UNATTRIBUTED, classify_activities, cpu_self_times,
+                                  instance_paths, regions_and_attribution)
 from lltrace.trace.events import Trace
 from lltrace.trace.kernels import CLASSES
 
@@ -64,8 +61,8 @@ class Instances:
 def compute(trace: Trace) -> Instances:
     """Instance values of every node of build_budget(trace)'s tree, keyed by path."""
     x, names = trace.x, trace.names
-    lltrace, rows, key_of_name = region_candidates(trace)
-    forest = build_forest(trace, rows)
+    ra = regions_and_attribution(trace)
+    lltrace, key_of_name, forest = ra.lltrace, ra.key_of_name, ra.forest
     n = len(forest)
     parent = forest.parent
     gpu_mode = trace.has_gpu
@@ -77,7 +74,7 @@ def compute(trace: Trace) -> Instances:
     ops_table: list[dict[str, Any]] = []
 
     if gpu_mode:
-        att, _ = attribute_in_window(trace, forest)   # as the budget does
+        att = ra.att
         g = att.gpu
         dur_ms = x["dur"][g] / 1e3
         cls_idx = classify_activities(trace, att, labels)
@@ -101,7 +98,7 @@ def compute(trace: Trace) -> Instances:
         root_total = None
         ops_table = _op_table(trace, ops, op_dur, cls_idx, labels)
 
-    paths, _ = _instance_paths(trace, forest, key_of_name, lltrace, None)
+    paths, _ = instance_paths(trace, forest, key_of_name, lltrace, None)
     groups: dict[Path, list[int]] = {}
     for k in range(n):
         groups.setdefault(paths[k], []).append(k)

@@ -221,6 +221,28 @@ def region_candidates(trace: Trace) -> tuple[bool, np.ndarray, dict[int, str | N
     return lltrace, (cand[keep] if len(cand) else cand), key_of_name
 
 
+@dataclass
+class RegionAttribution:
+    """The region forest of a trace and its GPU attribution (None on CPU-only traces)."""
+    lltrace: bool
+    key_of_name: list
+    forest: Any
+    att: Any
+    early_note: str | None
+
+
+def regions_and_attribution(trace: Trace) -> RegionAttribution:
+    """Regions (region_candidates + build_forest) and attribute_in_window, once per trace:
+    the budget and the diff's instance values both start from them."""
+    cached = trace.memo.get("regions_and_attribution")
+    if cached is None:
+        lltrace, rows, key_of_name = region_candidates(trace)
+        forest = build_forest(trace, rows)
+        att, note = attribute_in_window(trace, forest) if trace.has_gpu else (None, None)
+        cached = trace.memo["regions_and_attribution"] = RegionAttribution(lltrace, key_of_name, forest, att, note)
+    return cached
+
+
 def attribute_in_window(trace: Trace, forest) -> tuple[Any, str | None]:
     """GPU attribution without the activities launched before the profiled window opened
     (their launches are not in the trace), and a note saying how much was left out."""
@@ -276,8 +298,8 @@ def build_budget(trace: Trace, meta: dict[str, Any] | None = None) -> Budget:
     warnings = list(trace.warnings)
 
     # -- regions: lltrace's ll/... ranges, else every record_function and nn.Module range --
-    lltrace, rows, key_of_name = region_candidates(trace)
-    forest = build_forest(trace, rows)
+    ra = regions_and_attribution(trace)
+    lltrace, key_of_name, forest = ra.lltrace, ra.key_of_name, ra.forest
     n = len(forest)
     parent = forest.parent
     gpu_mode = trace.has_gpu
@@ -292,9 +314,9 @@ def build_budget(trace: Trace, meta: dict[str, Any] | None = None) -> Budget:
     inst_metric = np.zeros(n)
 
     if gpu_mode:
-        att, early_note = attribute_in_window(trace, forest)
-        if early_note:
-            warnings.append(early_note)
+        att = ra.att
+        if ra.early_note:
+            warnings.append(ra.early_note)
         g = att.gpu
         dur_ms = x["dur"][g] / 1e3
         cls_idx = classify_activities(trace, att, labels)
@@ -321,7 +343,7 @@ def build_budget(trace: Trace, meta: dict[str, Any] | None = None) -> Budget:
 
     # -- roofline per instance (lltrace traces with a model config) --
     shapes = roofline.WanShapes.from_meta(meta) if lltrace else None
-    paths, inst_flops = _instance_paths(trace, forest, key_of_name, lltrace, shapes)
+    paths, inst_flops = instance_paths(trace, forest, key_of_name, lltrace, shapes)
 
     # -- aggregate instances into nodes --
     root_path: tuple[str, ...] = ()
@@ -411,7 +433,7 @@ def _warn_gpu(trace, att, dur_ms, total, lltrace, attributed, warnings) -> None:
         warnings.append(f"only {attributed:.1%} of GPU time is inside an ll/ region")
 
 
-def _instance_paths(trace, forest, key_of_name, lltrace, shapes):
+def instance_paths(trace, forest, key_of_name, lltrace, shapes):
     """Tree path of each region instance, and its model FLOPs (None when not modeled)."""
     x, names = trace.x, trace.names
     n = len(forest)

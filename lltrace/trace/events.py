@@ -293,6 +293,8 @@ class Trace:
     stats: dict[str, Any] = field(default_factory=dict)
     run_dir: Path | None = None
     run_meta: dict[str, Any] | None = None       # meta.json of the run directory, if any
+    # Analyses every consumer of a trace needs (budget, diff instances) computed once per trace.
+    memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.x["ts"])
