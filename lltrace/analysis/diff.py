@@ -91,18 +91,23 @@ def load_side(path: str | Path, progress: Progress | None = None) -> Side:
 
 # ----------------------------------------------------------------------------- results
 
-def _delta(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else b - a
+class _Change:
+    """B - A and B's change in % of |A| (None without both values, or % when A is 0)."""
+    a: float | None
+    b: float | None
 
+    @property
+    def delta(self) -> float | None:
+        return None if self.a is None or self.b is None else self.b - self.a
 
-def _pct(a: float | None, b: float | None) -> float | None:
-    """B's change in % of |A| (None without both, or when A is 0)."""
-    d = _delta(a, b)
-    return None if d is None or not a else 100.0 * d / abs(a)
+    @property
+    def pct(self) -> float | None:
+        d = self.delta
+        return None if d is None or not self.a else 100.0 * d / abs(self.a)
 
 
 @dataclass
-class Metric:
+class Metric(_Change):
     """One headline number in A and B. `regression_pct` > 0 means B is worse."""
     name: str
     label: str
@@ -111,14 +116,6 @@ class Metric:
     b: float | None
     higher_is_better: bool
     judgement: noise.Judgement
-
-    @property
-    def delta(self) -> float | None:
-        return _delta(self.a, self.b)
-
-    @property
-    def pct(self) -> float | None:
-        return _pct(self.a, self.b)
 
     @property
     def regression_pct(self) -> float | None:
@@ -133,7 +130,7 @@ class Metric:
 
 
 @dataclass
-class NodeDiff:
+class NodeDiff(_Change):
     """A budget tree node in A and B; values are ms per unit (see Diff.unit)."""
     path: NodePath
     name: str
@@ -144,14 +141,6 @@ class NodeDiff:
     b_count: int | None
     judgement: noise.Judgement
     children: list["NodeDiff"] = field(default_factory=list)
-
-    @property
-    def delta(self) -> float | None:
-        return _delta(self.a, self.b)
-
-    @property
-    def pct(self) -> float | None:
-        return _pct(self.a, self.b)
 
     @property
     def impact(self) -> float:
