@@ -225,7 +225,7 @@ def region_candidates(trace: Trace) -> tuple[bool, np.ndarray, dict[int, str | N
 class RegionAttribution:
     """The region forest of a trace and its GPU attribution (None on CPU-only traces)."""
     lltrace: bool
-    key_of_name: list
+    key_of_name: dict
     forest: Any
     att: Any
     early_note: str | None
