@@ -14,10 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from lltrace.trace.budget import (OTHER_NODE, PYTHON, UNATTRIBUTED, classify_activities, cpu_self_times,
-                                  instance_paths, regions_and_attribution)
+from lltrace.trace.budget import OTHER_NODE, UNATTRIBUTED, cpu_self_times, instance_paths, regions_and_attribution
 from lltrace.trace.events import Trace
-from lltrace.trace.kernels import CLASSES
 
 Path = tuple[str, ...]
 
@@ -62,22 +60,19 @@ def compute(trace: Trace) -> Instances:
     """Instance values of every node of build_budget(trace)'s tree, keyed by path."""
     x, names = trace.x, trace.names
     ra = regions_and_attribution(trace)
-    lltrace, key_of_name, forest = ra.lltrace, ra.key_of_name, ra.forest
+    lltrace, key_of_name, forest, labels = ra.lltrace, ra.key_of_name, ra.forest, ra.labels
     n = len(forest)
     parent = forest.parent
-    gpu_mode = trace.has_gpu
-    labels = list(CLASSES) + ([] if gpu_mode else [PYTHON])
-    L = len(labels)
-    self_by = np.zeros((n + 1, L))     # row n: outside every region
+    gpu_mode = ra.gpu_mode
+    self_by = np.zeros((n + 1, len(labels)))     # row n: outside every region
     gpu_first = np.full(n, np.inf)
     gpu_last = np.full(n, -np.inf)
     ops_table: list[dict[str, Any]] = []
 
     if gpu_mode:
-        att = ra.att
+        att, cls_idx = ra.att, ra.cls_idx
         g = att.gpu
         dur_ms = x["dur"][g] / 1e3
-        cls_idx = classify_activities(trace, att, labels)
         row = np.where(att.host >= 0, att.host, n)
         np.add.at(self_by, (row, cls_idx), dur_ms)
         inside = att.host >= 0

@@ -223,23 +223,34 @@ def region_candidates(trace: Trace) -> tuple[bool, np.ndarray, dict[int, str | N
 
 @dataclass
 class RegionAttribution:
-    """The region forest of a trace and its GPU attribution (None on CPU-only traces)."""
+    """The region forest of a trace, its GPU attribution and the kernel class of each
+    attributed activity (att and cls_idx are None on CPU-only traces)."""
     lltrace: bool
     key_of_name: dict
     forest: Any
+    labels: list[str]            # the kernel classes, plus PYTHON on CPU-only traces
     att: Any
+    cls_idx: np.ndarray | None   # index into labels per attributed GPU activity
     early_note: str | None
+
+    @property
+    def gpu_mode(self) -> bool:
+        return self.att is not None
 
 
 def regions_and_attribution(trace: Trace) -> RegionAttribution:
-    """Regions (region_candidates + build_forest) and attribute_in_window, once per trace:
-    the budget and the diff's instance values both start from them."""
+    """Regions (region_candidates + build_forest), attribute_in_window and the kernel classes,
+    once per trace: the budget and the diff's instance values both start from them."""
     cached = trace.memo.get("regions_and_attribution")
     if cached is None:
         lltrace, rows, key_of_name = region_candidates(trace)
         forest = build_forest(trace, rows)
-        att, note = attribute_in_window(trace, forest) if trace.has_gpu else (None, None)
-        cached = trace.memo["regions_and_attribution"] = RegionAttribution(lltrace, key_of_name, forest, att, note)
+        gpu_mode = trace.has_gpu
+        labels = list(CLASSES) + ([] if gpu_mode else [PYTHON])
+        att, note = attribute_in_window(trace, forest) if gpu_mode else (None, None)
+        cls_idx = classify_activities(trace, att, labels) if gpu_mode else None
+        cached = trace.memo["regions_and_attribution"] = RegionAttribution(
+            lltrace, key_of_name, forest, labels, att, cls_idx, note)
     return cached
 
 
@@ -299,11 +310,10 @@ def build_budget(trace: Trace, meta: dict[str, Any] | None = None) -> Budget:
 
     # -- regions: lltrace's ll/... ranges, else every record_function and nn.Module range --
     ra = regions_and_attribution(trace)
-    lltrace, key_of_name, forest = ra.lltrace, ra.key_of_name, ra.forest
+    lltrace, key_of_name, forest, labels = ra.lltrace, ra.key_of_name, ra.forest, ra.labels
     n = len(forest)
     parent = forest.parent
-    gpu_mode = trace.has_gpu
-    labels = list(CLASSES) + ([] if gpu_mode else [PYTHON])
+    gpu_mode = ra.gpu_mode
     L = len(labels)
     self_by = np.zeros((n + 1, L))          # row n: outside every region
     kcount = np.zeros((n + 1, L), dtype=np.int64)
@@ -314,12 +324,11 @@ def build_budget(trace: Trace, meta: dict[str, Any] | None = None) -> Budget:
     inst_metric = np.zeros(n)
 
     if gpu_mode:
-        att = ra.att
+        att, cls_idx = ra.att, ra.cls_idx
         if ra.early_note:
             warnings.append(ra.early_note)
         g = att.gpu
         dur_ms = x["dur"][g] / 1e3
-        cls_idx = classify_activities(trace, att, labels)
         row = np.where(att.host >= 0, att.host, n)
         np.add.at(self_by, (row, cls_idx), dur_ms)
         np.add.at(kcount, (row, cls_idx), 1)
