@@ -356,12 +356,17 @@ class _Parser:
         return lenient_event(obj)
 
 
-def read_events(path: Path, sink: EventCollector, progress: Progress | None = None) -> ReadResult:
-    """Stream `path` into `sink`; raises LltraceError when it is not a trace at all."""
+def open_bytes(path: Path, progress: Progress | None = None) -> _Bytes:
+    """The (gunzipped) byte stream of a trace file; an unreadable file is a one-line LltraceError."""
     try:
-        src = _Bytes(path, progress)
+        return _Bytes(path, progress)
     except OSError as exc:
         raise LltraceError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def read_events(path: Path, sink: EventCollector, progress: Progress | None = None) -> ReadResult:
+    """Stream `path` into `sink`; raises LltraceError when it is not a trace at all."""
+    src = open_bytes(path, progress)
     try:
         result = _Parser(src, sink).run()
     except MemoryError:

@@ -34,7 +34,7 @@ from lltrace.trace.events import GPU_ACTIVITY, RUNTIME, Trace, lenient_event
 from lltrace.trace.loader import Source, load_trace, resolve_source
 # Adapter over the budget layer's streaming reader (private names): its parser with a decoder
 # that keeps each event's raw bytes; the public read_events() only hands out the fields budgets need.
-from lltrace.trace.reader import _Bytes, _Parser
+from lltrace.trace.reader import _Bytes, _Parser, open_bytes
 
 BROWSER_LIMIT = 256 << 20     # uncompressed JSON above this is slow or too big for a browser tab
 TRACK_FRAMES, TRACK_SWITCHES, TRACK_EVENTS, TRACK_REGIONS, TRACK_GPU_REGIONS = 1, 2, 3, 4, 5
@@ -335,10 +335,7 @@ def _copy_events(src: Source, writer: _Writer, flt: _Filter, warnings: list[str]
                  progress: Callable[[int, int], None] | None) -> _Sink:
     sink = _Sink(writer, flt)
     for path in src.traces:
-        try:
-            stream = _Bytes(path, progress)
-        except OSError as exc:
-            raise LltraceError(f"cannot read {path}: {exc.strerror or exc}") from None
+        stream = open_bytes(path, progress)
         try:
             result = _RawParser(stream, sink).run()
         finally:
