@@ -36,7 +36,7 @@ def bench(presets, model, device, overrides, warmup, blocks, out_path, as_json, 
     import torch
     from rich.console import Console
 
-    from lltrace.capture.bench import bench_preset
+    from lltrace.pipeline.bench import bench_preset
     from lltrace.pipeline.generator import resolve_device
     from lltrace.pipeline.presets import available_presets, load_preset, parse_overrides
     from lltrace.ui.bench_report import bench_markdown, bench_table

@@ -36,6 +36,7 @@ def diff(a, b, depth, top, as_json, as_markdown, fail_above, metric, strict, min
 
     from lltrace.analysis import diff as diff_mod
     from lltrace.analysis import gate as gate_mod
+    from lltrace.analysis.side import load_side
     from lltrace.errors import LltraceError
     from lltrace.ui import diff_report
 
@@ -51,7 +52,7 @@ def diff(a, b, depth, top, as_json, as_markdown, fail_above, metric, strict, min
     for label, path in (("A", a), ("B", b)):
         with err.status(f"reading {label}: {path}") if err.is_terminal else contextlib.nullcontext():
             try:
-                sides.append(diff_mod.load_side(path))
+                sides.append(load_side(path))
             except LltraceError as exc:
                 raise LltraceError(f"{label}: {exc.message}", exc.hint) from None
     result = diff_mod.diff(*sides, alpha=alpha, min_effect=effect)

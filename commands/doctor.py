@@ -32,7 +32,7 @@ def doctor(preset, stages, module_spec, model, device, overrides, no_compile, as
     """
     from rich.console import Console
 
-    from lltrace.analysis.doctor_model import INCOMPATIBLE
+    from lltrace.doctor.report import INCOMPATIBLE
 
     err = Console(stderr=True)
     if module_spec is not None:
@@ -40,14 +40,14 @@ def doctor(preset, stages, module_spec, model, device, overrides, no_compile, as
                                       ("--set", overrides)) if v]
         if given:
             raise LltraceError(f"--module diagnoses your module: {', '.join(given)} do not apply to it")
-        from lltrace.analysis.graph_doctor import diagnose_module, load_module_factory
+        from lltrace.doctor.graph import diagnose_module, load_module_factory
 
         module, calls = load_module_factory(module_spec)
         with err.status(f"diagnosing {module_spec}"):
             report = diagnose_module(module, calls, name=module_spec.rpartition(":")[2], target=module_spec,
                                      compile_check=not no_compile)
     else:
-        from lltrace.analysis.pipeline_doctor import diagnose_preset, parse_stages
+        from lltrace.doctor.pipeline import diagnose_preset, parse_stages
         from lltrace.pipeline.generator import resolve_device
         from lltrace.pipeline.presets import load_preset, parse_overrides
 

@@ -23,7 +23,7 @@ def export(source, out, blocks, window_ms, check):
     from rich.console import Console
 
     from lltrace.errors import LltraceError
-    from lltrace.ui import perfetto_export as pe
+    from lltrace.export import perfetto as pe
 
     err = Console(stderr=True)
     with err.status(f"exporting {source}") if err.is_terminal else contextlib.nullcontext():
@@ -42,7 +42,7 @@ def export(source, out, blocks, window_ms, check):
     for w in result.warnings:
         err.print(f"warning: {w}", style="yellow", highlight=False)
     if check:
-        from lltrace.ui.chrome_format import validate_file
+        from lltrace.export.chrome_format import validate_file
         report = validate_file(result.path)
         if not report.ok:
             raise LltraceError(f"{result.path} does not follow the trace event format: {report.summary()}")

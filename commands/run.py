@@ -82,7 +82,7 @@ def run(preset, frames, prompt, switch_at, headless, profile_blocks, regions_lev
         pipe = StreamingPipeline(p, device=dev, model=model, weights=weights, lora=lora, lora_alpha=lora_alpha,
                                  vae_weights=vae_weights, tokenizer=tokenizer, seed=seed)
     if dev.type == "cuda":
-        from lltrace.analysis.roofline import measure_matmul_tflops
+        from lltrace.trace.roofline import measure_matmul_tflops
         pipe.ceiling_tflops = measure_matmul_tflops(iters=10)  # ~0.1 s; meta.json's roofline ceiling
     session_kwargs = dict(num_blocks=num_blocks, prompt=prompt, switches=switches, profile_blocks=profile,
                           regions_level=regions_level, py_spy=py_spy, command=["lltrace", *sys.argv[1:]])

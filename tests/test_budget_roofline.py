@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lltrace.analysis import roofline
+from lltrace.trace import roofline
 from lltrace.errors import NeedsCudaError
 from lltrace.pipeline.config import load_model_config
 from lltrace.pipeline.presets import load_preset

@@ -10,7 +10,8 @@ import pytest
 
 from commands.cli import main
 from lltrace.analysis import noise
-from lltrace.analysis.diff import diff, load_side
+from lltrace.analysis.diff import diff
+from lltrace.analysis.side import load_side
 from lltrace.analysis.gate import gate, parse_pct
 from lltrace.errors import LltraceError
 

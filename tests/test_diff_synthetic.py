@@ -12,7 +12,8 @@ import pytest
 
 from commands.cli import main
 from lltrace.analysis import noise
-from lltrace.analysis.diff import diff, load_side
+from lltrace.analysis.diff import diff
+from lltrace.analysis.side import load_side
 from lltrace.analysis.gate import gate
 from lltrace.analysis.kernel_diff import precision
 from test_trace_synthetic import lltrace_run, write

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from commands.cli import main
-from lltrace.analysis.graph_doctor import diagnose_module
+from lltrace.doctor.graph import diagnose_module
 from lltrace.ui.doctor_report import panel_lines, panel_verdict
 
 CASE = '''\
@@ -93,7 +93,7 @@ def test_pipeline_table_on_cpu(capsys):
 
 
 def test_panel_lines_show_verdict_and_first_reason(case_file):
-    from lltrace.analysis.graph_doctor import load_module_factory
+    from lltrace.doctor.graph import load_module_factory
 
     module, calls = load_module_factory(f"{case_file}:make")
     report = diagnose_module(module, calls, compile_check=False)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lltrace.analysis.doctor_model import COMPATIBLE, INCOMPATIBLE
-from lltrace.analysis.graph_doctor import diagnose, diagnose_module
-from lltrace.analysis.pipeline_doctor import build_doctor_pipeline
+from lltrace.doctor.report import COMPATIBLE, INCOMPATIBLE
+from lltrace.doctor.graph import diagnose_module
+from lltrace.doctor.pipeline import diagnose_pipeline as diagnose
+from lltrace.doctor.pipeline import build_doctor_pipeline
 from test_doctor_module import HERE, IntPositionCache, ItemScale, TensorPositionCache, line_of
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA-graph capture needs CUDA")

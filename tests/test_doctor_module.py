@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from lltrace.analysis.doctor_model import INCOMPATIBLE, NOT_RUN
-from lltrace.analysis.graph_doctor import diagnose_module, load_module_factory
-from lltrace.analysis.stage_state import StateSnapshot
+from lltrace.doctor.report import INCOMPATIBLE, NOT_RUN
+from lltrace.doctor.graph import diagnose_module, load_module_factory
+from lltrace.doctor.stage_state import StateSnapshot
 from lltrace.errors import LltraceError
 
 HERE = "tests/test_doctor_module.py"

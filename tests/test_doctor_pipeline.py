@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lltrace.analysis.doctor_model import INCOMPATIBLE, NOT_RUN
-from lltrace.analysis.graph_doctor import diagnose
-from lltrace.analysis.pipeline_doctor import STATIC_CACHE_FIX, build_doctor_pipeline, parse_stages
+from lltrace.doctor.report import INCOMPATIBLE, NOT_RUN
+from lltrace.doctor.pipeline import diagnose_pipeline as diagnose
+from lltrace.doctor.pipeline import STATIC_CACHE_FIX, build_doctor_pipeline, parse_stages
 from lltrace.errors import LltraceError
 from lltrace.pipeline.observer import NULL_OBSERVER, PipelineObserver
 
@@ -127,7 +127,7 @@ def test_compiled_blocks_run_eagerly_under_the_doctor_and_come_back(monkeypatch)
 
     from torch._dynamo.utils import counters
 
-    from lltrace.analysis.pipeline_doctor import diagnose_pipeline
+    from lltrace.doctor.pipeline import diagnose_pipeline
     from lltrace.pipeline import optimize
     from lltrace.pipeline.generator import StreamingPipeline
     from lltrace.pipeline.presets import cpu_fallback, load_preset

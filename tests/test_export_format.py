@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from lltrace.ui.chrome_format import load, validate, validate_file
+from lltrace.export.chrome_format import load, validate, validate_file
 
 GOOD = [
     {"ph": "M", "name": "process_name", "pid": 1, "tid": 0, "args": {"name": "p"}},

@@ -14,8 +14,8 @@ from commands.cli import main
 from lltrace.analysis.instances import compute
 from lltrace.trace.budget import build_budget
 from lltrace.trace.loader import load_trace
-from lltrace.ui import perfetto_export as pe
-from lltrace.ui.chrome_format import load, validate, validate_file
+from lltrace.export import perfetto as pe
+from lltrace.export.chrome_format import load, validate, validate_file
 from test_diff_runs import make_tiny_run
 from test_trace_synthetic import lltrace_run, write
 

@@ -61,7 +61,7 @@ def test_bench_times_the_compiled_forward_without_recompiling(monkeypatch):
     """`lltrace bench` times pipe.forward on its own, outside generate_block's no_grad: grad
     mode is part of dynamo's guards, so that once cost a recompile inside the timed repeats
     (seen on the H100: one of 10 forwards took 1.1-2.0 s)."""
-    from lltrace.capture.bench import bench_preset
+    from lltrace.pipeline.bench import bench_preset
 
     monkeypatch.setattr(optimize, "COMPILE_BACKEND", "eager")
     torch._dynamo.reset()

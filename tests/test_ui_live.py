@@ -271,7 +271,7 @@ def baseline_pipe():
 
 def held_doctor(monkeypatch):
     """diagnose_pipeline held until the test sets the gate; records its calls and when it returned."""
-    from lltrace.analysis import pipeline_doctor
+    from lltrace.doctor import pipeline as pipeline_doctor
 
     real, gate, calls, returned = pipeline_doctor.diagnose_pipeline, threading.Event(), [], []
 
@@ -350,7 +350,7 @@ def test_doctor_finds_no_blocking_issue_in_ultras_static_cache(pipe, traces):
 
 
 def test_no_doctor_means_no_check_and_no_row(pipe, traces, monkeypatch):
-    from lltrace.analysis import pipeline_doctor
+    from lltrace.doctor import pipeline as pipeline_doctor
 
     calls = []
     monkeypatch.setattr(pipeline_doctor, "diagnose_pipeline", lambda *a, **k: calls.append(a))
@@ -370,7 +370,7 @@ def test_no_doctor_means_no_check_and_no_row(pipe, traces, monkeypatch):
 
 
 def test_a_doctor_that_fails_is_shown_and_the_run_goes_on(pipe, traces, monkeypatch):
-    from lltrace.analysis import pipeline_doctor
+    from lltrace.doctor import pipeline as pipeline_doctor
 
     def broken(*args, **kwargs):
         raise RuntimeError("no probe today")

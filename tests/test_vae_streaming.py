@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from lltrace.errors import LltraceError, NeedsCudaError
 from lltrace.pipeline.config import load_model_config
-from lltrace.pipeline.vae import CausalConv3d, FeatureCache, build_decoder
+from lltrace.pipeline.decoders import build_decoder
+from lltrace.pipeline.vae import CausalConv3d, FeatureCache
 
 KINDS = ["wan", "fast"]
 H, W = 4, 6  # latent size: non-square so a swapped h/w shows

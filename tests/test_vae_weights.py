@@ -8,7 +8,8 @@ from safetensors.torch import save_file
 from lltrace.errors import LltraceError
 from lltrace.pipeline.config import load_model_config
 from lltrace.pipeline.fast_decoder import FastDecoder
-from lltrace.pipeline.vae import WanDecoder, build_decoder, load_vae_weights
+from lltrace.pipeline.decoders import build_decoder
+from lltrace.pipeline.vae import WanDecoder, load_vae_weights
 
 
 # ---------------------------------------------------------------- analytic parameter counts

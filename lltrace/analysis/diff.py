@@ -16,22 +16,18 @@ turns one metric into a CI exit code.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lltrace.analysis import instances as inst_mod
 from lltrace.analysis import noise
 from lltrace.analysis.kernel_diff import KernelDiff, kernel_diff
-from lltrace.analysis.rundata import RunData, read_run, steady_blocks
+from lltrace.analysis.side import Side
+from lltrace.analysis.rundata import steady_blocks
 from lltrace.trace import regions
-from lltrace.trace.budget import Budget, Node, build_budget, load_budget
-from lltrace.trace.loader import load_trace, resolve_source
-from lltrace.trace.reader import Progress
+from lltrace.trace.budget import Node
 
 DIFF_FORMAT = "lltrace-diff/1"
 NodePath = tuple[str, ...]
@@ -39,55 +35,6 @@ _LEAF_KINDS = ("class", "other", "unattributed")
 
 
 # ----------------------------------------------------------------------------- inputs
-
-@dataclass
-class Side:
-    """One input of the diff: its budget, per-instance values (None for a budget JSON) and
-    the run directory's other files (empty for a bare trace)."""
-    path: str
-    kind: str                        # "run" | "trace" | "budget"
-    budget: Budget
-    instances: inst_mod.Instances | None
-    run: RunData
-
-    @property
-    def describe(self) -> dict[str, Any]:
-        b = self.budget
-        meta = self.run.meta or {}
-        return {"path": self.path, "kind": self.kind, "source": b.source, "metric": b.metric,
-                "preset": (b.run or {}).get("preset") or meta.get("preset"),
-                "run_id": (b.run or {}).get("run_id") or meta.get("run_id"),
-                "device": b.trace.get("device") or (b.run or {}).get("device"),
-                "profile_blocks": (meta.get("profile") or {}).get("blocks") if isinstance(meta.get("profile"), dict)
-                else None,
-                "partial": b.partial}
-
-
-def _run_of_budget(budget: Budget) -> RunData:
-    """The run directory a budget JSON was made from, if it is still there and is the same run."""
-    run_id = (budget.run or {}).get("run_id")
-    if not run_id or not budget.source:
-        return RunData(None)
-    d = Path(budget.source).parent
-    try:
-        meta = json.loads((d / "meta.json").read_text())
-    except (OSError, ValueError):
-        return RunData(None)
-    if not isinstance(meta, dict) or meta.get("run_id") != run_id:
-        return RunData(None)
-    return read_run(d, meta)
-
-
-def load_side(path: str | Path, progress: Progress | None = None) -> Side:
-    """A run directory, a run id, a trace file or a budget JSON (LltraceError when none)."""
-    src = resolve_source(path)
-    if src.kind == "budget":
-        b = load_budget(src.path)
-        return Side(str(path), "budget", b, None, _run_of_budget(b))
-    trace = load_trace(src, progress)
-    b = build_budget(trace)
-    return Side(str(path), src.kind, b, inst_mod.compute(trace), read_run(src.run_dir, trace.run_meta))
-
 
 # ----------------------------------------------------------------------------- results
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from lltrace.analysis.diff import Side
+from lltrace.analysis.side import Side
 
 
 def _r(v):

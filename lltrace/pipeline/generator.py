@@ -71,7 +71,7 @@ class StreamingPipeline:
         from lltrace.pipeline.kv_cache import CrossAttnCache, make_kv_cache
         from lltrace.pipeline.model import CausalWanModel
         from lltrace.pipeline.text_encoder import TextEncoder
-        from lltrace.pipeline.vae import build_decoder
+        from lltrace.pipeline.decoders import build_decoder
         from lltrace.pipeline.weights import init_random_weights, load_generator_weights
 
         self.preset = preset

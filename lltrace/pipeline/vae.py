@@ -3,7 +3,7 @@
 Architecture and parameter names follow Wan2.1's `wan/modules/vae.py` (`WanVAE_.conv2` +
 `Decoder3d`), so the decoder half of a real `Wan2.1_VAE.pth` loads with `load_vae_weights`.
 Also home of the `StreamingDecoder` interface that the small fast decoder shares
-(`lltrace.pipeline.fast_decoder`) and of `build_decoder`, which the generator calls.
+(`lltrace.pipeline.fast_decoder`); `lltrace.pipeline.decoders.build_decoder` builds either.
 
 Frame rule (Wan's causal VAE): the first latent frame after `reset()` decodes to 1 video
 frame, every later one to 4, so a block of n latent frames gives 1 + 4(n-1) frames first,
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lltrace.errors import LltraceError, NeedsCudaError
+from lltrace.errors import LltraceError
 
 if TYPE_CHECKING:
     from lltrace.pipeline.config import ModelConfig
@@ -85,26 +85,6 @@ class StreamingDecoder(nn.Module):
 
     def init_weights(self, seed: int = 0) -> None:
         raise NotImplementedError
-
-
-def build_decoder(kind: str, cfg: ModelConfig, dtype: torch.dtype = torch.float32,
-                  device: str | torch.device = "cpu", seed: int = 0) -> StreamingDecoder:
-    """A decoder with seeded random weights: built on meta, materialised once on `device`."""
-    if kind == "wan":
-        cls: type[StreamingDecoder] = WanDecoder
-    elif kind == "fast":
-        from lltrace.pipeline.fast_decoder import FastDecoder
-        cls = FastDecoder
-    else:
-        raise LltraceError(f"unknown decoder {kind!r}", f"valid: {', '.join(DECODER_KINDS)}")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise NeedsCudaError(f"the {kind} decoder on {device}")
-    with torch.device("meta"):
-        dec = cls.from_config(cfg)  # type: ignore[attr-defined]
-    dec = dec.to(dtype=dtype).to_empty(device=device)
-    dec.init_weights(seed)
-    return dec.eval().requires_grad_(False)
 
 
 @torch.no_grad()

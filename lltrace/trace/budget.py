@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from lltrace.analysis import roofline
+from lltrace.trace import roofline
 from lltrace.errors import LltraceError
 from lltrace.trace import regions
 from lltrace.trace.attribution import BY_GPU_ANNOTATION, NONE, attribute, build_forest, thread_key

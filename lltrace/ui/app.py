@@ -205,7 +205,7 @@ class LltraceApp(App):
         pipe.start(), so the first-frame latency leaves the doctor out. The doctor puts the
         pipeline's observer, CUDA graphs and compiled blocks back and leaves its stream mid-way
         (session.run() starts a new one). A doctor that fails is shown, never ends the run."""
-        from lltrace.analysis import pipeline_doctor
+        from lltrace.doctor import pipeline as pipeline_doctor
 
         try:
             report = pipeline_doctor.diagnose_pipeline(pipe, list(DOCTOR_STAGES), compile_check=False)

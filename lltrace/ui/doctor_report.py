@@ -1,12 +1,12 @@
 """Rendering of `lltrace doctor` reports: a rich table per run, and short lines for the TUI's
-CUDA-graph panel. Reads only lltrace.analysis.doctor_model (the same data `--json` prints)."""
+CUDA-graph panel. Reads only lltrace.doctor.report (the same data `--json` prints)."""
 from __future__ import annotations
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from lltrace.analysis.doctor_model import COMPATIBLE, INCOMPATIBLE, DoctorReport, Finding, StageReport
+from lltrace.doctor.report import COMPATIBLE, INCOMPATIBLE, DoctorReport, Finding, StageReport
 
 MAX_REASONS = 6
 STYLE = {COMPATIBLE: "bold green", INCOMPATIBLE: "bold red"}

@@ -9,8 +9,8 @@ is added with:
   tid 4 "regions (host)"   the region ranges alone (no aten ops in between)
   tid 5 "regions (GPU)"    each region from its first to its last GPU activity
   counter "frame latency"  ms per video frame, one sample per block
-All times are on the trace's clock (lltrace.analysis.timeline). Output follows the Trace Event
-Format (lltrace.ui.chrome_format validates it), is written atomically (temp file + rename) and
+All times are on the trace's clock (lltrace.export.timeline). Output follows the Trace Event
+Format (lltrace.export.chrome_format validates it), is written atomically (temp file + rename) and
 gzipped when the name ends in .gz.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ import msgspec
 import numpy as np
 
 from lltrace.analysis import instances as inst_mod
-from lltrace.analysis import timeline as tl_mod
+from lltrace.export import timeline as tl_mod
 from lltrace.analysis.rundata import read_run
 from lltrace.errors import LltraceError
 from lltrace.trace.events import GPU_ACTIVITY, RUNTIME, Trace, lenient_event

@@ -15,7 +15,7 @@ Single-call hazards are flagged as they happen: host syncs (`.item()`, `int(t)`,
 data-dependent output shapes, `.tolist()`), host data turned into tensors (`torch.tensor`),
 host<->device copies, random ops (RNG).
 Hand-written: no library diffs dispatcher traces by source line (torch.compile's guards are
-the nearest thing, and compile_doctor.py reports those too).
+the nearest thing, and compile.py reports those too).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from lltrace.analysis.doctor_model import KINDS, Finding
+from lltrace.doctor.report import KINDS, Finding
 
 _LLTRACE_DIR = Path(__file__).resolve().parent.parent          # .../lltrace
 _REPO_ROOT = _LLTRACE_DIR.parent
@@ -45,7 +45,7 @@ _SITE = tuple({os.path.join(_paths[k], "") for k in ("purelib", "platlib")})
 _STDLIB = tuple({os.path.join(_paths[k], "") for k in ("stdlib", "platstdlib")})
 # Frames in these are never "the line responsible": torch itself, the doctor, lltrace's hooks.
 _SKIP_DIRS = (os.path.join(os.path.dirname(torch.__file__), ""),
-              os.path.join(str(_LLTRACE_DIR / "analysis"), ""),
+              os.path.join(str(_LLTRACE_DIR / "doctor"), ""),
               os.path.join(str(_LLTRACE_DIR / "capture"), ""))
 VALUE_FRAMES = 1      # innermost user frames whose Python values are compared (outer ones blame unrelated values)
 MAX_FRAMES = 12

@@ -11,12 +11,12 @@ input buffers (what graph replays need), so only the stage's own behaviour is ju
   eager call at the same position. Not tried when the stage copies CPU tensors to the device. A replay at B that differs means "the graph captured one position".
   A failed capture is reported with its message and the innermost line of user code; the
   process stays usable (the stream is synchronized, the stage's state restored).
-- torch.compile health at A and B (compile_doctor.py).
+- torch.compile health at A and B (compile.py).
 Every extra run (capture, replay, compiled run) is bracketed by a StateSnapshot restore, so
 the stage's state is as if only the real calls had happened.
 
-`diagnose(pipe, stages)` (the pipeline's stages) lives in pipeline_doctor.py and is
-re-exported here; `diagnose_module(module, calls)` runs the same checks on a user's module.
+`diagnose_pipeline(pipe, stages)` (the pipeline's stages) lives in pipeline.py and is
+`diagnose_module(module, calls)` runs the same checks on a user's module.
 """
 from __future__ import annotations
 
@@ -33,11 +33,11 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
-from lltrace.analysis.compile_doctor import CompileProbe, compile_time_notes
-from lltrace.analysis.doctor_model import (COMPATIBLE, INCOMPATIBLE, NOT_RUN, DoctorReport, Finding,
+from lltrace.doctor.compile import CompileProbe, compile_time_notes
+from lltrace.doctor.report import (COMPATIBLE, INCOMPATIBLE, NOT_RUN, DoctorReport, Finding,
                                            StageReport)
-from lltrace.analysis.op_recorder import OpRecorder, compare_recordings, display_path, is_user_file
-from lltrace.analysis.stage_state import StateSnapshot
+from lltrace.doctor.op_recorder import OpRecorder, compare_recordings, display_path, is_user_file
+from lltrace.doctor.stage_state import StateSnapshot
 from lltrace.errors import LltraceError
 
 GENERIC_FIXES = {
@@ -480,9 +480,3 @@ def load_module_factory(spec: str) -> tuple[nn.Module, list]:
             and isinstance(made[1], (tuple, list)) and len(made[1]) >= 2):
         raise LltraceError(f"--module: {attr}() must return (module, [args of call 1, args of call 2])")
     return made[0], list(made[1])
-
-
-def diagnose(pipe, stages: Sequence[str] | None = None, **kwargs) -> DoctorReport:
-    """Every (or the given) stage of a StreamingPipeline; see pipeline_doctor.diagnose_pipeline."""
-    from lltrace.analysis.pipeline_doctor import diagnose_pipeline
-    return diagnose_pipeline(pipe, stages, **kwargs)

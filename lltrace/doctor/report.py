@@ -1,7 +1,7 @@
 """What `lltrace doctor` reports: findings per stage, the CUDA-graph verdict, compile health.
 
 Plain dataclasses with `to_dict()` (JSON for `--json`, the TUI's CUDA-graph panel); the
-analyses that fill them live in graph_doctor.py, op_recorder.py and compile_doctor.py.
+analyses that fill them live in graph.py, op_recorder.py and compile.py.
 """
 from __future__ import annotations
 

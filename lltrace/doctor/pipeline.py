@@ -1,7 +1,7 @@
 """`lltrace doctor` on the streaming pipeline: each stage probed where the pipeline calls it.
 
 The doctor streams a few blocks with prompt switches through the real pipeline, and swaps
-each stage's call for a StageProbe (graph_doctor.py) at three invocations: a warm-up, then
+each stage's call for a StageProbe (graph.py) at three invocations: a warm-up, then
 two consecutive positions (A, B). Stages (lltrace.pipeline.generator.StreamingPipeline):
 - denoise:   the generator forward at the first denoising step, blocks 0 / 1 / 2;
 - kv_update: the clean forward at context_noise that writes the KV cache (KVCache.update
@@ -26,9 +26,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from lltrace.analysis.doctor_model import DoctorReport, Finding
-from lltrace.analysis.compile_doctor import compile_time_notes
-from lltrace.analysis.graph_doctor import StageProbe
+from lltrace.doctor.report import DoctorReport, Finding
+from lltrace.doctor.compile import compile_time_notes
+from lltrace.doctor.graph import StageProbe
 from lltrace.errors import LltraceError
 
 STAGES = ("denoise", "kv_update", "recache", "decode", "text")

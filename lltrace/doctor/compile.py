@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from lltrace.analysis.doctor_model import CompileHealth
-from lltrace.analysis.op_recorder import display_path, is_user_file
+from lltrace.doctor.report import CompileHealth
+from lltrace.doctor.op_recorder import display_path, is_user_file
 
 # "5/0: layer_idx == 0   # y = self.self_attn(...)  # lltrace/pipeline/model.py:189 in forward",
 # then "User stack trace:" and traceback lines `File "/abs/path.py", line 189, in forward`.
