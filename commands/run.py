@@ -29,6 +29,10 @@ def _parse_switch(value: str) -> tuple[int, str]:
 @click.option("--regions", "regions_level", type=click.Choice(["off", "block", "layer", "op"]), default="op",
               show_default=True, help="Region detail: NVTX + record_function ranges.")
 @click.option("--py-spy", "py_spy", is_flag=True, help="Also record host-side Python stacks with py-spy.")
+@click.option("--kernel-map/--no-kernel-map", "kernel_map", default=True, show_default=True,
+              help="Record inductor's kernel provenance and each CUDA-graph capture, so the budget puts "
+                   "compiled and replayed kernels under their op regions (compile-time and capture-time "
+                   "cost only).")
 @click.option("--model", default=None, help="Model config (wan-1.3b, tiny). Default: the preset's; tiny without CUDA.")
 @click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
 @click.option("--set", "overrides", multiple=True, metavar="KNOB=VALUE", help="Override a preset knob.")
@@ -44,7 +48,7 @@ def _parse_switch(value: str) -> tuple[int, str]:
 @click.option("--doctor/--no-doctor", default=True, show_default=True,
               help="TUI only: check the built pipeline with `lltrace doctor` (denoise, kv_update) and show "
                    "its CUDA-graph verdict; costs a few seconds before the first frame (not counted in it).")
-def run(preset, frames, prompt, switch_at, headless, profile_blocks, regions_level, py_spy, model, device,
+def run(preset, frames, prompt, switch_at, headless, profile_blocks, regions_level, py_spy, kernel_map, model, device,
         overrides, weights, lora, lora_alpha, vae_weights, tokenizer, seed, as_json, doctor):
     """Run the LongLive pipeline with full instrumentation; write traces/<run-id>/.
 
@@ -78,6 +82,9 @@ def run(preset, frames, prompt, switch_at, headless, profile_blocks, regions_lev
     if live:  # headless runs list the notes in their summary
         for n in notes:
             err.print(f"[yellow]note:[/yellow] {n}")
+    from lltrace.capture import provenance
+    if kernel_map:
+        provenance.recording()   # before anything compiles, the TUI's pre-flight doctor included
     with err.status(f"building {p.name} ({model or p.model})"):
         pipe = StreamingPipeline(p, device=dev, model=model, weights=weights, lora=lora, lora_alpha=lora_alpha,
                                  vae_weights=vae_weights, tokenizer=tokenizer, seed=seed)
@@ -85,7 +92,7 @@ def run(preset, frames, prompt, switch_at, headless, profile_blocks, regions_lev
         from lltrace.trace.roofline import measure_matmul_tflops
         pipe.ceiling_tflops = measure_matmul_tflops(iters=10)  # ~0.1 s; meta.json's roofline ceiling
     session_kwargs = dict(num_blocks=num_blocks, prompt=prompt, switches=switches, profile_blocks=profile,
-                          regions_level=regions_level, py_spy=py_spy, command=["lltrace", *sys.argv[1:]])
+                          regions_level=regions_level, py_spy=py_spy, kernel_map=kernel_map, command=["lltrace", *sys.argv[1:]])
     if live:
         try:
             from lltrace.ui.app import run_live_app

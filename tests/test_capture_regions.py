@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from lltrace.capture.hooks import instrument_module, match_name, wrap_method
+from lltrace.capture.hooks import instrument_module, wrap_method
+from lltrace.capture.patterns import match_name
 from lltrace.capture.regions import Region, enabled_at, level_of, region
 from lltrace.errors import LltraceError
 from test_capture_fake import DIM, TEXT, TOKENS, FakePipeline, KVCache, TinyWan, instrument_cache

@@ -123,7 +123,7 @@ def compute(trace: Trace) -> Instances:
             sum(float(v.sum()) for p, v in by_path.items() if len(p) == 1)
         by_path[()] = np.array([total])
 
-    inst = [RegionInstance(paths[k], names[int(x["name"][forest.idx[k]])], int(forest.idx[k]),
+    inst = [RegionInstance(paths[k], names[int(forest.name[k])], int(forest.idx[k]),
                            float(forest.start[k]), float(forest.end[k]), float(value[k]),
                            float(gpu_first[k]) if np.isfinite(gpu_first[k]) else None,
                            float(gpu_last[k]) if np.isfinite(gpu_last[k]) else None)

@@ -26,19 +26,9 @@ import torch
 from torch import nn
 
 from lltrace.capture import regions
+from lltrace.capture.patterns import DEFAULT_PATTERNS, first_match
 from lltrace.capture.regions import Region, check_level, enabled_at
 from lltrace.errors import LltraceError
-
-DEFAULT_PATTERNS: tuple[tuple[str, str], ...] = (
-    ("blocks.{k}", "ll/layer[{k}]"),
-    ("blocks.*.self_attn", "ll/self_attn"),
-    ("blocks.*.cross_attn", "ll/cross_attn"),
-    ("blocks.*.ffn", "ll/ffn"),
-    ("blocks.*.norm1|norm2|norm3", "ll/norm"),
-    ("patch_embedding|text_embedding|time_embedding|time_projection", "ll/embed"),
-    ("head", "ll/head"),
-)
-"""(module-name pattern, region name template) in Wan2.1 / LongLive module names."""
 
 _COMPILED_WRAPPER = "_orig_mod"
 _is_compiling = torch.compiler.is_compiling
@@ -69,39 +59,6 @@ class InstrumentHandle:
 
     def __exit__(self, *exc) -> None:
         self.remove()
-
-
-def _match_segment(pattern: str, segment: str, captures: dict[str, str]) -> bool:
-    if pattern == "*":
-        return True
-    if pattern.startswith("{") and pattern.endswith("}"):
-        if not segment.isdigit():
-            return False
-        captures[pattern[1:-1]] = segment
-        return True
-    return segment in pattern.split("|")
-
-
-def match_name(pattern: str, qualname: str) -> dict[str, str] | None:
-    """Captures if `pattern` matches the end of `qualname` (see module doc), else None."""
-    pat = pattern.split(".")
-    segs = [s for s in qualname.split(".") if s] if qualname else []
-    if len(segs) < len(pat):
-        return None
-    captures: dict[str, str] = {}
-    for p, s in zip(pat, segs[len(segs) - len(pat):]):
-        if not _match_segment(p, s, captures):
-            return None
-    return captures
-
-
-def _first_match(patterns: Sequence[tuple[str, str]], qualname: str) -> str | None:
-    """The region name of the first pattern matching `qualname`, or None."""
-    for path, template in patterns:
-        caps = match_name(path, qualname)
-        if caps is not None:
-            return template.format(**caps)
-    return None
 
 
 def _below(norm: str, root: str) -> bool:
@@ -213,7 +170,7 @@ def instrument_module(model: nn.Module, level: str = "op",
         if qualname.split(".")[-1] == _COMPILED_WRAPPER:
             continue  # the same module as its OptimizedModule wrapper, which gets the hooks
         norm = _normalize(qualname)
-        match = _first_match(patterns, norm)
+        match = first_match(patterns, norm)
         if any(_below(norm, root) for root in compiled_roots):
             if match is not None and enabled_at(match, level):
                 handle.skipped.append((qualname, "inside a torch.compile'd module: inductor fuses "

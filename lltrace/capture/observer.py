@@ -1,11 +1,13 @@
 """CaptureObserver: the pipeline's observer callbacks -> regions, frame clock and run events."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import ContextManager, Iterable
 
 from lltrace.capture.events import EventSink, RunEvent
 from lltrace.capture.frame_clock import FrameClock
-from lltrace.capture.regions import check_level, region
+from lltrace.capture.graph_capture import GraphCaptureRecorder, capture_region
+from lltrace.capture.regions import check_level, enabled_at, region
 from lltrace.pipeline.observer import PipelineObserver
 
 # Regions whose end starts the next block's time (FORMATS.md §2 `block_ms`).
@@ -38,8 +40,10 @@ class CaptureObserver(PipelineObserver):
     `observer.region(...)` calls emit; the frame clock is fed at every level.
     """
 
-    def __init__(self, clock: FrameClock, *, level: str = "op", sinks: Iterable[EventSink] = ()):
+    def __init__(self, clock: FrameClock, *, level: str = "op", sinks: Iterable[EventSink] = (),
+                 graphs: GraphCaptureRecorder | None = None):
         self.clock = clock
+        self.graphs = graphs
         self.level = check_level(level)
         self.sinks = list(sinks)
         self.blocks_done = 0
@@ -53,6 +57,11 @@ class CaptureObserver(PipelineObserver):
         if name in BOUNDARY_REGIONS:
             return _Boundary(r, self.clock)
         return r
+
+    def graph_capture(self, index: int) -> ContextManager:
+        if self.graphs is None or not enabled_at(capture_region(index), self.level):
+            return nullcontext()
+        return self.graphs.record(index)
 
     def run_started(self) -> None:
         self.clock.run_started()

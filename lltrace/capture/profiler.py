@@ -107,6 +107,15 @@ class ProfilerWindow:
         return self._prof is not None and self._prof.current_action in (
             ProfilerAction.RECORD, ProfilerAction.RECORD_AND_SAVE)
 
+    def state(self) -> str:
+        """"recording", "idle" (no profiler is prepared: another one may start) or "busy"
+        (warming up: Kineto is prepared for this window, a second profiler cannot start)."""
+        if self.recording:
+            return "recording"
+        if self._prof is None or self._prof.current_action == ProfilerAction.NONE:
+            return "idle"
+        return "busy"
+
     def _new_profile(self, sched=None) -> profile:
         return profile(activities=activities(), schedule=sched, on_trace_ready=self._trace_ready,
                        record_shapes=self.record_shapes, profile_memory=self.profile_memory,

@@ -20,16 +20,18 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
+from lltrace.capture import provenance
 from lltrace.capture.events import RunEvent, TimeBase
 from lltrace.capture.frame_clock import ClockStats, FrameClock, FrameRecord, SwitchRecord
+from lltrace.capture.graph_capture import GraphCaptureRecorder
 from lltrace.capture.hooks import DEFAULT_PATTERNS, InstrumentHandle, instrument_module, wrap_method
 from lltrace.capture.meta import build_meta
 from lltrace.capture.observer import CaptureObserver
 from lltrace.capture.profiler import ProfilerWindow, parse_profile_blocks
 from lltrace.capture.pyspy import PySpyRecorder
 from lltrace.capture.recompiles import RecompileMonitor
-from lltrace.capture.regions import LEVELS, check_level
-from lltrace.capture.rundir import RunDirectory, summary_from_stats
+from lltrace.capture.regions import LEVELS, check_level, enabled_at
+from lltrace.capture.rundir import RunDirectory, summary_from_stats, write_json_atomic
 from lltrace.errors import LltraceError
 
 
@@ -107,7 +109,7 @@ class Session:
                  patterns: Sequence[tuple[str, str]] = DEFAULT_PATTERNS,
                  command: list[str] | None = None, handle_signals: bool = True,
                  instrument: Callable[[Any, str], InstrumentHandle] | None = None,
-                 next_switch: Callable[[int], str | None] | None = None):
+                 next_switch: Callable[[int], str | None] | None = None, kernel_map: bool = True):
         if num_blocks < 1:
             raise LltraceError(f"a run needs at least one block (got {num_blocks})")
         self.switches = dict(switches or {})
@@ -131,6 +133,7 @@ class Session:
         self.handle_signals = handle_signals
         self.instrument = instrument
         self.next_switch = next_switch
+        self.kernel_map = kernel_map   # provenance.json + CUDA-graph capture records (lltrace.trace.kernelmap)
         self._run_dir_arg = run_dir
         self._stop = threading.Event()
         self.events: list[RunEvent] = []
@@ -197,10 +200,13 @@ class Session:
 
         device = getattr(pipeline, "device", torch.device("cpu"))
         self.clock = FrameClock(device, on_frame=[self._frame], on_switch=[self._switch], on_start=[self._started])
-        self.observer = CaptureObserver(self.clock, level=self.regions_level, sinks=[self._event])
         self.monitor = RecompileMonitor([self._event])
         self.profiler = ProfilerWindow(rd.path, blocks=self.profile_blocks, record_shapes=self.record_shapes,
                                        sinks=[self._event], on_clock_sync=self._clock_sync)
+        self.graphs = GraphCaptureRecorder(rd.path, self.profiler.state, sinks=[self._event])
+        self.observer = CaptureObserver(self.clock, level=self.regions_level, sinks=[self._event],
+                                        graphs=self.graphs if self.kernel_map else None)
+        self.provenance = provenance.recording() if self.kernel_map else None
         spy = PySpyRecorder(rd.path, sinks=[self._event]) if self.py_spy else None
         handle = InstrumentHandle()
         previous_observer = getattr(pipeline, "observer", None)
@@ -275,6 +281,13 @@ class Session:
         generator = getattr(pipeline, "generator", None)
         if isinstance(generator, torch.nn.Module):
             handle.add(instrument_module(generator, self.regions_level, self.patterns))
+        if isinstance(generator, torch.nn.Module) and enabled_at("ll/self_attn", self.regions_level):
+            # A regionally compiled block calls its attention between the compiled halves, outside
+            # self_attn's forward (whose hook never fires): give that call its region.
+            for block in getattr(generator, "blocks", ()):
+                attn = getattr(block, "self_attn", None)
+                if block.forward == getattr(block, "forward_split", None) and callable(getattr(attn, "attend", None)):
+                    handle.add(wrap_method(attn, "attend", "ll/self_attn", self.regions_level))
         cache = getattr(pipeline, "kv_cache", None)
         if cache is not None and callable(getattr(cache, "update", None)):
             handle.add(wrap_method(cache, "update", "ll/kv_update", self.regions_level))
@@ -287,6 +300,12 @@ class Session:
                                          f"{handle.skipped[0][1]}",
                                  {"source": "regions", "skipped": [n for n, _ in handle.skipped]}))
         return handle
+
+    def _write_provenance(self) -> None:
+        """provenance.json (FORMATS.md §2) when anything was compiled with inductor."""
+        data = self.provenance.to_json() if self.provenance is not None else {"compiles": None}
+        if data["compiles"]:
+            write_json_atomic(self.run_dir.path / "provenance.json", data)
 
     def _started(self, t0: TimeBase) -> None:
         """The run's zero for `ready_s` (frames) and `t_s` (events): the request, on the host."""
@@ -323,6 +342,7 @@ class Session:
         if spy is not None:
             attempt("py-spy", spy.stop)
         attempt("recompile monitor", self.monitor.stop)
+        attempt("provenance", self._write_provenance)
         for err in self.clock.errors[:5]:
             problems.append(f"frame clock: {err}")
         for err in self.listener_errors:
@@ -332,7 +352,7 @@ class Session:
         files = sorted(p.name for p in rd.path.iterdir() if not p.name.startswith("."))
         attempt("finalize", rd.finalize, status, reason, message, summary,
                 profile={"blocks": list(self.profile_blocks)} if self.profile_blocks else None,
-                profile_windows=self.profiler.windows, files=sorted(set(files) | {"meta.json", "summary.json"}))
+                profile_windows=self.profiler.windows, graph_captures=self.graphs.records or None, files=sorted(set(files) | {"meta.json", "summary.json"}))
         return RunResult(run_dir=rd.path, status=status, reason=reason, message=message, stats=stats,
                          summary=summary, traces=list(self.profiler.traces), events=list(self.events),
                          instrumented=list(handle.installed))

@@ -137,10 +137,15 @@ class CausalSelfAttention(_Attention):
         k = apply_rope(self.norm_k(self.k(x)).view(b, -1, n, d), *rope)
         return q, k, self.v(x).view(b, -1, n, d)
 
+    def attend(self, q, k, v, mask):
+        """Attention over the (cached) keys; its own method so that a regionally compiled block,
+        which calls it between its compiled halves, can still put it in ll/self_attn."""
+        return attention(q, k, v, self.backend, mask)
+
     def forward(self, x, rope, kv_cache: KVCache, layer_idx: int, current_start):
         q, k, v = self.project(x, rope)
         k_att, v_att, mask = kv_cache.update(layer_idx, k, v, current_start)
-        return self.o(attention(q, k_att, v_att, self.backend, mask).flatten(2))
+        return self.o(self.attend(q, k_att, v_att, mask).flatten(2))
 
 
 class CrossAttention(_Attention):
@@ -211,7 +216,7 @@ class CausalWanBlock(nn.Module):
     def forward_split(self, x, e0, context, rope, kv_cache, cross_kv, layer_idx, current_start):
         q, k, v, mods = self.pre_attn(x, e0, rope)
         k_att, v_att, mask = kv_cache.update(layer_idx, k, v, current_start)
-        attn = attention(q, k_att, v_att, self.self_attn.backend, mask)
+        attn = self.self_attn.attend(q, k_att, v_att, mask)
         return self.post_attn(x, attn, mods, context, *cross_kv)
 
 

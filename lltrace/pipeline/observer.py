@@ -15,6 +15,11 @@ class PipelineObserver:
         """A named range around a stage, e.g. `ll/block[3]` (docs/FORMATS.md §1)."""
         return nullcontext()
 
+    def graph_capture(self, index: int) -> ContextManager:
+        """Around the capture of CUDA graph `index` (its replays run inside `ll/graph[index]`):
+        an observer records the capture once, to map replayed kernels back to regions."""
+        return nullcontext()
+
     def run_started(self) -> None:
         """The request arrived: first-frame latency is measured from here."""
 

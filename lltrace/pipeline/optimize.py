@@ -90,6 +90,7 @@ class _Graph:
     t: torch.Tensor
     start: torch.Tensor
     out: torch.Tensor
+    index: int              # ll/graph[index] around its replays, ll/graph_capture[index] around its capture
 
 
 class GraphedForward:
@@ -115,16 +116,17 @@ class GraphedForward:
         key = (tuple(x.shape), full)
         g = self.graphs.get(key)
         if g is None:
-            g = self.graphs[key] = self._capture(x, t, token_start, n)
+            g = self.graphs[key] = self._capture(x, t, token_start, n, len(self.graphs))
         g.x.copy_(x)
         g.t.copy_(t)
         g.start.fill_(token_start)
-        g.graph.replay()
+        with pipe.observer.region(f"ll/graph[{g.index}]"):
+            g.graph.replay()
         pipe.kv_cache.forget_announcement()
         self.replays += 1
         return g.out
 
-    def _capture(self, x, t, token_start, n) -> _Graph:
+    def _capture(self, x, t, token_start, n, index: int) -> _Graph:
         pipe = self.pipe
         sx, st = x.clone(), t.clone()
         start = torch.full((), token_start, dtype=torch.long, device=x.device)
@@ -142,6 +144,6 @@ class GraphedForward:
                 run()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with pipe.observer.graph_capture(index), torch.cuda.graph(graph):
             out = run()
-        return _Graph(graph, sx, st, start, out)
+        return _Graph(graph, sx, st, start, out, index)

@@ -34,9 +34,23 @@ class Forest:
     end: np.ndarray
     parent: np.ndarray    # position in this forest, -1 for a root
     segments: dict[int, tuple[int, int]]   # thread key -> [lo, hi) positions
+    name: np.ndarray      # name id (into trace.names) of each row
 
     def __len__(self) -> int:
         return len(self.idx)
+
+    def append_rows(self, name_ids, parents, starts) -> None:
+        """Virtual rows (no trace event: idx -1, zero host time), each below its parent, which
+        comes before it. They are not searched by `innermost`: nothing on the host ran there."""
+        m = len(name_ids)
+        par = np.asarray(parents, dtype=np.int64)
+        st = np.asarray(starts, dtype=np.float64)
+        self.idx = np.concatenate([self.idx, np.full(m, -1, dtype=self.idx.dtype)])
+        self.thread = np.concatenate([self.thread, np.zeros(m, dtype=self.thread.dtype)])
+        self.start = np.concatenate([self.start, st])
+        self.end = np.concatenate([self.end, st])
+        self.parent = np.concatenate([self.parent, par])
+        self.name = np.concatenate([self.name, np.asarray(name_ids, dtype=self.name.dtype)])
 
     def innermost(self, thread: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Position of the innermost range containing time t on the given thread; -1 if none."""
@@ -93,7 +107,7 @@ def build_forest(trace: Trace, rows: np.ndarray) -> Forest:
         if stack:
             parent[k] = stack[-1]
         stack.append(k)
-    return Forest(rows, th, start, end, parent, segments)
+    return Forest(rows, th, start, end, parent, segments, x["name"][rows].astype(np.int64))
 
 
 @dataclass

@@ -21,7 +21,7 @@ import numpy as np
 
 from lltrace.trace import roofline
 from lltrace.errors import LltraceError
-from lltrace.trace import regions
+from lltrace.trace import kernelmap, regions
 from lltrace.trace.attribution import BY_GPU_ANNOTATION, NONE, attribute, build_forest, thread_key
 from lltrace.trace.events import CPU_OP, MEMCPY, MEMSET, PYTHON_MODULE, USER_ANNOTATION, Trace
 from lltrace.trace.kernels import CLASSES, classify, classify_op
@@ -232,6 +232,7 @@ class RegionAttribution:
     att: Any
     cls_idx: np.ndarray | None   # index into labels per attributed GPU activity
     early_note: str | None
+    kernel_map: Any = None       # kernelmap.KernelMapReport: compiled / replayed kernels placed
 
     @property
     def gpu_mode(self) -> bool:
@@ -248,9 +249,10 @@ def regions_and_attribution(trace: Trace) -> RegionAttribution:
         gpu_mode = trace.has_gpu
         labels = list(CLASSES) + ([] if gpu_mode else [PYTHON])
         att, note = attribute_in_window(trace, forest) if gpu_mode else (None, None)
+        kmap = kernelmap.apply(trace, forest, att) if gpu_mode else None
         cls_idx = classify_activities(trace, att, labels) if gpu_mode else None
         cached = trace.memo["regions_and_attribution"] = RegionAttribution(
-            lltrace, key_of_name, forest, labels, att, cls_idx, note)
+            lltrace, key_of_name, forest, labels, att, cls_idx, note, kmap)
     return cached
 
 
@@ -327,6 +329,8 @@ def build_budget(trace: Trace, meta: dict[str, Any] | None = None) -> Budget:
         att, cls_idx = ra.att, ra.cls_idx
         if ra.early_note:
             warnings.append(ra.early_note)
+        if ra.kernel_map is not None:
+            warnings.extend(ra.kernel_map.warnings)
         g = att.gpu
         dur_ms = x["dur"][g] / 1e3
         row = np.where(att.host >= 0, att.host, n)
@@ -342,7 +346,7 @@ def build_budget(trace: Trace, meta: dict[str, Any] | None = None) -> Budget:
         inst_metric = incl
         devices, idle_ms = _devices(trace, g)
         classes = {labels[c]: float(v) for c, v in enumerate(np.bincount(cls_idx, dur_ms, minlength=L)) if v > 0}
-        _warn_gpu(trace, att, dur_ms, gpu_total_ms, lltrace, attributed, warnings)
+        _warn_gpu(trace, att, dur_ms, gpu_total_ms, lltrace, attributed, warnings, ra.kernel_map)
     else:
         warnings.append("no GPU events in this trace: a CPU-only budget (host ms per region; "
                         "op classes of the top-level host ops)")
@@ -420,21 +424,23 @@ def build_budget(trace: Trace, meta: dict[str, Any] | None = None) -> Budget:
         kernels=kernels_table, classes=classes, devices=devices,
         trace={"events": trace.stats.get("elements"), "kept": int(len(trace)), "gzip": trace.stats.get("gzip"),
                "device": trace.device_name, "lltrace_regions": lltrace, "region_instances": n,
-               "stop_reason": trace.stop_reason, "stopped_at_byte": trace.stopped_at_byte},
+               "stop_reason": trace.stop_reason, "stopped_at_byte": trace.stopped_at_byte,
+               "kernel_map": ra.kernel_map.to_dict() if ra.kernel_map is not None else None},
         run=run)
 
 
-def _warn_gpu(trace, att, dur_ms, total, lltrace, attributed, warnings) -> None:
+def _warn_gpu(trace, att, dur_ms, total, lltrace, attributed, warnings, kmap=None) -> None:
     if not total:
         return
     unlinked = att.how == NONE
     if unlinked.any():
         warnings.append(f"{int(unlinked.sum())} GPU activities ({dur_ms[unlinked].sum() / total:.1%} of GPU time) "
                         "have no launch in the trace (no correlation, flow or annotation)")
-    if att.graph.any():
-        warnings.append(f"{int(att.graph.sum())} kernels ({dur_ms[att.graph].sum():.3g} ms) were replayed from "
-                        "CUDA graphs: they count toward the range around cudaGraphLaunch (ranges inside a "
-                        "graph are not recorded)")
+    placed = kmap.replayed_kernels if kmap is not None else 0
+    if att.graph.any() and placed < int(att.graph.sum()):
+        left = int(att.graph.sum()) - placed
+        warnings.append(f"{left} of {int(att.graph.sum())} kernels replayed from CUDA graphs count toward the "
+                        "range around their cudaGraphLaunch: no recorded capture matched them")
     by_ann = att.how == BY_GPU_ANNOTATION
     if by_ann.any():
         warnings.append(f"{int(by_ann.sum())} GPU activities were placed by their gpu_user_annotation")
@@ -451,8 +457,10 @@ def instance_paths(trace, forest, key_of_name, lltrace, shapes):
     idx_paths: list[tuple[tuple[str, int | None], ...]] = [()] * n
     interned: dict[tuple[str, ...], tuple[str, ...]] = {}   # one tuple per distinct path
     for k in range(n):
-        nid = int(x["name"][forest.idx[k]])
-        key = key_of_name[nid]
+        nid = int(forest.name[k])
+        key = key_of_name.get(nid)
+        if key is None:   # a row the kernel map added (lltrace.trace.kernelmap)
+            key = key_of_name[nid] = regions.node_key(names[nid], lltrace)
         p = parent[k]
         ppath = paths[p] if p >= 0 else ()
         if lltrace and p < 0 and key == "run":

@@ -299,6 +299,17 @@ class Trace:
     def __len__(self) -> int:
         return len(self.x["ts"])
 
+    def intern(self, name: str) -> int:
+        """The name id of `name`, added to `names` if new (for rows derived from the trace)."""
+        index = self.memo.get("name_index")
+        if index is None:
+            index = self.memo["name_index"] = {n: i for i, n in enumerate(self.names)}
+        i = index.get(name)
+        if i is None:
+            i = index[name] = len(self.names)
+            self.names.append(name)
+        return i
+
     def mask(self, *cats: int) -> np.ndarray:
         return np.isin(self.x["cat"], np.array(cats, dtype=np.uint8))
 

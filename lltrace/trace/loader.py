@@ -17,7 +17,8 @@ from lltrace.trace.reader import Progress, ReadResult, read_events
 
 BUDGET_FORMAT = "lltrace-budget/1"
 _RUN_TRACE_NAMES = ("trace.json.gz", "trace.json")
-_NOT_TRACES = {"meta.json", "summary.json", "pyspy.json"}
+_NOT_TRACES = {"meta.json", "summary.json", "pyspy.json", "provenance.json"}
+_NOT_TRACE_PREFIXES = ("graph-capture-",)   # records of CUDA-graph captures, read with their run
 _WINDOW = re.compile(r"^trace-(\d+)\.json(\.gz)?$")
 
 
@@ -49,7 +50,7 @@ def _trace_in_dir(d: Path) -> Path | None:
         if (d / name).is_file():
             return d / name
     found = sorted(p for p in d.iterdir()
-                   if p.is_file() and p.name not in _NOT_TRACES
+                   if p.is_file() and p.name not in _NOT_TRACES and not p.name.startswith(_NOT_TRACE_PREFIXES)
                    and (p.name.endswith(".json") or p.name.endswith(".json.gz")))
     kineto = [p for p in found if ".pt.trace.json" in p.name]
     return (kineto or found or [None])[0]

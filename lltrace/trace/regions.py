@@ -12,7 +12,8 @@ import re
 
 PREFIX = "ll/"
 MERGED = {"block"}                 # indexed lltrace regions whose instances merge into one node
-MARKERS = {"clock_sync"}           # zero-length markers, not regions
+MARKERS = {"clock_sync", "graph"}  # not tree nodes: zero-length markers, and ll/graph[i] around a
+                                   # CUDA-graph replay (its kernels go below the step, as captured)
 FORWARDS = ("step", "context", "recache")   # one transformer forward each
 
 _INDEXED = re.compile(r"^([A-Za-z_][\w.]*)\[(\d+)\]$")

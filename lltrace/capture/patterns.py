@@ -1,0 +1,103 @@
+"""Module-name patterns -> region names (torch-free, so that trace readers can use them).
+
+Pattern syntax (one pattern = dot-separated segments, matched against the last segments of
+the name): `{k}` an integer index, captured for the region template; `*` any one segment;
+`a|b|c` any of these names; anything else literally.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+DEFAULT_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("blocks.{k}", "ll/layer[{k}]"),
+    ("blocks.*.self_attn", "ll/self_attn"),
+    ("blocks.*.cross_attn", "ll/cross_attn"),
+    ("blocks.*.ffn", "ll/ffn"),
+    ("blocks.*.norm1|norm2|norm3", "ll/norm"),
+    ("patch_embedding|text_embedding|time_embedding|time_projection", "ll/embed"),
+    ("head", "ll/head"),
+)
+"""(module-name pattern, region name template) in Wan2.1 / LongLive module names."""
+
+
+def _match_segment(pattern: str, segment: str, captures: dict[str, str]) -> bool:
+    if pattern == "*":
+        return True
+    if pattern.startswith("{") and pattern.endswith("}"):
+        if not segment.isdigit():
+            return False
+        captures[pattern[1:-1]] = segment
+        return True
+    return segment in pattern.split("|")
+
+
+def match_name(pattern: str, qualname: str) -> dict[str, str] | None:
+    """Captures if `pattern` matches the end of `qualname` (see module doc), else None."""
+    pat = pattern.split(".")
+    segs = [s for s in qualname.split(".") if s] if qualname else []
+    if len(segs) < len(pat):
+        return None
+    captures: dict[str, str] = {}
+    for p, s in zip(pat, segs[len(segs) - len(pat):]):
+        if not _match_segment(p, s, captures):
+            return None
+    return captures
+
+
+def first_match(patterns: Sequence[tuple[str, str]], qualname: str) -> str | None:
+    """The region name of the first pattern matching `qualname`, or None."""
+    for path, template in patterns:
+        caps = match_name(path, qualname)
+        if caps is not None:
+            return template.format(**caps)
+    return None
+
+
+def region_of_submodule(path: str, patterns: Sequence[tuple[str, str]] = DEFAULT_PATTERNS) -> str | None:
+    """The op region of a module given by its path *below* a layer (`self_attn.q` -> ll/self_attn),
+    as torch.compile'd code of a layer names its submodules: each pattern is matched by its part
+    after its last wildcard or placeholder (`blocks.*.self_attn` -> `self_attn`); the longest
+    prefix of `path` that matches wins. None when no pattern names it."""
+    segs = [s for s in path.split(".") if s]
+    for n in range(len(segs), 0, -1):
+        name = ".".join(segs[:n])
+        for pattern, template in patterns:
+            if "{" in template:
+                continue   # indexed regions (layers) are the compiled code's own parents
+            tail = pattern.split(".")
+            cut = max((i + 1 for i, s in enumerate(tail) if s == "*" or s.startswith("{")), default=0)
+            if cut < len(tail) and match_name(".".join(tail[cut:]), name) is not None and \
+                    len(tail) - cut == n:
+                return template
+    return None
+
+
+OWN_CODE = "ll/modulation"
+"""Region of a kernel made only of the compiled module's own code (no submodule): in a Wan
+block that is the adaLN modulation, the gates and the residual adds."""
+
+
+def kernel_region(modules: Mapping[str, int], patterns: Sequence[tuple[str, str]] = DEFAULT_PATTERNS) -> str | None:
+    """The region a compiled kernel is credited to (docs/FORMATS.md §5, "compiled kernels"):
+    each of its FX nodes votes for the op region of its module; nodes of the compiled module's
+    own code vote only when no submodule does (then: ll/modulation). A region with at least
+    2/3 of the votes takes the kernel; otherwise every region with at least 1/3 is named,
+    most votes first, at least two, at most three: `ll/norm+self_attn`. None: no node maps to a region."""
+    votes: dict[str, int] = {}
+    own = 0
+    for path, n in modules.items():
+        region = region_of_submodule(path, patterns) if path else None
+        if region is not None:
+            votes[region] = votes.get(region, 0) + int(n)
+        elif not path:
+            own += int(n)
+    if not votes:
+        return OWN_CODE if own else None
+    total = sum(votes.values())
+    ranked = sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))
+    if ranked[0][1] * 3 >= total * 2:
+        return ranked[0][0]
+    # at least the two leaders: four-way ties leave none with a third of the votes
+    names = [r[len("ll/"):] if r.startswith("ll/") else r
+             for i, (r, n) in enumerate(ranked) if i < 2 or n * 3 >= total][:3]
+    return "ll/" + "+".join(names)
