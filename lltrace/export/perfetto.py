@@ -26,11 +26,11 @@ from typing import Any, BinaryIO, Callable
 import msgspec
 import numpy as np
 
-from lltrace.analysis import instances as inst_mod
 from lltrace.export import timeline as tl_mod
 from lltrace.analysis.rundata import read_run
 from lltrace.errors import LltraceError
 from lltrace.trace.events import GPU_ACTIVITY, RUNTIME, Trace, lenient_event
+from lltrace.trace.instances import measure
 from lltrace.trace.loader import Source, load_trace, resolve_source
 # Adapter over the budget layer's streaming reader (private names): its parser with a decoder
 # that keeps each event's raw bytes; the public read_events() only hands out the fields budgets need.
@@ -412,11 +412,12 @@ def lltrace_events(trace: Trace, timeline: tl_mod.Timeline, window: Window | Non
                     "ts": _us(ts), "args": {"ms per frame": round(v, 6)}})
     counts["counter"] = len(samples)
 
-    # host regions keep the trace's own ts / dur (so they nest exactly as on their thread)
+    # recorded regions keep the trace's own ts / dur (so they nest exactly as on their thread)
     xt, xd = trace.x["ts"], trace.x["dur"]
     host = []
     for r in timeline.regions:
-        s_ns, d_ns = int(round(float(xt[r.row]) * 1e3)), int(round(float(xd[r.row]) * 1e3))
+        ts, dur = (float(xt[r.row]), float(xd[r.row])) if r.row >= 0 else (r.start_us, r.end_us - r.start_us)
+        s_ns, d_ns = int(round(ts * 1e3)), int(round(dur * 1e3))
         if inside(s_ns, s_ns + d_ns):
             host.append((s_ns, s_ns + d_ns, r))
     kept, dropped = _nested(host)
@@ -482,7 +483,7 @@ def export(source: str | Path, out: str | Path, *, blocks: str | None = None, wi
                            "pass the run directory or its trace.json.gz")
     trace = load_trace(src)
     warnings = list(trace.warnings)
-    inst = inst_mod.compute(trace)
+    inst = measure(trace)
     run = read_run(src.run_dir, trace.run_meta)
     warnings += run.warnings
     timeline = tl_mod.build(trace, run, inst)
