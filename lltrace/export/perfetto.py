@@ -31,6 +31,7 @@ from lltrace.analysis.rundata import read_run
 from lltrace.errors import LltraceError
 from lltrace.trace.events import GPU_ACTIVITY, RUNTIME, Trace, lenient_event
 from lltrace.trace.instances import measure
+from lltrace.trace.jsonround import num, rounded
 from lltrace.trace.loader import Source, load_trace, resolve_source
 # Adapter over the budget layer's streaming reader (private names): its parser with a decoder
 # that keeps each event's raw bytes; the public read_events() only hands out the fields budgets need.
@@ -391,7 +392,7 @@ def lltrace_events(trace: Trace, timeline: tl_mod.Timeline, window: Window | Non
 
     def x(tid: int, ts_ns: int, dur_ns: int, name: str, cat: str, args: dict[str, Any]) -> None:
         out.append({"ph": "X", "cat": cat, "name": name, "pid": pid, "tid": tid, "ts": _us(ts_ns),
-                    "dur": _us(max(dur_ns, 0)), "args": _clean(args)})
+                    "dur": _us(max(dur_ns, 0)), "args": rounded(args, other=str)})
 
     for sl in timeline.frames:
         if sl.ts_ns >= 0 and inside(sl.ts_ns, sl.ts_ns + sl.dur_ns):
@@ -404,12 +405,12 @@ def lltrace_events(trace: Trace, timeline: tl_mod.Timeline, window: Window | Non
     for m in timeline.markers:
         if m.ts_ns >= 0 and lo <= m.ts_ns <= hi:
             out.append({"ph": "i", "s": "t", "cat": f"lltrace.{m.kind}", "name": m.name, "pid": pid,
-                        "tid": TRACK_EVENTS, "ts": _us(m.ts_ns), "args": _clean(m.args)})
+                        "tid": TRACK_EVENTS, "ts": _us(m.ts_ns), "args": rounded(m.args, other=str)})
             counts["markers"] += 1
     samples = [(ts, v) for ts, v in timeline.latency if ts >= 0 and lo <= ts <= hi]
     for ts, v in samples:
         out.append({"ph": "C", "name": "frame latency", "cat": "lltrace.counter", "pid": pid, "tid": 0,
-                    "ts": _us(ts), "args": {"ms per frame": round(v, 6)}})
+                    "ts": _us(ts), "args": {"ms per frame": num(v)}})
     counts["counter"] = len(samples)
 
     # recorded regions keep the trace's own ts / dur (so they nest exactly as on their thread)
@@ -447,19 +448,6 @@ def lltrace_events(trace: Trace, timeline: tl_mod.Timeline, window: Window | Non
             meta += [{"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": name}},
                      {"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid, "args": {"sort_index": tid}}]
     return (meta + out if out else []), counts
-
-
-def _clean(v: Any) -> Any:
-    """JSON-safe args: no NaN / Infinity (not JSON), no odd types."""
-    if isinstance(v, float):
-        return round(v, 6) if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if v is None or isinstance(v, (str, int, bool)):
-        return v
-    return str(v)
 
 
 # ----------------------------------------------------------------------------- export
