@@ -230,3 +230,25 @@ def test_budget_of_a_real_capture_run_on_cpu(tmp_path):
     assert all(f and f > 0 for f in forwards)
     assert block.flops == pytest.approx(sum(forwards))
     assert_children_sum(budget)
+
+
+def test_node_value_by_metric_and_json_numbers():
+    """One accessor per metric, and one rounding contract: ms to the ns, NaN / inf as null."""
+    from lltrace.analysis.diff import json_num
+    from lltrace.analysis.noise import Judgement
+    from lltrace.trace.budget import CPU, GPU, Node
+
+    node = Node("layer[0]")
+    node.set_value(GPU, 1.23456789012, {"p50": 0.1 + 0.2, "p95": float("nan"), "p99": 1.0})
+    node.set_value(CPU, 2.5)
+    assert node.value(GPU) == 1.23456789012 and node.value(CPU) == 2.5
+    assert node.instances(GPU)["p99"] == 1.0 and node.instances(CPU) is None
+    assert Node("x").value(CPU) == 0.0           # a GPU budget's class leaf has no host ms
+    with pytest.raises(KeyError):
+        node.value("wall")
+    d = node.to_dict()
+    assert d["gpu_ms"] == 1.234568 and d["instances_gpu_ms"] == {"p50": 0.3, "p95": None, "p99": 1.0}
+    json.dumps(d, allow_nan=False)
+    assert json_num(0.1 + 0.2) == 0.3 and json_num(float("inf")) is None and json_num(3) == 3
+    j = Judgement("same", p=1 / 3, effect=float("nan")).to_dict()
+    assert j["p"] == 0.333333 and j["effect"] is None

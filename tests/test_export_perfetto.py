@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from commands.cli import main
-from lltrace.analysis.instances import compute
+from lltrace.trace.instances import measure
 from lltrace.trace.budget import build_budget
 from lltrace.trace.loader import load_trace
 from lltrace.export import perfetto as pe
@@ -90,7 +90,7 @@ def test_lltrace_tracks(tmp_path, run):
         assert abs((e["ts"] + e["dur"]) - (r["ts"] + r["dur"])) < 1000.0
         assert e["ts"] <= r["ts"] + 1000.0
     regions = [e for e in mine if e.get("cat") == "lltrace.region"]
-    assert len(regions) == len(compute(load_trace(run)).regions)
+    assert len(regions) == len(measure(load_trace(run)).regions)
 
 
 def test_blocks_trim_to_whole_blocks(tmp_path, run, capsys):
@@ -99,7 +99,7 @@ def test_blocks_trim_to_whole_blocks(tmp_path, run, capsys):
     assert "blocks 2..3" in capsys.readouterr().out
     rep = validate_file(out)
     assert rep.ok and rep.nesting_count == 0
-    inst = compute(load_trace(run))
+    inst = measure(load_trace(run))
     want = [r for r in inst.regions if r.name in ("ll/block[2]", "ll/block[3]")]
     b = budget_of(out)
     block = b.tree.child("block")
@@ -132,7 +132,7 @@ def test_gpu_work_stays_with_its_launch(tmp_path):
     """SYNTHETIC GPU trace (no GPU here): kernels run after their launch; trimming to block 1
     keeps every kernel launched in it, linked, and nothing else."""
     src = write(tmp_path, lltrace_run(blocks=3, steps=2, layers=2).to_json(), "trace.json", gz=True)
-    inst = compute(load_trace(src))
+    inst = measure(load_trace(src))
     block1 = next(r for r in inst.regions if r.name == "ll/block[1]")
     out = tmp_path / "b1.json.gz"
     pe.export(src, out, blocks="1")

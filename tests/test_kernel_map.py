@@ -9,6 +9,7 @@ import pytest
 
 from lltrace.capture.patterns import kernel_region, region_of_submodule
 from lltrace.capture.provenance import module_path
+from lltrace.trace.attribution import regions_and_attribution
 from lltrace.trace.budget import build_budget, load_budget
 from lltrace.trace.loader import load_trace
 
@@ -53,8 +54,7 @@ def test_every_replayed_kernel_is_placed_or_reported():
     trace = load_trace(ULTRA)
     b = build_budget(trace)
     km = b.trace["kernel_map"]
-    att = trace.memo["regions_and_attribution"].att
-    replayed = int(att.graph.sum())
+    replayed = int(regions_and_attribution(trace).att.graph.sum())
     assert replayed > 1000 and km["replayed_kernels"] == replayed and km["replayed_missed"] == 0
     assert km["method"]["replayed"].startswith("recorded capture")
     assert not any("replayed from CUDA graphs" in w for w in b.warnings)

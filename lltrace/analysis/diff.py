@@ -27,11 +27,14 @@ from lltrace.analysis.kernel_diff import KernelDiff, kernel_diff
 from lltrace.analysis.side import Side
 from lltrace.analysis.rundata import steady_blocks
 from lltrace.trace import regions
-from lltrace.trace.budget import Node
+from lltrace.trace.budget import CPU, GPU, LABEL, Node
+from lltrace.trace.jsonround import num as json_num
 
 DIFF_FORMAT = "lltrace-diff/1"
 NodePath = tuple[str, ...]
 _LEAF_KINDS = ("class", "other", "unattributed")
+# the headline metric of the tree's total, by what the tree compares: (name, label)
+TREE_TOTAL = {GPU: ("gpu_ms", f"{LABEL[GPU]} ms"), CPU: ("host_ms", f"{LABEL[CPU]} ms")}
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -120,7 +123,7 @@ class NodeDiff(_Change):
 class Diff:
     a: Side
     b: Side
-    metric: str                      # "gpu" | "cpu": what the tree compares
+    metric: str                      # GPU | CPU: what the tree compares
     unit: str                        # "block" | "step" | "trace"
     units: tuple[int, int]
     headline: list[Metric]
@@ -159,13 +162,6 @@ class Diff:
                 "only_in_b": [{"path": "/".join(n.path), "ms": json_num(n.b)} for n in self.only_in_b],
                 "tree": self.tree.to_dict(depth), "by_name": [n.to_dict(0) for n in self.by_name],
                 "kernels": k, "warnings": list(self.warnings)}
-
-
-def json_num(v):
-    """Rounded to the ns (ms values), None for non-finite: JSON without float noise or NaN."""
-    if isinstance(v, float):
-        return round(v, 6) if math.isfinite(v) else None
-    return v
 
 
 def _same(a: float | None, b: float | None) -> bool:
@@ -225,10 +221,8 @@ def _headline_values(side: Side, unit_node: str | None, unit: str, units: int, m
     inst = None
     if side.instances is not None and unit_node is not None:
         inst = _values(side, (unit_node,), metric)
-    if metric == "gpu":
-        out["gpu_ms"] = ("GPU ms" + per, "ms", tree.gpu_ms / units, inst, False)
-    else:
-        out["host_ms"] = ("host ms" + per, "ms", (tree.cpu_ms or 0.0) / units, inst, False)
+    name, label = TREE_TOTAL[metric]
+    out[name] = (label + per, "ms", tree.value(metric) / units, inst, False)
     return out
 
 
@@ -244,14 +238,10 @@ def _values(side: Side, path: NodePath, metric: str) -> np.ndarray | None:
     return ins.host_values(path)   # host time of a GPU trace's regions (the other side is CPU-only)
 
 
-def _node_value(node: Node, metric: str) -> float:
-    return node.gpu_ms if metric == "gpu" else (node.cpu_ms or 0.0)
-
-
 def _diff_nodes(a: Node | None, b: Node | None, path: NodePath, ctx: "_Ctx") -> NodeDiff:
     node = a if a is not None else b
-    va = _node_value(a, ctx.metric) / ctx.units[0] if a is not None else None
-    vb = _node_value(b, ctx.metric) / ctx.units[1] if b is not None else None
+    va = a.value(ctx.metric) / ctx.units[0] if a is not None else None
+    vb = b.value(ctx.metric) / ctx.units[1] if b is not None else None
     if a is None:
         j = noise.Judgement(noise.ONLY_B, n_b=b.count)
     elif b is None:
@@ -360,8 +350,8 @@ def diff(A: Side, B: Side, *, alpha: float = noise.ALPHA, min_effect: float = no
     metric = A.budget.metric
     leaves = True
     if A.budget.metric != B.budget.metric:
-        metric, leaves = "cpu", False
-        gpu_side = "A" if A.budget.metric == "gpu" else "B"
+        metric, leaves = CPU, False
+        gpu_side = "A" if A.budget.metric == GPU else "B"
         warnings.append(f"only {gpu_side} has GPU activities: comparing host ms of regions (kernel classes left out)")
     unit_node, unit, units = _unit(A, B)
     if unit_node is not None and units[0] != units[1]:

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from lltrace.analysis import noise
-from lltrace.analysis.diff import Diff, Metric, json_num
+from lltrace.analysis.diff import TREE_TOTAL, Diff, Metric
 from lltrace.errors import LltraceError
+from lltrace.trace.jsonround import num as json_num
 
 
 @dataclass
@@ -49,7 +50,7 @@ def gate(d: Diff, threshold_pct: float, metric: str | None = None, strict: bool 
     if default:
         m = d.metric_named("ms_per_frame")
         if m is None or m.a is None or m.b is None:
-            m = d.metric_named("gpu_ms" if d.metric == "gpu" else "host_ms")
+            m = d.metric_named(TREE_TOTAL[d.metric][0])
     else:
         name = {"p99": "p99_ms_per_frame"}.get(metric, metric)
         m = d.metric_named(name)
@@ -92,6 +93,6 @@ def _node_metric(d: Diff, path: str) -> Metric | None:
     node = d.tree.find(parts)
     if node is None:
         return None
-    unit = "GPU ms" if d.metric == "gpu" else "host ms"
+    unit = TREE_TOTAL[d.metric][1]
     return Metric("/".join(parts) or d.tree.name, f"{unit} of {path} per {d.unit}", "ms", node.a, node.b, False,
                   node.judgement)

@@ -8,10 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lltrace.analysis.side import Side
-
-
-def _r(v):
-    return round(v, 6) if isinstance(v, float) else v
+from lltrace.trace.budget import GPU
+from lltrace.trace.jsonround import num as _r
 
 
 @dataclass
@@ -48,7 +46,7 @@ def precision(kernel_name: str) -> str:
 
 
 def _kernel_table(side: "Side", units: int) -> tuple[str, dict[str, dict[str, Any]]] | None:
-    if side.budget.metric == "gpu":
+    if side.budget.metric == GPU:
         return "kernel", {k["name"]: {"class": k.get("class", "other"), "ms": float(k.get("gpu_ms", 0.0)) / units,
                                      "count": int(k.get("count", 0)), "region": k.get("region")}
                           for k in side.budget.kernels}

@@ -26,6 +26,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from lltrace.trace.jsonround import num
+
 MIN_INSTANCES = 3
 ALPHA = 0.05
 MIN_EFFECT = 0.02          # 2% of A's median
@@ -113,8 +115,7 @@ class Judgement:
     test: str | None = None          # "mann-whitney exact" | "mann-whitney normal"
 
     def to_dict(self) -> dict:
-        return {"verdict": self.verdict, "p": None if self.p is None else round(self.p, 6),
-                "effect": None if self.effect is None else round(self.effect, 6),
+        return {"verdict": self.verdict, "p": num(self.p), "effect": num(self.effect),
                 "n_a": self.n_a, "n_b": self.n_b, "test": self.test}
 
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lltrace.analysis import instances as inst_mod
 from lltrace.analysis.rundata import RunData, read_run
-from lltrace.trace.budget import Budget, build_budget, load_budget
+from lltrace.trace.budget import Budget, budget_of, load_budget
+from lltrace.trace.instances import Instances, measure
 from lltrace.trace.loader import load_trace, resolve_source
 from lltrace.trace.reader import Progress
 
@@ -21,7 +21,7 @@ class Side:
     path: str
     kind: str                        # "run" | "trace" | "budget"
     budget: Budget
-    instances: inst_mod.Instances | None
+    instances: Instances | None
     run: RunData
 
     @property
@@ -59,5 +59,5 @@ def load_side(path: str | Path, progress: Progress | None = None) -> Side:
         b = load_budget(src.path)
         return Side(str(path), "budget", b, None, _run_of_budget(b))
     trace = load_trace(src, progress)
-    b = build_budget(trace)
-    return Side(str(path), src.kind, b, inst_mod.compute(trace), read_run(src.run_dir, trace.run_meta))
+    inst = measure(trace)
+    return Side(str(path), src.kind, budget_of(inst), inst, read_run(src.run_dir, trace.run_meta))

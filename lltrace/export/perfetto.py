@@ -26,11 +26,12 @@ from typing import Any, BinaryIO, Callable
 import msgspec
 import numpy as np
 
-from lltrace.analysis import instances as inst_mod
 from lltrace.export import timeline as tl_mod
 from lltrace.analysis.rundata import read_run
 from lltrace.errors import LltraceError
 from lltrace.trace.events import GPU_ACTIVITY, RUNTIME, Trace, lenient_event
+from lltrace.trace.instances import measure
+from lltrace.trace.jsonround import num, rounded
 from lltrace.trace.loader import Source, load_trace, resolve_source
 # Adapter over the budget layer's streaming reader (private names): its parser with a decoder
 # that keeps each event's raw bytes; the public read_events() only hands out the fields budgets need.
@@ -391,7 +392,7 @@ def lltrace_events(trace: Trace, timeline: tl_mod.Timeline, window: Window | Non
 
     def x(tid: int, ts_ns: int, dur_ns: int, name: str, cat: str, args: dict[str, Any]) -> None:
         out.append({"ph": "X", "cat": cat, "name": name, "pid": pid, "tid": tid, "ts": _us(ts_ns),
-                    "dur": _us(max(dur_ns, 0)), "args": _clean(args)})
+                    "dur": _us(max(dur_ns, 0)), "args": rounded(args, other=str)})
 
     for sl in timeline.frames:
         if sl.ts_ns >= 0 and inside(sl.ts_ns, sl.ts_ns + sl.dur_ns):
@@ -404,19 +405,20 @@ def lltrace_events(trace: Trace, timeline: tl_mod.Timeline, window: Window | Non
     for m in timeline.markers:
         if m.ts_ns >= 0 and lo <= m.ts_ns <= hi:
             out.append({"ph": "i", "s": "t", "cat": f"lltrace.{m.kind}", "name": m.name, "pid": pid,
-                        "tid": TRACK_EVENTS, "ts": _us(m.ts_ns), "args": _clean(m.args)})
+                        "tid": TRACK_EVENTS, "ts": _us(m.ts_ns), "args": rounded(m.args, other=str)})
             counts["markers"] += 1
     samples = [(ts, v) for ts, v in timeline.latency if ts >= 0 and lo <= ts <= hi]
     for ts, v in samples:
         out.append({"ph": "C", "name": "frame latency", "cat": "lltrace.counter", "pid": pid, "tid": 0,
-                    "ts": _us(ts), "args": {"ms per frame": round(v, 6)}})
+                    "ts": _us(ts), "args": {"ms per frame": num(v)}})
     counts["counter"] = len(samples)
 
-    # host regions keep the trace's own ts / dur (so they nest exactly as on their thread)
+    # recorded regions keep the trace's own ts / dur (so they nest exactly as on their thread)
     xt, xd = trace.x["ts"], trace.x["dur"]
     host = []
     for r in timeline.regions:
-        s_ns, d_ns = int(round(float(xt[r.row]) * 1e3)), int(round(float(xd[r.row]) * 1e3))
+        ts, dur = (float(xt[r.row]), float(xd[r.row])) if r.row >= 0 else (r.start_us, r.end_us - r.start_us)
+        s_ns, d_ns = int(round(ts * 1e3)), int(round(dur * 1e3))
         if inside(s_ns, s_ns + d_ns):
             host.append((s_ns, s_ns + d_ns, r))
     kept, dropped = _nested(host)
@@ -448,19 +450,6 @@ def lltrace_events(trace: Trace, timeline: tl_mod.Timeline, window: Window | Non
     return (meta + out if out else []), counts
 
 
-def _clean(v: Any) -> Any:
-    """JSON-safe args: no NaN / Infinity (not JSON), no odd types."""
-    if isinstance(v, float):
-        return round(v, 6) if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if v is None or isinstance(v, (str, int, bool)):
-        return v
-    return str(v)
-
-
 # ----------------------------------------------------------------------------- export
 
 def export(source: str | Path, out: str | Path, *, blocks: str | None = None, window_ms: str | None = None,
@@ -482,7 +471,7 @@ def export(source: str | Path, out: str | Path, *, blocks: str | None = None, wi
                            "pass the run directory or its trace.json.gz")
     trace = load_trace(src)
     warnings = list(trace.warnings)
-    inst = inst_mod.compute(trace)
+    inst = measure(trace)
     run = read_run(src.run_dir, trace.run_meta)
     warnings += run.warnings
     timeline = tl_mod.build(trace, run, inst)

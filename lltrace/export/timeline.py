@@ -18,9 +18,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from lltrace.analysis.instances import Instances, RegionInstance
 from lltrace.analysis.rundata import RunData
 from lltrace.trace.events import Trace
+from lltrace.trace.instances import Instances, RegionInstance
 
 CLOCK_SYNC = "ll/clock_sync"
 _BLOCK = re.compile(r"^ll/block\[(\d+)\]$")

@@ -293,22 +293,21 @@ class Trace:
     stats: dict[str, Any] = field(default_factory=dict)
     run_dir: Path | None = None
     run_meta: dict[str, Any] | None = None       # meta.json of the run directory, if any
-    # Analyses every consumer of a trace needs (budget, diff instances) computed once per trace.
-    memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _name_ids: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.x["ts"])
 
     def intern(self, name: str) -> int:
-        """The name id of `name`, added to `names` if new (for rows derived from the trace)."""
-        index = self.memo.get("name_index")
-        if index is None:
-            index = self.memo["name_index"] = {n: i for i, n in enumerate(self.names)}
-        i = index.get(name)
-        if i is None:
-            i = index[name] = len(self.names)
+        """The name id of `name`, appended to `names` when no event has it (rows a later stage
+        adds, such as the virtual regions of a replayed CUDA graph)."""
+        if self._name_ids is None:
+            self._name_ids = {nm: i for i, nm in enumerate(self.names)}
+        nid = self._name_ids.get(name)
+        if nid is None:
+            nid = self._name_ids[name] = len(self.names)
             self.names.append(name)
-        return i
+        return nid
 
     def mask(self, *cats: int) -> np.ndarray:
         return np.isin(self.x["cat"], np.array(cats, dtype=np.uint8))

@@ -31,6 +31,7 @@ import numpy as np
 
 from lltrace.capture.patterns import kernel_region
 from lltrace.trace import regions
+from lltrace.trace.attribution import build_forest, thread_key
 from lltrace.trace.events import CPU_OP, HOST_RANGE, RUNTIME, USER_ANNOTATION, Trace
 
 COMPILED_PREFIX = "Torch-Compiled Region: "
@@ -101,7 +102,6 @@ def _op_of(trace: Trace, launch_rows: np.ndarray) -> np.ndarray:
 def _enclosing(trace: Trace, rows: np.ndarray, launch_rows: np.ndarray) -> np.ndarray:
     """Index into `rows` of the innermost of these host ranges around each launch (same
     thread, by the launch's middle); -1 if none."""
-    from lltrace.trace.attribution import build_forest, thread_key
     if not len(rows) or not len(launch_rows):
         return np.full(len(launch_rows), -1, dtype=np.int64)
     x = trace.x
@@ -211,7 +211,6 @@ def capture_record(trace: Trace, index: int, prov) -> list[tuple[tuple[str, ...]
     ll = _ll_rows(trace)
     ll = ll[(x["ts"][ll] >= t0) & (x["ts"][ll] <= t1)]
     inner = _enclosing(trace, ll, launch)
-    from lltrace.trace.attribution import build_forest
     forest = build_forest(trace, ll)
     pos_of_row = {int(r): p for p, r in enumerate(forest.idx)}
     comp = compiled_regions(trace, launch, prov or {})
@@ -271,8 +270,8 @@ class _Rows:
         return p
 
     def commit(self) -> None:
-        if self.new:
-            self.forest.append_rows([r[0] for r in self.new], [r[1] for r in self.new], [r[2] for r in self.new])
+        for nid, parent, start in self.new:   # positions were handed out in this order
+            self.forest.append(nid, parent, start, start)
 
 
 def apply(trace: Trace, forest, att) -> KernelMapReport:

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from lltrace.trace.budget import Budget, Node
+from lltrace.trace.budget import GPU, LABEL, Budget, Node
 
 _DIM_KINDS = {"class", "other", "unattributed"}
 
@@ -38,7 +38,7 @@ def prune(node: Node, depth: int | None) -> Node:
 
 
 def tree_table(budget: Budget, depth: int | None = 3) -> Table:
-    gpu = budget.metric == "gpu"
+    gpu = budget.metric == GPU
     has_flops = any(n.tflops is not None for _, n in budget.tree.walk())
     table = Table(box=None, pad_edge=False, header_style="bold", show_edge=False)
     table.add_column("region", no_wrap=True)
@@ -46,9 +46,8 @@ def tree_table(budget: Budget, depth: int | None = 3) -> Table:
         table.add_column("GPU ms", justify="right")
     table.add_column("share", justify="right")
     table.add_column("count", justify="right")
-    unit = "GPU" if gpu else "host"
     for p in ("p50", "p95", "p99"):
-        table.add_column(f"{p} {unit}", justify="right")
+        table.add_column(f"{p} {LABEL[budget.metric]}", justify="right")
     table.add_column("host ms", justify="right")
     if has_flops:
         table.add_column("TFLOP/s" + (" (% ceil)" if budget.ceiling_tflops else ""), justify="right")
@@ -58,7 +57,7 @@ def tree_table(budget: Budget, depth: int | None = 3) -> Table:
         style = "dim" if node.kind in _DIM_KINDS else ("bold" if level <= 1 else "")
         label = Text(guide, style="dim")
         label.append(node.name, style=style + (" italic" if node.kind == "class" else ""))
-        inst = node.instances_gpu_ms if gpu else node.instances_cpu_ms
+        inst = node.instances(budget.metric)
         row: list[Any] = [label]
         if gpu:
             row.append(_ms(node.gpu_ms))
@@ -132,7 +131,7 @@ def summary_lines(budget: Budget) -> list[Text]:
     if budget.run:
         head.append("  " + "  ".join(f"{k}={v}" for k, v in budget.run.items() if v), style="dim")
     lines.append(head)
-    if budget.metric == "gpu":
+    if budget.metric == GPU:
         window = sum(d["span_ms"] for d in budget.devices) or 0.0
         idle = f"{budget.idle_gpu_ms:,.1f} ms idle GPU" + (f" ({budget.idle_gpu_ms / window:.1%} of the GPU window)"
                                                            if window else "")
@@ -184,7 +183,7 @@ def render(budget: Budget, console: Console, depth: int | None = 3, by: str = "r
         console.print(line)
     console.print()
     if by == "kernel":
-        if budget.metric != "gpu":
+        if budget.metric != GPU:
             console.print("no GPU kernels in this trace", style="yellow")
         else:
             console.print(kernel_table(budget, top or 20, console.width))

@@ -14,6 +14,7 @@ from rich.text import Text
 from lltrace.analysis import noise
 from lltrace.analysis.diff import Diff, Metric, NodeDiff
 from lltrace.analysis.gate import Gate
+from lltrace.trace.budget import LABEL
 from lltrace.ui.budget_report import short_kernel_name
 
 _STYLE = {noise.FASTER: "green", noise.SLOWER: "bold red", noise.NOISE: "dim", noise.SAME: "dim",
@@ -78,8 +79,7 @@ def _header_lines(d: Diff) -> list[str]:
         if info.get("partial"):
             parts.append("PARTIAL")
         lines.append("  ".join(parts))
-    unit = "GPU" if d.metric == "gpu" else "host"
-    lines.append(f"{unit} ms per {d.unit}; noise: Mann-Whitney U on per-instance values, "
+    lines.append(f"{LABEL[d.metric]} ms per {d.unit}; noise: Mann-Whitney U on per-instance values, "
                  f"alpha {d.alpha:g}, min effect {d.min_effect:.0%} of A's median, >= {noise.MIN_INSTANCES} instances")
     return lines
 

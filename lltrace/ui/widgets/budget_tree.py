@@ -22,12 +22,11 @@ def node_label(node: Node, metric: str, depth: int) -> Text:
     """`name  12.3 ms  45.6%  x3  p99 4.2`: the row `lltrace budget` prints, on one line."""
     style = "dim" if node.kind in _DIM_KINDS else ("bold" if depth <= 1 else "")
     label = Text(node.name, style=style + (" italic" if node.kind == "class" else ""))
-    value = node.gpu_ms if metric == "gpu" else node.cpu_ms
-    label.append(f"  {_ms(value)} ms", style="cyan")
+    label.append(f"  {_ms(node.value(metric))} ms", style="cyan")
     label.append(f"  {node.share:.1%}", style="green" if node.share >= 0.2 else "")
     if node.count > 1:
         label.append(f"  x{node.count}", style="dim")
-    inst = node.instances_gpu_ms if metric == "gpu" else node.instances_cpu_ms
+    inst = node.instances(metric)
     if inst and node.count > 1 and node.kind not in _DIM_KINDS:
         label.append(f"  p50 {_ms(inst['p50'])} p99 {_ms(inst['p99'])}", style="dim")
     if node.tflops is not None:
