@@ -25,9 +25,9 @@ REAL = sorted(p for p in (ROOT / "tests" / "data").glob("*.json*") if p.is_file(
 ULTRA = ROOT / "traces" / "examples" / "h100-ultra"
 
 
-def check_consistent(inst):
+def check_consistent(trace, inst):
     """The budget of an instance pass is its instance values summed, node by node."""
-    b = budget_of(inst)
+    b = budget_of(trace, inst)
     assert inst.metric == b.metric
     nodes = dict(b.tree.walk())
     assert set(nodes) == {p for p, _ in inst.tree.walk()}
@@ -50,7 +50,7 @@ def test_synthetic_gpu_trace(tmp_path):
     path = write(tmp_path, lltrace_run(blocks=3, steps=2, layers=2).to_json())
     trace = load_trace(path)
     inst = measure(trace)
-    b = check_consistent(inst)
+    b = check_consistent(trace, inst)
     assert b.to_dict() == build_budget(trace).to_dict()
     # one value per block for every node below the block, GPU spans inside the host range's reach
     assert len(inst.values(("block", "step[0]", "layer[0]", "self_attn"))) == 3
@@ -68,8 +68,9 @@ def test_cpu_only_trace_has_an_op_table(tmp_path):
                 torch.randn(64, 64) @ torch.randn(64, 64)
     path = tmp_path / "cpu.json"
     prof.export_chrome_trace(str(path))
-    inst = measure(load_trace(path))
-    b = check_consistent(inst)
+    trace = load_trace(path)
+    inst = measure(trace)
+    b = check_consistent(trace, inst)
     assert b.metric == "cpu" and len(inst.values(("work",))) == 3
     names = {o["name"] for o in inst.ops}
     assert "aten::matmul" in names or "aten::mm" in names
@@ -77,7 +78,8 @@ def test_cpu_only_trace_has_an_op_table(tmp_path):
 
 @pytest.mark.parametrize("path", REAL, ids=[p.name for p in REAL])
 def test_real_traces(path):
-    check_consistent(measure(load_trace(path)))
+    trace = load_trace(path)
+    check_consistent(trace, measure(trace))
 
 
 def test_forest_append_grows_and_validates():
@@ -126,7 +128,7 @@ def test_virtual_rows_count_like_recorded_regions():
     att.host[moved] = attn
 
     inst = measure(trace, ra=ra)
-    after = check_consistent(inst)
+    after = check_consistent(trace, inst)
     step = ("block", "step[0]")
     old, new = before.tree.find(*step), after.tree.find(*step)
     assert new.gpu_ms == pytest.approx(old.gpu_ms, rel=1e-12) and new.count == old.count

@@ -60,4 +60,4 @@ def load_side(path: str | Path, progress: Progress | None = None) -> Side:
         return Side(str(path), "budget", b, None, _run_of_budget(b))
     trace = load_trace(src, progress)
     inst = measure(trace)
-    return Side(str(path), src.kind, budget_of(inst), inst, read_run(src.run_dir, trace.run_meta))
+    return Side(str(path), src.kind, budget_of(trace, inst), inst, read_run(src.run_dir, trace.run_meta))

@@ -1,7 +1,7 @@
 """The hierarchical time budget: run -> block -> step -> layer -> op region -> kernel class.
 
 `build_budget(trace, meta=None) -> Budget` sums the instance pass (lltrace.trace.instances)
-into tree nodes (docs/FORMATS.md §1 for names, §3 for the JSON); `budget_of(instances)` does
+into tree nodes (docs/FORMATS.md §1 for names, §3 for the JSON); `budget_of(trace, instances)` does
 the same for a pass already made. Each node carries GPU ms (kernels launched inside its
 instances), host ms, share of its parent, instance count and p50/p95/p99 over instances,
 and FLOPs / TFLOP/s where the model is known. GPU time a region spent outside
@@ -30,8 +30,8 @@ from lltrace.trace.jsonround import rounded
 from lltrace.trace.loader import BUDGET_FORMAT, load_trace, resolve_source
 from lltrace.trace.reader import Progress
 
-__all__ = ["Budget", "Node", "GPU", "CPU", "LABEL", "OTHER_NODE", "UNATTRIBUTED", "build_budget", "budget_of", "load_budget",
-           "percentiles"]
+__all__ = ["Budget", "Node", "GPU", "CPU", "LABEL", "OTHER_NODE", "UNATTRIBUTED", "build_budget", "budget_of",
+           "load_budget", "percentiles"]
 
 # A node keeps GPU and host ms; Budget.metric (GPU or CPU) says which one is its value.
 _FIELDS = {GPU: ("gpu_ms", "instances_gpu_ms"), CPU: ("cpu_ms", "instances_cpu_ms")}
@@ -153,13 +153,14 @@ class Budget:
 
 def build_budget(trace: Trace, meta: dict[str, Any] | None = None) -> Budget:
     """Aggregate a loaded trace into the budget tree (meta: the run's meta.json, for FLOPs)."""
-    return budget_of(measure(trace, meta))
+    return budget_of(trace, measure(trace, meta))
 
 
-def budget_of(inst: Instances) -> Budget:
+def budget_of(trace: Trace, inst: Instances) -> Budget:
     """The budget of an instance pass: each node's value, percentiles, count and FLOPs from
-    its instance values, plus the trace-wide numbers (devices, kernel table, warnings)."""
-    trace, ra, meta, metric = inst.trace, inst.ra, inst.meta, inst.metric
+    its instance values, plus the trace-wide numbers (devices, kernel table, warnings) of
+    the trace it was measured on."""
+    ra, meta, metric = inst.ra, inst.meta, inst.metric
     x = trace.x
     warnings = list(trace.warnings)
     kernels_table: list[dict[str, Any]] = []

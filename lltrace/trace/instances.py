@@ -82,8 +82,8 @@ class InstanceNode:
 
 @dataclass
 class Instances:
-    """Everything the instance pass knows about a trace; see the module docstring."""
-    trace: Trace
+    """Everything the instance pass knows about a trace; see the module docstring. It keeps no
+    reference to the trace itself, so a diff holding two of them holds no trace."""
     meta: dict[str, Any] | None          # the run's meta.json the FLOPs were modeled with
     metric: str                          # GPU | CPU
     ra: RegionAttribution
@@ -197,7 +197,7 @@ def measure(trace: Trace, meta: dict[str, Any] | None = None, ra: RegionAttribut
     parts = [root.flops] if root.flops is not None else \
         [c.flops for c in root.children if c.kind == "region" and c.flops is not None]
     root.flops = np.array([math.fsum(_known_sum(f) for f in parts)]) if parts else None
-    return Instances(trace, meta, GPU if ra.gpu_mode else CPU, ra, root, insts, self_ms, gpu_total, shapes, ops)
+    return Instances(meta, GPU if ra.gpu_mode else CPU, ra, root, insts, self_ms, gpu_total, shapes, ops)
 
 
 def _known_sum(flops: np.ndarray) -> float:
