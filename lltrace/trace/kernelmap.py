@@ -113,8 +113,9 @@ def _enclosing(trace: Trace, rows: np.ndarray, launch_rows: np.ndarray) -> np.nd
 
 def compiled_regions(trace: Trace, launch_rows: np.ndarray,
                      prov: dict[str, list[tuple[str, str | None]]]) -> list[str | None]:
-    """The provenance region (`ll/self_attn`, ...) of each launch made inside a compiled region,
-    None where it is outside one or cannot be placed."""
+    """The provenance region (`ll/self_attn`, ...) of each launch made inside a compiled region;
+    "" where provenance has the kernel but no module of it maps to a region (it stays in its
+    layer's own time); None where it is outside one or cannot be placed."""
     x, names = trace.x, trace.names
     out: list[str | None] = [None] * len(launch_rows)
     if not len(launch_rows) or not prov:
@@ -164,12 +165,11 @@ def _place(js: list[int], ops: np.ndarray, names: list[str], x, entries, out) ->
     bounds = [p for p in pos if p is not None]
     for k, j in enumerate(js):
         if pos[k] is not None:
-            out[j] = entries[pos[k]][1]
+            out[j] = entries[pos[k]][1] or ""
             continue
         lo = max((p for p in pos[:k] if p is not None), default=-1)
         hi = min((p for p in pos[k + 1:] if p is not None), default=len(entries))
-        gap = {entries[i][1] for i in range(lo + 1, hi) if not _is_triton(entries[i][0])}
-        gap.discard(None)
+        gap = {entries[i][1] or "" for i in range(lo + 1, hi) if not _is_triton(entries[i][0])}
         if len(gap) == 1:
             out[j] = next(iter(gap))
     del bounds
@@ -225,7 +225,7 @@ def capture_record(trace: Trace, index: int, prov) -> list[tuple[tuple[str, ...]
                 path.append(nm)
             p = int(forest.parent[p])
         path.reverse()
-        if comp[j] is not None and (not path or path[-1] != comp[j]):
+        if comp[j] and (not path or path[-1] != comp[j]):
             path.append(comp[j])
         op = int(ops[j])
         out.append((tuple(path), names[int(x["name"][op])] if op >= 0 else None))
@@ -284,37 +284,46 @@ def apply(trace: Trace, forest, att) -> KernelMapReport:
     rows = _Rows(trace, forest)
     ll_host = att.host >= 0
 
+    lltrace = any(names[int(n)].startswith(regions.PREFIX) for n in forest.name[:64])
     # compiled code launched eagerly
     eager = np.nonzero((att.launch >= 0) & ~att.graph & ll_host)[0]
-    if prov and len(eager):
-        reg = compiled_regions(trace, att.launch[eager], prov)
-        comp_rows = np.nonzero(np.isin(x["name"], [i for i, nm in enumerate(names)
-                                                   if nm.startswith(COMPILED_PREFIX)]))[0]
-        inside = _enclosing(trace, comp_rows, att.launch[eager]) >= 0 if len(comp_rows) else np.zeros(len(eager), bool)
-        for a, r, ins in zip(eager.tolist(), reg, inside.tolist()):
-            if r is None:
-                rep.compiled_missed += int(ins)
-                continue
+    comp_rows = np.nonzero((x["cat"] == CPU_OP) & np.isin(x["name"], [i for i, nm in enumerate(names)
+                                                                      if nm.startswith(COMPILED_PREFIX)]))[0]
+    if len(eager) and len(comp_rows):
+        where = _enclosing(trace, comp_rows, att.launch[eager])
+        reg = compiled_regions(trace, att.launch[eager], prov) if prov else [None] * len(eager)
+        grouped = 0
+        for a, r, w in zip(eager.tolist(), reg, where.tolist()):
             host = int(att.host[a])
-            if names[int(forest.name[host])] != r:
-                att.host[a] = rows.below(host, (r,))
-            rep.compiled_kernels += 1
-        rep.method["compiled"] = "inductor provenance (provenance.json)"
-    elif len(eager) and any(nm.startswith(COMPILED_PREFIX) for nm in names):
-        rep.method["compiled"] = "none: the run recorded no provenance.json"
+            if r is None and w >= 0:
+                # no provenance for it: group by its compiled region, named as the trace names it
+                cid = names[int(x["name"][comp_rows[w]])][len(COMPILED_PREFIX):]
+                att.host[a] = rows.below(host, (f"{regions.PREFIX}compiled[{cid}]" if lltrace
+                                                else f"{COMPILED_PREFIX}{cid}",))
+                grouped += 1
+            elif r:
+                if names[int(forest.name[host])] != r:
+                    att.host[a] = rows.below(host, (r,))
+                rep.compiled_kernels += 1
+            elif r == "":
+                rep.compiled_kernels += 1   # placed, in its layer's own time: no module of it maps to a region
+        rep.compiled_missed = grouped
+        rep.method["compiled"] = ("inductor provenance (provenance.json)" if prov else
+                                  "none: no provenance.json; kernels grouped by compiled region")
 
     # CUDA-graph replays
     rg = np.nonzero(att.graph & ll_host)[0]
     if len(rg):
-        _replays(trace, att, rg, prov, rows, rep)
+        _replays(trace, att, rg, prov, rows, rep, f"{regions.PREFIX}graph_launch" if lltrace else "cudaGraphLaunch")
     rows.commit()
     if rep.compiled_missed:
-        rep.warnings.append(f"{rep.compiled_missed} kernels launched by compiled code could not be matched to "
-                            "inductor's provenance: they stay in their layer's (other)")
+        rep.warnings.append(f"{rep.compiled_missed} kernels launched by compiled code have no module attribution "
+                            "(not in inductor's provenance, or no provenance.json): grouped by their compiled "
+                            "region; their names list the fused ops")
     return rep
 
 
-def _replays(trace: Trace, att, rg: np.ndarray, prov, rows: _Rows, rep: KernelMapReport) -> None:
+def _replays(trace: Trace, att, rg: np.ndarray, prov, rows: _Rows, rep: KernelMapReport, group: str) -> None:
     x, names = trace.x, trace.names
     launches, inv = np.unique(att.launch[rg], return_inverse=True)
     graph_of = replay_graphs(trace, launches)
@@ -338,9 +347,11 @@ def _replays(trace: Trace, att, rg: np.ndarray, prov, rows: _Rows, rep: KernelMa
             off = next((k for k, (_, op) in enumerate(rec) if op and _is_triton(op) and kn[k] != op), None)
             if off is not None:
                 why = f"graph {g}: replayed kernel {off} is {kn[off][:40]}, captured {rec[off][1][:40]}"
-        if why is not None:
+        if why is not None:   # grouped by their graph launch, below the range around it
             rep.replayed_missed += len(acts)
             bad.setdefault(g, why)
+            for a in acts.tolist():
+                att.host[a] = rows.below(int(att.host[a]), (group,))
             continue
         for a, (path, _) in zip(acts.tolist(), rec):
             if path:
@@ -349,8 +360,8 @@ def _replays(trace: Trace, att, rg: np.ndarray, prov, rows: _Rows, rep: KernelMa
     if rep.replayed_kernels:
         rep.method["replayed"] = "recorded capture, matched by order and Triton kernel name"
     for g, why in sorted(bad.items()):
-        rep.warnings.append(f"CUDA-graph replay not attributed below its step ({why}): its kernels stay "
-                            "at step level")
+        rep.warnings.append(f"CUDA-graph replay without module attribution ({why}): its kernels are "
+                            "grouped by graph launch")
 
 
 def _record(trace: Trace, g: int, prov):
