@@ -24,7 +24,17 @@ PROGRESS_ABOVE = 20 << 20   # show a progress bar for files larger than this
               help="bf16 TFLOP/s ceiling for the roofline column (default: meta.json's measured one).")
 def budget(path, depth, by, as_json, top, with_hta, ceiling):
     """Hierarchical GPU/CPU time budget of PATH: a run directory (traces/<id>/), a run id,
-    a torch-profiler trace (.json / .json.gz / *.pt.trace.json[.gz]) or a budget JSON."""
+    a torch-profiler trace (.json / .json.gz / *.pt.trace.json[.gz]) or a budget JSON.
+
+    \b
+    Compiled and CUDA-graph-replayed kernels are placed below their layer too:
+    - torch.compile'd kernels by inductor's provenance, recorded by `lltrace run`
+      (provenance.json): a fused kernel goes to the op region owning 2/3 of its
+      nodes, else to a named mix such as norm+self_attn;
+    - replayed kernels by the recorded capture of their graph, matched by order
+      and Triton kernel name (a mismatch is a warning, never a silent guess).
+    Without those records they are grouped by compiled region / graph launch.
+    docs/FORMATS.md §6 has the rules."""
     from rich.console import Console
 
     from lltrace.trace.budget import build_budget, load_budget

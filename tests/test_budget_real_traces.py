@@ -92,7 +92,11 @@ def test_h100_ultra_graph_replays_are_credited_to_their_step():
     replayed = steps["step[1]"]                   # replayed in both profiled blocks
     assert replayed.count == 2 and replayed.gpu_ms > 50
     assert not any(c.name.startswith("layer[") for c in replayed.children)
-    assert {c.name for c in replayed.children} >= {"attention", "gemm"}
+    # this run predates the capture records: its replays are grouped by graph launch, and said so
+    group = replayed.child("graph_launch")
+    assert group is not None and group.gpu_ms > 0.95 * replayed.gpu_ms
+    assert {c.name for c in group.children} >= {"attention", "gemm"}
+    assert any("grouped by graph launch" in w for w in b.warnings)
     eager = [c for c in steps["step[0]"].children if c.name.startswith("layer[")]
     assert len(eager) == 30 and all(c.count == 1 for c in eager)   # block 4's first forward only
     assert any(n.name == "recache" for n in b.tree.children)
