@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from lltrace.errors import LltraceError
-from lltrace.trace import roofline
+from lltrace.trace import idle, roofline
 from lltrace.trace.attribution import BY_GPU_ANNOTATION, NONE
 from lltrace.trace.events import Trace
 from lltrace.trace.instances import CPU, GPU, LABEL, OTHER_NODE, UNATTRIBUTED, InstanceNode, Instances, measure
@@ -121,6 +121,7 @@ class Budget:
     trace: dict[str, Any] = field(default_factory=dict)
     run: dict[str, Any] | None = None
     hta: dict[str, Any] | None = None
+    idle: dict[str, Any] | None = None   # lltrace.trace.idle.analyze: idle GPU time by cause
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": BUDGET_FORMAT, "source": self.source, "partial": self.partial,
@@ -129,7 +130,7 @@ class Budget:
                 "attributed_fraction": rounded(self.attributed_fraction), "linked_fraction": rounded(self.linked_fraction),
                 "ceiling_tflops": self.ceiling_tflops, "tree": self.tree.to_dict(), "kernels": self.kernels,
                 "classes": self.classes, "devices": self.devices, "trace": self.trace, "run": self.run,
-                "hta": self.hta}
+                "hta": self.hta, "idle": rounded(self.idle) if self.idle is not None else None}
 
     @classmethod
     def from_dict(cls, d: Any) -> "Budget":
@@ -144,7 +145,8 @@ class Budget:
                        linked_fraction=float(d.get("linked_fraction") or 0.0),
                        ceiling_tflops=d.get("ceiling_tflops"), kernels=list(d.get("kernels", [])),
                        classes=dict(d.get("classes", {})), devices=list(d.get("devices", [])),
-                       trace=dict(d.get("trace", {})), run=d.get("run"), hta=d.get("hta"))
+                       trace=dict(d.get("trace", {})), run=d.get("run"), hta=d.get("hta"),
+                       idle=d.get("idle") if isinstance(d.get("idle"), dict) else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise LltraceError(f"not a budget JSON ({exc.__class__.__name__}: {exc})") from None
 
@@ -182,7 +184,11 @@ def budget_of(trace: Trace, inst: Instances) -> Budget:
                    if v > 0}
         _warn_gpu(trace, att, dur_ms, total, ra.lltrace, attributed, warnings, ra.kernel_map)
         kernels_table = _kernel_table(trace, att, ra.cls_idx, labels, [r.path for r in inst.regions])
+        blocks = inst.node(("block",))
+        idle_by = idle.analyze(trace, att, ra.forest, lambda k: inst.regions[k].path,
+                               blocks.count if blocks is not None else 1)
     else:
+        idle_by = None
         warnings.append("no GPU events in this trace: a CPU-only budget (host ms per region; "
                         "op classes of the top-level host ops)")
         classes = {labels[c]: float(v) for c, v in enumerate(inst.self_ms[:, :-1].sum(0)) if v > 0}
@@ -205,7 +211,7 @@ def budget_of(trace: Trace, inst: Instances) -> Budget:
                "device": trace.device_name, "lltrace_regions": ra.lltrace, "region_instances": len(ra.forest),
                "stop_reason": trace.stop_reason, "stopped_at_byte": trace.stopped_at_byte,
                "kernel_map": ra.kernel_map.to_dict() if ra.kernel_map is not None else None},
-        run=run)
+        run=run, idle=idle_by)
 
 
 def _node(src: InstanceNode, metric: str) -> Node:

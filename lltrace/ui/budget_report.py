@@ -144,9 +144,30 @@ def summary_lines(budget: Budget) -> list[Text]:
             lines.append(Text("classes: " + "   ".join(f"{k} {v / total:.1%}" for k, v in parts), style="dim"))
         if budget.ceiling_tflops:
             lines.append(Text(f"ceiling: {budget.ceiling_tflops:,.0f} TFLOP/s (bf16 matmul)", style="dim"))
+        lines.extend(idle_lines(budget.idle))
     else:
         lines.append(Text(f"wall {budget.wall_ms:,.1f} ms   host time only (no GPU events)"))
     return lines
+
+
+def idle_lines(idle: dict[str, Any] | None, top: int = 3) -> list[Text]:
+    """Idle GPU time by cause, the regions where it sits and the sync sites (80 columns)."""
+    if not idle or not idle.get("total_ms"):
+        return []
+    total = idle["total_ms"]
+    causes = "   ".join(f"{c} {v:,.1f}" for c, v in sorted(idle["by_cause"].items(), key=lambda kv: -kv[1]) if v > 0)
+    out = [Text(f"idle GPU {total:,.1f} ms in {idle['gaps']:,} gaps, by cause (ms): {causes}")]
+    host = idle.get("launch_host_ms") or {}
+    if idle["by_cause"].get("launch"):
+        out.append(Text("  launch-bound host time (ms): " + "   ".join(f"{k} {v:,.1f}" for k, v in host.items()),
+                        style="dim"))
+    for r in idle.get("by_region", [])[:top]:
+        out.append(Text(f"  {r['ms']:9,.2f} ms  {r['region']}", style="dim"))
+    sites = [s for s in idle.get("sync_sites", []) if s["count"]]
+    for s in sites[:top]:
+        out.append(Text(f"  sync {s['op']} in {s['where'] or '(no region)'}: {s['count']} "
+                        f"({s['per_block']:.3g} per block), {s['idle_ms']:,.2f} ms idle after it"))
+    return out
 
 
 def hta_tables(hta: dict[str, Any]) -> list[Any]:

@@ -1,0 +1,176 @@
+"""Why the GPU waits: every idle gap of a device inside the window, classified by its cause and
+credited to the region whose work came next (docs/FORMATS.md §3, `idle`).
+
+A gap is time in [first activity start, last activity end] when no activity runs on any stream
+of the device (the budget's `idle_gpu_ms`), so the causes add up to that total. The gap ends
+when activity N starts; N's launch (the runtime call that enqueued it) says why:
+- `sync`: the host was blocked in a synchronizing call (cudaStreamSynchronize,
+  cudaDeviceSynchronize, cudaEventSynchronize, a blocking cudaMemcpy) that returned when the GPU
+  drained, and N was launched after it returned: the GPU idled while the host came back. Each
+  such call is a sync site, named by the op that made it (`aten::item` ->
+  `aten::_local_scalar_dense`) and the region it ran in.
+- `launch`: N was launched after the gap began, with no sync in between: the host fell behind.
+  The host time from the gap's start to the launch is split into `runtime` (CUDA runtime /
+  driver calls), `ops` (the dispatcher and aten ops, outside runtime calls) and `python`
+  (neither).
+- `h2d`: N is a host-to-device copy launched late (the GPU waited for input data).
+- `gpu`: N was enqueued before the gap began, so the host was ahead: a stream dependency or the
+  device's own scheduling (HTA's "kernel wait").
+- `other`: no launch is known for N (a foreign trace without correlation ids).
+Hand-written: HolisticTraceAnalysis splits idle time into host/kernel wait only, per stream, and
+names no op or region.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from lltrace.trace.attribution import _top_level, thread_key
+from lltrace.trace.events import CPU_OP, HOST_RANGE, MEMCPY, RUNTIME, Trace
+
+CAUSES = ("sync", "launch", "h2d", "gpu", "other")
+SYNC_CALLS = frozenset({"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
+                        "cudaMemcpy", "cuStreamSynchronize", "cuCtxSynchronize", "cuEventSynchronize",
+                        "cuMemcpyDtoH_v2", "cuMemcpyHtoD_v2"})
+_EPS_US = 2.0     # a sync "returned when the GPU drained" if it ended within this of the gap's start
+
+
+def _prefix(starts: np.ndarray, ends: np.ndarray):
+    """Covered time of sorted disjoint intervals inside [a, b], vectorised over (a, b)."""
+    cum = np.concatenate([[0.0], np.cumsum(ends - starts)])
+
+    def covered(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if not len(starts):
+            return np.zeros(len(a))
+        i = np.searchsorted(ends, a, side="right")        # first interval ending after a
+        j = np.searchsorted(starts, b, side="left")       # intervals starting before b
+        tot = cum[np.maximum(j, i)] - cum[i]
+        # clip the first and last interval to [a, b]
+        first = np.minimum(i, len(starts) - 1)
+        tot -= np.where((i < j), np.clip(a - starts[first], 0, None), 0.0)
+        last = np.maximum(j - 1, 0)
+        tot -= np.where((i < j), np.clip(ends[last] - b, 0, None), 0.0)
+        return np.maximum(tot, 0.0)
+    return covered
+
+
+def analyze(trace: Trace, att, forest, region_path_of, blocks: int) -> dict[str, Any]:
+    """The `idle` object of the budget (see the module docstring). `region_path_of(host row)`
+    gives a forest row's tree path; `blocks` normalises sync counts per block."""
+    x, names = trace.x, trace.names
+    out: dict[str, Any] = {"total_ms": 0.0, "by_cause": {c: 0.0 for c in CAUSES},
+                           "launch_host_ms": {"python": 0.0, "ops": 0.0, "runtime": 0.0},
+                           "gaps": 0, "by_region": [], "sync_sites": []}
+    g = att.gpu
+    if not len(g):
+        return out
+    is_rt = x["cat"] == RUNTIME
+    sync_ids = np.array([i for i, n in enumerate(names) if n in SYNC_CALLS], dtype=np.int64)
+    syncs = np.nonzero(is_rt & np.isin(x["name"], sync_ids))[0]
+    sync_th = thread_key(trace, syncs) if len(syncs) else np.zeros(0, np.int64)
+    sync_end = x["ts"][syncs] + x["dur"][syncs]
+    # host-time splits per launch thread: top-level ops and runtime calls as sorted intervals
+    covers: dict[int, tuple] = {}
+
+    def cover(th: int):
+        if th not in covers:
+            pid, tid = th >> 32, th & 0xFFFFFFFF
+            on = (x["pid"] == pid) & (x["tid"] == tid)
+            rt = np.nonzero(on & is_rt)[0]
+            ops = _top_level(trace, np.nonzero(on & (x["cat"] == CPU_OP))[0])
+            rt = rt[np.argsort(x["ts"][rt])]
+            ops = ops[np.argsort(x["ts"][ops])]
+            covers[th] = (_prefix(x["ts"][rt], x["ts"][rt] + x["dur"][rt]),
+                          _prefix(x["ts"][ops], x["ts"][ops] + x["dur"][ops]))
+        return covers[th]
+
+    site_idle: dict[tuple, float] = defaultdict(float)
+    site_count: dict[tuple, int] = defaultdict(int)
+    by_region: dict[tuple, dict[str, float]] = defaultdict(lambda: {c: 0.0 for c in CAUSES})
+    op_of_sync = _op_rows(trace, syncs)
+    sync_site = {}
+    for k, s in enumerate(syncs.tolist()):
+        op = int(op_of_sync[k])
+        key = (names[int(x["name"][op])] if op >= 0 else names[int(x["name"][s])], "")
+        sync_site[s] = key
+    pids = x["pid"][g]
+    for pid in np.unique(pids):
+        sel = np.nonzero(pids == pid)[0]
+        sel = sel[np.argsort(x["ts"][g[sel]], kind="stable")]
+        s = x["ts"][g[sel]]
+        e = np.maximum.accumulate(s + x["dur"][g[sel]])
+        gap = s[1:] - e[:-1]
+        idx = np.nonzero(gap > 0)[0]
+        for j in idx.tolist():
+            a_pos = int(sel[j + 1])            # the activity that ended the gap
+            g0, g1 = float(e[j]), float(s[j + 1])
+            ms = (g1 - g0) / 1e3
+            launch = int(att.launch[a_pos])
+            cause, site = "other", None
+            if launch >= 0:
+                lt = float(x["ts"][launch])
+                th = int(thread_key(trace, np.array([launch]))[0])
+                if lt < g0:
+                    cause = "gpu"
+                else:
+                    m = np.nonzero((sync_th == th) & (sync_end >= g0 - _EPS_US) & (sync_end <= lt + 1e-3)
+                                   & (x["ts"][syncs] < g0 + _EPS_US))[0] if len(syncs) else []
+                    if len(m):
+                        cause, site = "sync", int(syncs[m[-1]])
+                    elif x["cat"][g[a_pos]] == MEMCPY:
+                        cause = "h2d"
+                    else:
+                        cause = "launch"
+                        rt_cov, op_cov = cover(th)
+                        a_, b_ = np.array([g0]), np.array([min(lt, g1)])
+                        r = float(rt_cov(a_, b_)[0])
+                        o = max(float(op_cov(a_, b_)[0]) - r, 0.0)
+                        span = max(float(b_[0] - a_[0]), 0.0)
+                        out["launch_host_ms"]["runtime"] += r / 1e3
+                        out["launch_host_ms"]["ops"] += o / 1e3
+                        out["launch_host_ms"]["python"] += max(span - r - o, 0.0) / 1e3
+            out["by_cause"][cause] += ms
+            out["total_ms"] += ms
+            out["gaps"] += 1
+            host = int(att.host[a_pos])
+            path = region_path_of(host) if host >= 0 else ("(unattributed)",)
+            by_region[path][cause] += ms
+            if site is not None:
+                key = (sync_site[site][0], "/".join(region_path_of(_host_of(trace, forest, site)) or ()))
+                site_idle[key] += ms
+    # every sync call counts, whether or not a gap followed it
+    for s in syncs.tolist():
+        key = (sync_site[s][0], "/".join(region_path_of(_host_of(trace, forest, s)) or ()))
+        site_count[key] += 1
+    per = max(blocks, 1)
+    out["sync_sites"] = sorted(({"op": op, "where": where, "count": n, "per_block": n / per,
+                                 "idle_ms": site_idle.get((op, where), 0.0)}
+                                for (op, where), n in site_count.items()), key=lambda r: -r["idle_ms"])
+    out["by_region"] = sorted(({"region": "/".join(p), "ms": sum(v.values()), **v} for p, v in by_region.items()),
+                              key=lambda r: -r["ms"])
+    return out
+
+
+def _op_rows(trace: Trace, rows: np.ndarray) -> np.ndarray:
+    """Innermost host op around each runtime call (by External id)."""
+    x = trace.x
+    ops = np.nonzero(np.isin(x["cat"], np.array(HOST_RANGE, dtype=np.uint8)) & (x["ext"] >= 0))[0]
+    ops = ops[np.argsort(x["ext"][ops], kind="stable")]
+    keys = x["ext"][ops]
+    out = np.full(len(rows), -1, dtype=np.int64)
+    if not len(keys) or not len(rows):
+        return out
+    ext = x["ext"][rows]
+    pos = np.minimum(np.searchsorted(keys, ext), len(keys) - 1)
+    hit = (keys[pos] == ext) & (ext >= 0)
+    out[hit] = ops[pos[hit]]
+    return out
+
+
+def _host_of(trace: Trace, forest, row: int) -> int:
+    """The region row around a host event."""
+    x = trace.x
+    return int(forest.innermost(thread_key(trace, np.array([row])),
+                                np.array([x["ts"][row] + x["dur"][row] / 2]))[0])
