@@ -240,3 +240,13 @@ def test_damaged_run_files_are_warnings(capsys, tmp_path, runs):
     assert any("frames.jsonl: 1 unreadable line" in w for w in data["warnings"])
     names = {m["name"]: m for m in data["headline"]}
     assert names["ms_per_frame"]["verdict"] == noise.ONLY_B and names["host_ms"]["a"] is not None
+
+
+def test_the_gate_does_not_fail_open_on_too_few_instances(capsys):
+    """ultra against baseline is a 4x regression with only 4 frames-blocks a side: the noise
+    test cannot decide there, so the point estimate does, and the gate fails."""
+    ex = Path(__file__).resolve().parent.parent / "traces" / "examples"
+    code = main(["diff", str(ex / "h100-ultra"), str(ex / "h100-baseline"), "--fail-above", "5%"])
+    out = capsys.readouterr()
+    assert code == 1
+    assert "REGRESSION" in out.out + out.err and "too few instances" in out.out + out.err

@@ -11,6 +11,9 @@ from lltrace.errors import LltraceError
 from lltrace.trace.jsonround import num as json_num
 
 
+MIN_TESTABLE = 5   # instances per side below which the gate ignores the noise verdict
+
+
 @dataclass
 class Gate:
     metric: str
@@ -66,11 +69,19 @@ def gate(d: Diff, threshold_pct: float, metric: str | None = None, strict: bool 
         reg = math.inf if (m.b or 0) > (m.a or 0) and not m.higher_is_better else 0.0
     verdict = m.judgement.verdict
     over = reg > threshold_pct
-    noisy = verdict in (noise.NOISE, noise.SAME)
+    # Below MIN_TESTABLE instances a side the rank test cannot reject anything (with 2 vs 2 its
+    # smallest p is 0.33): a noise verdict there would let any regression pass. Judge the point
+    # estimate instead, and say so.
+    n = min(m.judgement.n_a or 0, m.judgement.n_b or 0)
+    testable = n >= MIN_TESTABLE
+    noisy = testable and verdict in (noise.NOISE, noise.SAME)
     failed = over and (strict or not noisy)
     change = "unchanged" if reg == 0 else f"{abs(reg):.1f}% {'worse' if reg > 0 else 'better'}"
     what = f"{m.name}: {_fmt(m.a)} -> {_fmt(m.b)} {m.unit} ({change})"
-    if failed:
+    if failed and not testable:
+        msg = (f"REGRESSION {what}, above --fail-above {threshold_pct:g}% (too few instances for the "
+               f"noise test: {n} < {MIN_TESTABLE} on a side, the point estimate decides)")
+    elif failed:
         msg = f"REGRESSION {what}, above --fail-above {threshold_pct:g}%"
     elif over:
         msg = f"{what} is above --fail-above {threshold_pct:g}% but within noise (p={_fmt(m.judgement.p)}): " \
