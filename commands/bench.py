@@ -49,6 +49,13 @@ def bench(presets, model, device, overrides, warmup, blocks, out_path, as_json, 
     names = list(presets) or available_presets()
     knobs = parse_overrides(overrides)
     loaded = [load_preset(n, knobs) for n in names]  # validate all before spending time
+    if dev.type != "cuda":   # as `lltrace run` does: GPU-only knobs off, each with a note
+        from lltrace.pipeline.presets import cpu_fallback
+        fell = [cpu_fallback(p) for p in loaded]
+        loaded = [p for p, _ in fell]
+        for p, notes in fell:
+            for n in notes:
+                err.print(f"[yellow]note:[/yellow] {p.name}: {n}")
 
     rows = []
     doc = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": ["lltrace", *sys.argv[1:]],
