@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -29,6 +30,9 @@ def _parse_switch(value: str) -> tuple[int, str]:
 @click.option("--regions", "regions_level", type=click.Choice(["off", "block", "layer", "op"]), default="op",
               show_default=True, help="Region detail: NVTX + record_function ranges.")
 @click.option("--py-spy", "py_spy", is_flag=True, help="Also record host-side Python stacks with py-spy.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write the run directory here (it must be new or empty). Default: "
+                   "traces/<run-id>/ under $LLTRACE_TRACES or the current directory.")
 @click.option("--kernel-map/--no-kernel-map", "kernel_map", default=True, show_default=True,
               help="Record inductor's kernel provenance and each CUDA-graph capture, so the budget puts "
                    "compiled and replayed kernels under their op regions (compile-time and capture-time "
@@ -48,7 +52,7 @@ def _parse_switch(value: str) -> tuple[int, str]:
 @click.option("--doctor/--no-doctor", default=True, show_default=True,
               help="TUI only: check the built pipeline with `lltrace doctor` (denoise, kv_update) and show "
                    "its CUDA-graph verdict; costs a few seconds before the first frame (not counted in it).")
-def run(preset, frames, prompt, switch_at, headless, profile_blocks, regions_level, py_spy, kernel_map, model, device,
+def run(preset, frames, prompt, switch_at, headless, profile_blocks, regions_level, py_spy, out_dir, kernel_map, model, device,
         overrides, weights, lora, lora_alpha, vae_weights, tokenizer, seed, as_json, doctor):
     """Run the LongLive pipeline with full instrumentation; write traces/<run-id>/.
 
@@ -92,7 +96,8 @@ def run(preset, frames, prompt, switch_at, headless, profile_blocks, regions_lev
         from lltrace.trace.roofline import measure_matmul_tflops
         pipe.ceiling_tflops = measure_matmul_tflops(iters=10)  # ~0.1 s; meta.json's roofline ceiling
     session_kwargs = dict(num_blocks=num_blocks, prompt=prompt, switches=switches, profile_blocks=profile,
-                          regions_level=regions_level, py_spy=py_spy, kernel_map=kernel_map, command=["lltrace", *sys.argv[1:]])
+                          regions_level=regions_level, py_spy=py_spy, kernel_map=kernel_map,
+                          run_dir=_fresh_dir(out_dir) if out_dir is not None else None, command=["lltrace", *sys.argv[1:]])
     if live:
         try:
             from lltrace.ui.app import run_live_app
@@ -115,3 +120,11 @@ def run(preset, frames, prompt, switch_at, headless, profile_blocks, regions_lev
     # Ctrl-C / SIGTERM: the shell convention 130. Quitting the TUI with `q` is a normal end.
     if result is not None and result.status == "interrupted" and result.reason != "stopped":
         raise click.exceptions.Exit(130)
+
+
+def _fresh_dir(path: Path) -> Path:
+    """--out: a new or empty directory (a run never mixes its files with another's)."""
+    from lltrace.errors import LltraceError
+    if path.exists() and any(path.iterdir()):
+        raise LltraceError(f"--out {path}: the directory exists and is not empty", "give a new directory")
+    return path

@@ -84,3 +84,14 @@ def test_doctor_flag_reaches_the_tui(traces, monkeypatch, flag, doctor):
     monkeypatch.setattr(app, "run_live_app", lambda pipe, kwargs, **kw: seen.append(kw["doctor"]))
     assert main(["run", "--frames", "9", *flag]) == 0
     assert seen == [doctor]
+
+
+def test_out_writes_the_run_directory_there_and_refuses_a_used_one(tmp_path, traces, capsys):
+    out = tmp_path / "my-run"
+    assert main(["run", "-p", "baseline", "--frames", "12", "--profile-blocks", "none", "-o", str(out),
+                 "--json"]) == 0
+    assert Path(json.loads(capsys.readouterr().out)["run_dir"]) == out
+    assert (out / "meta.json").is_file() and not traces.exists()
+    assert main(["run", "-p", "baseline", "--frames", "12", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and "Traceback" not in err
