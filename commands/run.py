@@ -93,8 +93,10 @@ def run(preset, frames, prompt, switch_at, headless, profile_blocks, regions_lev
         pipe = StreamingPipeline(p, device=dev, model=model, weights=weights, lora=lora, lora_alpha=lora_alpha,
                                  vae_weights=vae_weights, tokenizer=tokenizer, seed=seed)
     if dev.type == "cuda":
-        from lltrace.trace.roofline import measure_matmul_tflops
+        from lltrace.trace.roofline import measure_fp8_tflops, measure_matmul_tflops
         pipe.ceiling_tflops = measure_matmul_tflops(iters=10)  # ~0.1 s; meta.json's roofline ceiling
+        if p.fp8:
+            pipe.ceiling_fp8_tflops = measure_fp8_tflops(iters=10)
     session_kwargs = dict(num_blocks=num_blocks, prompt=prompt, switches=switches, profile_blocks=profile,
                           regions_level=regions_level, py_spy=py_spy, kernel_map=kernel_map,
                           run_dir=_fresh_dir(out_dir) if out_dir is not None else None, command=["lltrace", *sys.argv[1:]])

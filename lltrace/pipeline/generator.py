@@ -111,6 +111,7 @@ class StreamingPipeline:
                 load_vae_weights(self.decoder, vae_weights)
 
         self.ceiling_tflops: float | None = None  # measured matmul ceiling, for the roofline
+        self.ceiling_fp8_tflops: float | None = None  # the same for fp8 GEMMs (presets with fp8 linears)
         self.graphed_forward = None  # set by optimize.apply when the preset asks for CUDA graphs
         self.kv_cache = make_kv_cache(preset.kv_cache, cfg, batch, preset.local_attn_size, preset.sink_size,
                                       self.dtype, self.device)
@@ -138,7 +139,7 @@ class StreamingPipeline:
             dev.update(name=platform.processor() or platform.machine())
         knobs = {**self.preset.to_dict(), "model": self.model_config.name}  # the model that ran
         return {"preset": self.preset.name, "knobs": knobs, "model": self.model_config.to_dict(),
-                "ceilings": {"bf16_tflops": self.ceiling_tflops},
+                "ceilings": {"bf16_tflops": self.ceiling_tflops, "fp8_tflops": self.ceiling_fp8_tflops},
                 "device": dev, "dtype": str(self.dtype).removeprefix("torch."),
                 "attention_backend": self.attention_backend, "timesteps": self.timesteps,
                 "optimizations": self.optimizations, "batch": self.batch, "seed": self.seed,

@@ -115,6 +115,7 @@ class Budget:
     attributed_fraction: float = 0.0    # GPU time inside some region
     linked_fraction: float = 0.0        # GPU activities tied to a launch
     ceiling_tflops: float | None = None
+    ceiling_dtype: str = "bf16"         # which matmul ceiling: "fp8" for runs with fp8 linears
     kernels: list[dict[str, Any]] = field(default_factory=list)
     classes: dict[str, float] = field(default_factory=dict)
     devices: list[dict[str, Any]] = field(default_factory=list)
@@ -128,7 +129,7 @@ class Budget:
                 "warnings": list(self.warnings), "metric": self.metric, "wall_ms": rounded(self.wall_ms),
                 "gpu_ms": rounded(self.gpu_ms), "idle_gpu_ms": rounded(self.idle_gpu_ms),
                 "attributed_fraction": rounded(self.attributed_fraction), "linked_fraction": rounded(self.linked_fraction),
-                "ceiling_tflops": self.ceiling_tflops, "tree": self.tree.to_dict(), "kernels": self.kernels,
+                "ceiling_tflops": self.ceiling_tflops, "ceiling_dtype": self.ceiling_dtype, "tree": self.tree.to_dict(), "kernels": self.kernels,
                 "classes": self.classes, "devices": self.devices, "trace": self.trace, "run": self.run,
                 "hta": self.hta, "idle": rounded(self.idle) if self.idle is not None else None}
 
@@ -143,7 +144,7 @@ class Budget:
                        gpu_ms=float(d.get("gpu_ms") or 0.0), idle_gpu_ms=float(d.get("idle_gpu_ms") or 0.0),
                        attributed_fraction=float(d.get("attributed_fraction") or 0.0),
                        linked_fraction=float(d.get("linked_fraction") or 0.0),
-                       ceiling_tflops=d.get("ceiling_tflops"), kernels=list(d.get("kernels", [])),
+                       ceiling_tflops=d.get("ceiling_tflops"), ceiling_dtype=str(d.get("ceiling_dtype") or "bf16"), kernels=list(d.get("kernels", [])),
                        classes=dict(d.get("classes", {})), devices=list(d.get("devices", [])),
                        trace=dict(d.get("trace", {})), run=d.get("run"), hta=d.get("hta"),
                        idle=d.get("idle") if isinstance(d.get("idle"), dict) else None)
@@ -199,13 +200,17 @@ def budget_of(trace: Trace, inst: Instances) -> Budget:
     if isinstance(meta, dict):
         run = {k: meta.get(k) for k in ("run_id", "preset", "status", "attention_backend") if k in meta}
         run["device"] = (meta.get("device") or {}).get("name") if isinstance(meta.get("device"), dict) else None
+        knobs = meta.get("knobs") if isinstance(meta.get("knobs"), dict) else {}
+        if knobs.get("fp8") and roofline.ceiling(meta)[1] != "fp8" and inst.shapes is not None:
+            warnings.append("fp8 linears, but meta.json has no fp8 matmul ceiling: the TFLOP/s % column is "
+                            "against the bf16 ceiling and can exceed 100%")
         if ra.lltrace and inst.shapes is None:
             warnings.append("meta.json has no usable model config / knobs: no FLOPs column")
     wall_us = trace.span_us
     return Budget(
         source=trace.source, tree=tree, metric=metric, partial=trace.partial, warnings=warnings,
         wall_ms=(wall_us[1] - wall_us[0]) / 1e3, gpu_ms=inst.gpu_ms, idle_gpu_ms=idle_ms,
-        attributed_fraction=attributed, linked_fraction=linked, ceiling_tflops=roofline.ceiling_tflops(meta),
+        attributed_fraction=attributed, linked_fraction=linked, ceiling_tflops=roofline.ceiling(meta)[0], ceiling_dtype=roofline.ceiling(meta)[1],
         kernels=kernels_table, classes=classes, devices=devices,
         trace={"events": trace.stats.get("elements"), "kept": int(len(trace)), "gzip": trace.stats.get("gzip"),
                "device": trace.device_name, "lltrace_regions": ra.lltrace, "region_instances": len(ra.forest),

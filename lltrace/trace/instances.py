@@ -17,6 +17,8 @@ instance of its parent.
 """
 from __future__ import annotations
 
+import bisect
+
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -271,14 +273,31 @@ def instance_paths(trace: Trace, ra: RegionAttribution, shapes: roofline.WanShap
     blocks = sorted((float(forest.start[k]), idx_paths[k][-1][1]) for k in range(n)
                     if idx_paths[k] and idx_paths[k][-1][0] == "block" and idx_paths[k][-1][1] is not None)
     modeled = [False] * n
-    seen: set[tuple[int, tuple]] = set()
+    # A recache runs its frames chunk by chunk (one forward per chunk, each with its embed, its
+    # layers and its head): the chunk of a row is the number of heads of its recache before it.
+    heads: dict[int, list[float]] = {}
+    for k in range(n):
+        p = int(parent[k])
+        if p >= 0 and idx_paths[p] and idx_paths[p][-1][0] == "recache" and idx_paths[k] \
+                and idx_paths[k][-1][0] == "head":
+            heads.setdefault(p, []).append(float(forest.start[k]))
+    chunk: list[int | None] = [None] * n
+    for k in range(n):
+        p = int(parent[k])
+        if p < 0:
+            continue
+        if idx_paths[p] and idx_paths[p][-1][0] == "recache":
+            chunk[k] = bisect.bisect_left(sorted(heads.get(p, [])), float(forest.start[k]))
+        else:
+            chunk[k] = chunk[p]
+    seen: set[tuple[int, tuple, int | None]] = set()
     for k in range(n):
         ip = idx_paths[k]
         if not ip:
             continue
         # a model part recorded in pieces (ll/embed around patch, text and time embedding)
-        # carries its FLOPs once per parent instance
-        once = (int(parent[k]), ip[-1])
+        # carries its FLOPs once per parent instance (and recache chunk)
+        once = (int(parent[k]), ip[-1], chunk[k])
         if parent[k] >= 0 and ip[-1][0] not in regions.FORWARDS and once in seen:
             flops[k], modeled[k] = 0.0, True
             continue
@@ -290,7 +309,7 @@ def instance_paths(trace: Trace, ra: RegionAttribution, shapes: roofline.WanShap
             after = [b for s, b in blocks if s >= t]
             frames = ((before[-1] + 1) * shapes.frames_per_block if before
                       else after[0] * shapes.frames_per_block if after else None)
-        f = roofline.region_flops(shapes, list(ip), frames)
+        f = roofline.region_flops(shapes, list(ip), frames, chunk[k])
         if f is not None:
             flops[k], modeled[k] = f, True
     # regions that are not a model part (block, run, ...) count the FLOPs of what they contain

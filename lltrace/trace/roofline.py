@@ -71,6 +71,15 @@ class WanShapes:
         frames = max(1, min(self.local_attn_size, frames_so_far))
         return frames * self.frame_seqlen, frames * self.frame_seqlen
 
+    def recache_chunk_tokens(self, frames_so_far: int, chunk: int) -> tuple[int, int]:
+        """(Lq, Lk) of chunk `chunk` of a recache: the re-cached frames (the last min(window,
+        frames so far)) go through block by block; each chunk attends to the re-cached frames up
+        to its own end (LongLive's blockwise causal recache)."""
+        n = max(1, min(self.local_attn_size, frames_so_far))
+        lo = min(chunk * self.frames_per_block, n - 1)
+        hi = min(n, lo + self.frames_per_block)
+        return (hi - lo) * self.frame_seqlen, hi * self.frame_seqlen
+
     # -- FLOPs --
     def parts(self, lq: int, lk: int) -> dict[str, float]:
         d = self.dim
@@ -88,12 +97,15 @@ class WanShapes:
                 "forward": float(embed + self.num_layers * layer + head)}
 
 
-def region_flops(shapes: WanShapes, path: list[tuple[str, int | None]], frames_so_far: int | None) -> float | None:
+def region_flops(shapes: WanShapes, path: list[tuple[str, int | None]], frames_so_far: int | None,
+                 recache_chunk: int | None = None) -> float | None:
     """Model FLOPs of one region instance, given its path of (name, index) from the top
     (e.g. [("block", 3), ("step", 1), ("layer", 7), ("ffn", None)]). None when the region
     is not a part of the generator forward (decode, text encode...) or the shapes are unknown.
 
-    `frames_so_far` is the number of latent frames generated before a recache (None if unknown).
+    `frames_so_far` is the number of latent frames generated before a recache (None if unknown);
+    `recache_chunk` which of the recache's forwards (it runs chunk by chunk) the region is in.
+    The recache itself is not one forward: it counts the FLOPs of its chunks (None here).
     """
     leaf = path[-1][0]
     if leaf in ZERO_FLOP_REGIONS:
@@ -103,9 +115,9 @@ def region_flops(shapes: WanShapes, path: list[tuple[str, int | None]], frames_s
     if fwd_at is None:
         return None
     if names[fwd_at] == "recache":
-        if frames_so_far is None:
+        if frames_so_far is None or recache_chunk is None or fwd_at == len(path) - 1:
             return None
-        lq, lk = shapes.recache_tokens(frames_so_far)
+        lq, lk = shapes.recache_chunk_tokens(frames_so_far, recache_chunk)
     else:
         block = next((p[1] for p in path[:fwd_at] if p[0] == "block"), None)
         if block is None:
@@ -117,13 +129,41 @@ def region_flops(shapes: WanShapes, path: list[tuple[str, int | None]], frames_s
     return parts.get(leaf)
 
 
+def ceiling(meta: dict[str, Any] | None) -> tuple[float | None, str]:
+    """The matmul ceiling the roofline column uses, from meta.json `ceilings`, and its name:
+    the fp8 one for runs with fp8 linears (their GEMMs run in fp8), else bf16."""
+    c = meta.get("ceilings") if isinstance(meta, dict) else None
+    knobs = meta.get("knobs") if isinstance(meta, dict) else None
+    fp8 = isinstance(knobs, dict) and bool(knobs.get("fp8"))
+
+    def value(key):
+        v = c.get(key) if isinstance(c, dict) else None
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else None
+    if fp8 and value("fp8_tflops"):
+        return value("fp8_tflops"), "fp8"
+    return value("bf16_tflops"), "bf16"
+
+
 def ceiling_tflops(meta: dict[str, Any] | None) -> float | None:
-    """The measured bf16 matmul ceiling stored in meta.json, if any."""
-    try:
-        value = meta["ceilings"]["bf16_tflops"]  # type: ignore[index]
-    except (KeyError, TypeError):
-        return None
-    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+    """The measured matmul ceiling of meta.json that fits the run (see `ceiling`)."""
+    return ceiling(meta)[0]
+
+
+def measure_fp8_tflops(n: int = 8192, iters: int = 30) -> float:
+    """Best achieved fp8 (e4m3, row-wise scaled, bf16 out) matmul TFLOP/s on the current CUDA
+    device: the ceiling for runs whose linears are fp8 (torchao's per-row dynamic config)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise NeedsCudaError("measuring the fp8 matmul ceiling")
+    a = torch.randn(n, n, device="cuda").to(torch.float8_e4m3fn)
+    b = torch.randn(n, n, device="cuda").to(torch.float8_e4m3fn).t()     # column-major, as _scaled_mm wants
+    sa = torch.rand(n, 1, device="cuda") + 0.5
+    sb = torch.rand(1, n, device="cuda") + 0.5
+
+    def mm():
+        return torch._scaled_mm(a, b, sa, sb, out_dtype=torch.bfloat16)
+    return _best_tflops(mm, n, iters)
 
 
 def measure_matmul_tflops(n: int = 8192, dtype: str = "bfloat16", iters: int = 30) -> float:
@@ -135,14 +175,20 @@ def measure_matmul_tflops(n: int = 8192, dtype: str = "bfloat16", iters: int = 3
     dt = getattr(torch, dtype)
     a = torch.randn(n, n, device="cuda", dtype=dt)
     b = torch.randn(n, n, device="cuda", dtype=dt)
+    return _best_tflops(lambda: a @ b, n, iters)
+
+
+def _best_tflops(mm, n: int, iters: int) -> float:
+    import torch
+
     for _ in range(3):
-        a @ b
+        mm()
     torch.cuda.synchronize()
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     best = math.inf
     for _ in range(iters):
         start.record()
-        a @ b
+        mm()
         stop.record()
         stop.synchronize()
         best = min(best, start.elapsed_time(stop) / 1e3)

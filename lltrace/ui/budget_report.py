@@ -143,7 +143,9 @@ def summary_lines(budget: Budget) -> list[Text]:
             parts = sorted(budget.classes.items(), key=lambda kv: -kv[1])
             lines.append(Text("classes: " + "   ".join(f"{k} {v / total:.1%}" for k, v in parts), style="dim"))
         if budget.ceiling_tflops:
-            lines.append(Text(f"ceiling: {budget.ceiling_tflops:,.0f} TFLOP/s (bf16 matmul)", style="dim"))
+            what = ("fp8 matmul: the linears run in fp8, attention in bf16" if budget.ceiling_dtype == "fp8"
+                    else "bf16 matmul")
+            lines.append(Text(f"ceiling: {budget.ceiling_tflops:,.0f} TFLOP/s ({what})", style="dim"))
         lines.extend(idle_lines(budget.idle))
     else:
         lines.append(Text(f"wall {budget.wall_ms:,.1f} ms   host time only (no GPU events)"))
