@@ -69,3 +69,49 @@ def test_lines_and_finalize(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["partial"] is True
     with pytest.raises(ValueError):
         rd.finalize("exploded", "x")
+
+
+# -- the reader (capture.rundir.read_run), next to the writer ---------------------------------------
+
+def _written_run(tmp_path):
+    (tmp_path / "run").mkdir()
+    rd = RunDirectory(tmp_path / "run")
+    rd.set_time_base(TimeBase.now())
+    rd.write_meta(run_id="r1", preset="ultra")
+    frames = [FrameRecord(i, i // 4, 0, "first" if i < 4 else "steady", 0.125 * (i // 4 + 1), 2.5, 10.0, 4, "host")
+              for i in range(12)]
+    for f in frames:
+        rd.append_frame(f)
+    rd.append_event(RunEvent("note", "hello", {"source": "session"}))
+    rd.close()
+    return rd.path, frames
+
+
+def test_reader_gives_back_what_the_writer_wrote(tmp_path):
+    from lltrace.capture.rundir import read_run
+    path, frames = _written_run(tmp_path)
+    run = read_run(path)
+    assert run.frames == frames and not run.warnings
+    assert run.meta["run_id"] == "r1" and run.summary is None
+    (e,) = run.events
+    assert e.kind == "note" and e.message == "hello" and e.data == {"source": "session"} and e.t_s is not None
+    s = run.stats()       # no summary.json: recomputed from the frames, by the frame clock's rules
+    assert s.frames == 12 and s.steady_frames == 8 and s.p50_ms == 2.5 and s.first_frame_ms == pytest.approx(125.0)
+
+
+def test_reader_skips_cut_and_bad_lines_with_one_warning_each_file(tmp_path):
+    from lltrace.capture.rundir import read_run
+    path, frames = _written_run(tmp_path)
+    with open(path / "frames.jsonl", "a") as f:
+        f.write('{"frame": 12, "block": "three", "prompt": 0}\n')    # a wrong type
+        f.write("[1, 2]\n")                                          # not an object
+        f.write('{"frame": 13, "blo')                                # cut by a kill
+    with open(path / "events.jsonl", "a") as f:
+        f.write('{"kind": "warp", "message": "?"}\n')
+    (path / "summary.json").write_text("[]")
+    run = read_run(path)
+    assert run.frames == frames
+    assert any("frames.jsonl: 3 unreadable line(s) skipped (block is not an integer)" in w for w in run.warnings)
+    assert any("events.jsonl: 1 unreadable line(s)" in w for w in run.warnings)
+    assert any("summary.json is a JSON list, not an object" in w for w in run.warnings)
+    assert run.summary is None and len(run.events) == 1

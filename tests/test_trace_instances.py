@@ -12,7 +12,7 @@ import pytest
 
 from lltrace.export import timeline as tl_mod
 from lltrace.export.perfetto import lltrace_events
-from lltrace.analysis.rundata import RunData
+from lltrace.capture.rundir import RunData
 from lltrace.trace.attribution import Forest, regions_and_attribution
 from lltrace.trace.kernelmap import KernelMapReport
 from lltrace.trace.budget import OTHER_NODE, budget_of, build_budget

@@ -25,7 +25,7 @@ import numpy as np
 from lltrace.analysis import noise
 from lltrace.analysis.kernel_diff import KernelDiff, kernel_diff
 from lltrace.analysis.side import Side
-from lltrace.analysis.rundata import steady_blocks
+from lltrace.capture.frame_clock import steady_blocks
 from lltrace.trace import regions
 from lltrace.trace.budget import CPU, GPU, LABEL, Node
 from lltrace.trace.jsonround import num as json_num

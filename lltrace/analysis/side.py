@@ -2,12 +2,11 @@
 into its budget, per-instance values and the run directory's other files."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lltrace.analysis.rundata import RunData, read_run
+from lltrace.capture.rundir import RunData, read_json, read_run
 from lltrace.trace.budget import Budget, budget_of, load_budget
 from lltrace.trace.instances import Instances, measure
 from lltrace.trace.loader import load_trace, resolve_source
@@ -43,11 +42,8 @@ def _run_of_budget(budget: Budget) -> RunData:
     if not run_id or not budget.source:
         return RunData(None)
     d = Path(budget.source).parent
-    try:
-        meta = json.loads((d / "meta.json").read_text())
-    except (OSError, ValueError):
-        return RunData(None)
-    if not isinstance(meta, dict) or meta.get("run_id") != run_id:
+    meta = read_json(d / "meta.json", [])
+    if meta is None or meta.get("run_id") != run_id:
         return RunData(None)
     return read_run(d, meta)
 

@@ -49,4 +49,29 @@ class RunEvent:
                 "kind": self.kind, "message": self.message, "data": self.data}
 
 
+@dataclass(frozen=True)
+class EventRecord:
+    """One line of events.jsonl read back (RunEvent.to_json's keys)."""
+    t_s: float | None
+    time_ns: int | None
+    kind: str
+    message: str
+    data: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, d: Any) -> "EventRecord":
+        """ValueError naming the field when the line is not an event."""
+        if not isinstance(d, dict):
+            raise ValueError("not an object")
+        kind, msg, data, t = d.get("kind"), d.get("message", ""), d.get("data", {}), d.get("t_s")
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown kind {kind!r}")
+        if not isinstance(msg, str) or not isinstance(data, dict):
+            raise ValueError("message or data of the wrong type")
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))):
+            raise ValueError("t_s is not a number")
+        ns = d.get("time_ns")
+        return cls(float(t) if t is not None else None, ns if isinstance(ns, int) else None, kind, msg, data)
+
+
 EventSink = Callable[[RunEvent], None]

@@ -44,6 +44,27 @@ class FrameRecord:
             d[k] = round(d[k], 6)
         return d
 
+    @classmethod
+    def from_json(cls, d: Any) -> "FrameRecord":
+        """One line of frames.jsonl back; ValueError naming the field when it is not a record."""
+        if not isinstance(d, dict):
+            raise ValueError("not an object")
+        out = {}
+        for name, kind in _FRAME_FIELDS.items():
+            v = d.get(name, "steady" if name == "kind" else "host" if name == "clock" else None)
+            if kind is int and not (isinstance(v, int) and not isinstance(v, bool)):
+                raise ValueError(f"{name} is not an integer")
+            if kind is float and not (isinstance(v, (int, float)) and not isinstance(v, bool)):
+                raise ValueError(f"{name} is not a number")
+            if kind is str and not isinstance(v, str):
+                raise ValueError(f"{name} is not a string")
+            out[name] = float(v) if kind is float else v
+        return cls(**out)
+
+
+_FRAME_FIELDS = {"frame": int, "block": int, "prompt": int, "kind": str, "ready_s": float, "latency_ms": float,
+                 "block_ms": float, "frames_in_block": int, "clock": str}
+
 
 @dataclass(frozen=True)
 class SwitchRecord:
@@ -71,6 +92,41 @@ class ClockStats:
     switch_ms: list[float] = field(default_factory=list)
     block_ms: dict[str, float | None] = field(default_factory=dict)  # mean/p50/p95/p99 of steady blocks
     last_ready_s: float | None = None
+
+
+def clock_stats(frames: list[FrameRecord], switch_ms: list[float], clock: str) -> ClockStats:
+    """The statistics of a list of frames (FrameClock.stats, and a recorded run without a
+    summary.json): ms per frame over steady frames, else all; per block the same rule."""
+    steady = [f.latency_ms for f in frames if f.kind == "steady"]
+    per_frame = steady or [f.latency_ms for f in frames]
+    rows = block_rows(frames)
+    chosen = steady_blocks(frames)
+    total_ms = sum(r["block_ms"] for r in chosen)
+    total_frames = sum(r["frames"] for r in chosen)
+    d = _dist(per_frame)
+    first = [f for f in frames if f.block == 0]
+    return ClockStats(clock=clock, frames=len(frames), blocks=len(rows), steady_frames=len(steady),
+                      mean_ms=d["mean"], p50_ms=d["p50"], p95_ms=d["p95"], p99_ms=d["p99"],
+                      fps=(1e3 * total_frames / total_ms) if total_ms > 0 else None,
+                      first_frame_ms=first[0].ready_s * 1e3 if first else None, switch_ms=list(switch_ms),
+                      block_ms=_dist([r["block_ms"] for r in chosen]),
+                      last_ready_s=max((f.ready_s for f in frames), default=None))
+
+
+def block_rows(frames: list[FrameRecord]) -> list[dict[str, Any]]:
+    """One row per block: {"block", "kind", "block_ms", "latency_ms", "frames"} (frames of a
+    block share their latency, so per-block values are the independent samples)."""
+    blocks: dict[int, dict[str, Any]] = {}
+    for f in frames:
+        blocks.setdefault(f.block, {"block": f.block, "kind": f.kind, "block_ms": f.block_ms,
+                                    "latency_ms": f.latency_ms, "frames": f.frames_in_block})
+    return [blocks[b] for b in sorted(blocks)]
+
+
+def steady_blocks(frames: list[FrameRecord]) -> list[dict[str, Any]]:
+    """The blocks summary.json's ms_per_frame is over: steady ones, or all while there are none."""
+    rows = block_rows(frames)
+    return [r for r in rows if r["kind"] == "steady"] or rows
 
 
 def _dist(values: list[float]) -> dict[str, float | None]:
@@ -116,11 +172,8 @@ class FrameClock:
         self._boundary_ms = 0.0
         self._pending_switch: tuple[int, float] | None = None
         self._frames = 0
-        self._frame_ms: list[tuple[str, float]] = []       # (kind, latency_ms) per frame
-        self._block_ms: list[tuple[str, float, int]] = []  # (kind, block_ms, frames) per block
-        self._first_frame_ms: float | None = None
+        self._records: list[FrameRecord] = []             # every frame resolved so far
         self._switches: list[SwitchRecord] = []
-        self._last_ready_s: float | None = None
         self.errors: list[str] = []
         # CUDA: marks wait in order for the poller thread.
         self._queue: collections.deque[_Mark] = collections.deque()
@@ -212,21 +265,17 @@ class FrameClock:
                 block_ms = t - self._boundary_ms
                 self._boundary_ms = t
                 kind = "first" if block == 0 else ("switch" if after_switch else "steady")
-                if self._first_frame_ms is None:
-                    self._first_frame_ms = t
                 if after_switch and self._pending_switch is not None:
                     p, req = self._pending_switch
                     self._pending_switch = None
                     switch_out = SwitchRecord(prompt=p, requested_s=req / 1e3, latency_ms=t - req, block=block)
                     self._switches.append(switch_out)
                 per_frame = block_ms / n if n else 0.0
-                self._block_ms.append((kind, block_ms, n))
                 for _ in range(n):
-                    frames_out.append(FrameRecord(self._frames, block, prompt, kind, t / 1e3, per_frame,
-                                                  block_ms, n, self.clock))
-                    self._frame_ms.append((kind, per_frame))
+                    rec = FrameRecord(self._frames, block, prompt, kind, t / 1e3, per_frame, block_ms, n, self.clock)
+                    frames_out.append(rec)
+                    self._records.append(rec)
                     self._frames += 1
-                self._last_ready_s = t / 1e3
         for rec in frames_out:
             for fn in self.on_frame:
                 fn(rec)
@@ -267,16 +316,5 @@ class FrameClock:
     def stats(self) -> ClockStats:
         """Thread-safe snapshot of everything resolved so far."""
         with self._lock:
-            steady = [ms for kind, ms in self._frame_ms if kind == "steady"]
-            per_frame = steady or [ms for _, ms in self._frame_ms]
-            steady_blocks = [(ms, n) for kind, ms, n in self._block_ms if kind == "steady"]
-            blocks = steady_blocks or [(ms, n) for _, ms, n in self._block_ms]
-            total_ms = sum(ms for ms, _ in blocks)
-            total_frames = sum(n for _, n in blocks)
-            d = _dist(per_frame)
-            return ClockStats(
-                clock=self.clock, frames=self._frames, blocks=len(self._block_ms),
-                steady_frames=len(steady), mean_ms=d["mean"], p50_ms=d["p50"], p95_ms=d["p95"],
-                p99_ms=d["p99"], fps=(1e3 * total_frames / total_ms) if total_ms > 0 else None,
-                first_frame_ms=self._first_frame_ms, switch_ms=[s.latency_ms for s in self._switches],
-                block_ms=_dist([ms for ms, _ in blocks]), last_ready_s=self._last_ready_s)
+            records, switches = list(self._records), [sw.latency_ms for sw in self._switches]
+        return clock_stats(records, switches, self.clock)

@@ -1,4 +1,4 @@
-"""The run directory `traces/<run-id>/` (docs/FORMATS.md §2) and its writer.
+"""The run directory `traces/<run-id>/` (docs/FORMATS.md §2): its writer and its one reader.
 
 Every whole file (meta.json, summary.json) is written to a temp file in the same directory and
 moved into place with os.replace; frames.jsonl / events.jsonl get one complete line per write,
@@ -10,12 +10,13 @@ import json
 import os
 import math
 import threading
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lltrace.capture.events import RunEvent, TimeBase
-from lltrace.capture.frame_clock import ClockStats, FrameRecord
+from lltrace.capture.events import EventRecord, RunEvent, TimeBase
+from lltrace.capture.frame_clock import ClockStats, FrameRecord, clock_stats
 from lltrace.errors import LltraceError
 from lltrace.paths import traces_dir
 
@@ -197,3 +198,102 @@ def summary_from_stats(stats: ClockStats, *, status: str, peak_mem_bytes: int | 
         "clock": stats.clock,
         "steady_frames": stats.steady_frames,
     }
+
+
+def stats_from_summary(summary: dict[str, Any], frames: list[FrameRecord] = ()) -> ClockStats:
+    """summary.json read back into the ClockStats it was written from (summary_from_stats)."""
+    def num(v):
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+    def count(v):
+        return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
+    mpf = summary.get("ms_per_frame") if isinstance(summary.get("ms_per_frame"), dict) else {}
+    mpb = summary.get("ms_per_block") if isinstance(summary.get("ms_per_block"), dict) else {}
+    switches = summary.get("prompt_switch_ms") if isinstance(summary.get("prompt_switch_ms"), list) else []
+    return ClockStats(clock=str(summary.get("clock", "host")), frames=count(summary.get("frames")),
+                      blocks=count(summary.get("blocks")), steady_frames=count(summary.get("steady_frames")),
+                      mean_ms=num(mpf.get("mean")), p50_ms=num(mpf.get("p50")), p95_ms=num(mpf.get("p95")),
+                      p99_ms=num(mpf.get("p99")), fps=num(summary.get("fps")),
+                      first_frame_ms=num(summary.get("first_frame_ms")),
+                      switch_ms=[x for x in map(num, switches) if x is not None],
+                      block_ms={k: num(v) for k, v in mpb.items()},
+                      last_ready_s=max((f.ready_s for f in frames), default=None))
+
+
+# ----------------------------------------------------------------------------- reader
+# The one reader of the files above, next to their writer: a format change is one edit here.
+
+@dataclass
+class RunData:
+    """The non-trace files of a run directory, read leniently: a killed run leaves a cut last
+    line, a missing file is "unknown" (None / []), and a bad line or file is a warning."""
+    run_dir: Path | None
+    meta: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    frames: list[FrameRecord] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def stats(self) -> ClockStats:
+        """The run's frame statistics: summary.json's, else recomputed from frames.jsonl."""
+        if self.summary is not None:
+            return stats_from_summary(self.summary, self.frames)
+        switches = [float(e.data["latency_ms"]) for e in self.events
+                    if e.kind == "prompt_switch" and e.data.get("phase") == "done"
+                    and isinstance(e.data.get("latency_ms"), (int, float))]
+        clock = self.frames[0].clock if self.frames else "host"
+        return clock_stats(self.frames, switches, clock)
+
+
+def read_json(path: Path, warnings: list[str], what: str = "") -> dict[str, Any] | None:
+    """A JSON object file, or None (missing); unreadable or not an object: a warning."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        warnings.append(f"{path.name} is unreadable ({exc.__class__.__name__}): ignored{what}")
+        return None
+    except RecursionError:
+        warnings.append(f"{path.name} is nested too deeply: ignored{what}")
+        return None
+    if not isinstance(data, dict):
+        warnings.append(f"{path.name} is a JSON {type(data).__name__}, not an object: ignored{what}")
+        return None
+    return data
+
+
+def read_jsonl(path: Path, record, warnings: list[str]) -> list:
+    """The records of a .jsonl file (`record.from_json` per line); bad lines are skipped and
+    counted in one warning, a cut last line (a killed run) included."""
+    if not path.is_file():
+        return []
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        warnings.append(f"{path.name} is unreadable ({exc.strerror or exc}): ignored")
+        return []
+    out, bad, why = [], 0, None
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            out.append(record.from_json(json.loads(line)))
+        except (ValueError, TypeError, RecursionError) as exc:
+            bad += 1
+            why = why or str(exc)
+    if bad:
+        warnings.append(f"{path.name}: {bad} unreadable line(s) skipped ({why})")
+    return out
+
+
+def read_run(run_dir: Path | None, meta: dict[str, Any] | None = None) -> RunData:
+    """Everything but the trace; an empty RunData for None (a bare trace file)."""
+    if run_dir is None:
+        return RunData(None, meta)
+    warnings: list[str] = []
+    run_dir = Path(run_dir)
+    meta = meta if meta is not None else read_json(run_dir / "meta.json", warnings)
+    return RunData(run_dir, meta, read_json(run_dir / "summary.json", warnings),
+                   read_jsonl(run_dir / "frames.jsonl", FrameRecord, warnings),
+                   read_jsonl(run_dir / "events.jsonl", EventRecord, warnings), warnings)

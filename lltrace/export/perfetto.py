@@ -27,7 +27,7 @@ import msgspec
 import numpy as np
 
 from lltrace.export import timeline as tl_mod
-from lltrace.analysis.rundata import read_run
+from lltrace.capture.rundir import read_run
 from lltrace.errors import LltraceError
 from lltrace.trace.events import GPU_ACTIVITY, RUNTIME, Trace, lenient_event
 from lltrace.trace.instances import measure

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from lltrace.analysis.rundata import RunData
+from lltrace.capture.rundir import RunData
 from lltrace.trace.events import Trace
 from lltrace.trace.instances import Instances, RegionInstance
 
@@ -148,47 +148,40 @@ def build(trace: Trace, run: RunData, instances: Instances) -> Timeline:
 
     # frames: a block's frames split its time [end - block_ms, end] evenly (they come out together;
     # a player paces them), nested under one slice for the block
-    by_block: dict[int, list[dict[str, Any]]] = {}
-    for f in run.frames:
-        if isinstance(f.get("block"), int) and isinstance(f.get("ready_s"), (int, float)) \
-                and isinstance(f.get("block_ms"), (int, float)):
-            by_block.setdefault(f["block"], []).append(f)
+    by_block: dict[int, list] = {}
+    for f in run.frames:      # FrameRecords: the reader checked their types
+        by_block.setdefault(f.block, []).append(f)
     prev_end = None
     for b in sorted(by_block):
-        fr = sorted(by_block[b], key=lambda f: f["frame"] if isinstance(f.get("frame"), int) else 0)
-        end = _ns(clock(float(fr[0]["ready_s"])))
-        start = _ns(clock(float(fr[0]["ready_s"])) - float(fr[0]["block_ms"]) * 1e3)
+        fr = sorted(by_block[b], key=lambda f: f.frame)
+        end = _ns(clock(fr[0].ready_s))
+        start = _ns(clock(fr[0].ready_s) - fr[0].block_ms * 1e3)
         if prev_end is not None:
             start = max(start, prev_end)
         if end <= start:
             continue
         prev_end = end
-        kinds = {f.get("kind") for f in fr}
+        kinds = {f.kind for f in fr}
         label = " (first)" if "first" in kinds else " (after switch)" if "switch" in kinds else ""
         tl.frames.append(Slice(start, end - start, f"block {b}{label}",
-                               {"block": b, "frames": len(fr), "block_ms": fr[0]["block_ms"],
-                                "ms_per_frame": fr[0].get("latency_ms"), "prompt": fr[0].get("prompt")}))
+                               {"block": b, "frames": len(fr), "block_ms": fr[0].block_ms,
+                                "ms_per_frame": fr[0].latency_ms, "prompt": fr[0].prompt}))
         n = len(fr)
         for i, f in enumerate(fr):
             fs = start + (end - start) * i // n
             fe = start + (end - start) * (i + 1) // n
-            tl.frames.append(Slice(fs, fe - fs, f"frame {f.get('frame', i)}",
-                                   {k: f.get(k) for k in ("frame", "block", "prompt", "kind", "latency_ms", "ready_s",
-                                                          "clock")}, depth=1))
-        lat = fr[0].get("latency_ms")
-        if isinstance(lat, (int, float)):
-            tl.latency.append((start, float(lat)))
+            tl.frames.append(Slice(fs, fe - fs, f"frame {f.frame}",
+                                   {k: getattr(f, k) for k in ("frame", "block", "prompt", "kind", "latency_ms",
+                                                               "ready_s", "clock")}, depth=1))
+        tl.latency.append((start, fr[0].latency_ms))
     if tl.latency and prev_end is not None:
         tl.latency.append((prev_end, tl.latency[-1][1]))   # the last value holds to the last frame
 
     prev_end = None
-    for e in run.events:
-        t = e.get("t_s")
-        kind = str(e.get("kind", "note"))
-        if not isinstance(t, (int, float)):
+    for e in run.events:      # EventRecords
+        t, kind, data, msg = e.t_s, e.kind, e.data, e.message
+        if t is None:
             continue
-        data = e.get("data") if isinstance(e.get("data"), dict) else {}
-        msg = str(e.get("message", ""))
         tl.markers.append(Marker(_ns(clock(float(t))), _marker_name(kind, msg, data), kind,
                                  {"message": msg, **({"data": data} if data else {})}))
         if kind == "prompt_switch" and data.get("phase") == "done" \

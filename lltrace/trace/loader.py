@@ -4,12 +4,11 @@
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from lltrace.capture.rundir import read_json
 from lltrace.errors import LltraceError
 from lltrace.paths import traces_dir
 from lltrace.trace.events import EventCollector, Trace
@@ -34,6 +33,10 @@ class Source:
     @property
     def traces(self) -> tuple[Path, ...]:
         return (self.path, *self.more)
+
+    @property
+    def has_trace(self) -> bool:
+        return self.path != self.run_dir
 
 
 def _is_budget_json(p: Path) -> bool:
@@ -64,9 +67,11 @@ def _later_windows(d: Path, first: Path) -> tuple[Path, ...]:
     return tuple(p for _, p in sorted(found))
 
 
-def resolve_source(path: str | Path) -> Source:
+def resolve_source(path: str | Path, require_trace: bool = True) -> Source:
     """A run directory (`traces/<id>/` with trace.json.gz + meta.json), a run id under the
-    traces directory, a trace file (.json / .json.gz / *.pt.trace.json[.gz]) or a budget JSON."""
+    traces directory, a trace file (.json / .json.gz / *.pt.trace.json[.gz]) or a budget JSON.
+    `require_trace=False` also takes a run directory that was never profiled (`path` is then the
+    directory itself and `has_trace` False), for readers of its other files."""
     p = Path(path)
     if not p.exists():
         candidate = traces_dir() / str(path)
@@ -76,6 +81,11 @@ def resolve_source(path: str | Path) -> Source:
             raise LltraceError(f"no such file or run directory: {path}")
     if p.is_dir():
         trace = _trace_in_dir(p)
+        if trace is None and not require_trace:
+            if not any((p / n).is_file() for n in ("meta.json", "frames.jsonl")):
+                raise LltraceError(f"{p}: not a run directory (no meta.json, frames.jsonl or trace)",
+                                   "give a run directory traces/<run-id>/, a trace file or a budget JSON")
+            return Source("run", p, p, p / "meta.json" if (p / "meta.json").is_file() else None)
         if trace is None:
             raise LltraceError(f"{p}: no trace file in this directory",
                                "a run directory holds trace.json.gz; was the run profiled?")
@@ -87,19 +97,6 @@ def resolve_source(path: str | Path) -> Source:
     if p.name in _RUN_TRACE_NAMES and meta.is_file():
         return Source("run", p, p.parent, meta)   # a file named explicitly: that window only
     return Source("trace", p)
-
-
-def read_meta(path: Path | None, warnings: list[str] | None = None) -> dict[str, Any] | None:
-    """meta.json of a run, or None; a broken one is a warning, not an error."""
-    if path is None:
-        return None
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        if warnings is not None:
-            warnings.append(f"{path.name} is unreadable ({exc.__class__.__name__}): no model config")
-        return None
-    return meta if isinstance(meta, dict) else None
 
 
 def _read_all(src: Source, sink: EventCollector, progress: Progress | None) -> ReadResult:
@@ -160,5 +157,5 @@ def load_trace(path_or_rundir: str | Path | Source, progress: Progress | None = 
                "ignored_categories": dict(sorted(sink.ignored_cats.items(), key=lambda kv: -kv[1])[:20]),
                "ignored_phases": sink.ignored_ph, "gzip": result.gzip},
     )
-    trace.run_meta = read_meta(src.meta_path, trace.warnings)
+    trace.run_meta = read_json(src.meta_path, trace.warnings, ": no model config") if src.meta_path else None
     return trace

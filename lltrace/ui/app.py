@@ -388,14 +388,12 @@ class LltraceApp(App):
         knobs = meta.get("knobs") or {}
         self.query_one(KnobsPanel).preset = str(meta.get("preset") or "")
         self.query_one(KnobsPanel).knobs = knobs
-        self._samples.extend((int(f["frame"]), float(f["latency_ms"]), str(f.get("kind", "steady")))
-                             for f in rec.frames[-self._samples.maxlen:])
+        self._samples.extend((f.frame, f.latency_ms, f.kind) for f in rec.frames[-self._samples.maxlen:])
         self.query_one(LatencyPlot).samples = tuple(self._samples)
         self.query_one(StatsPanel).stats = rec.stats
         self._graphs = GraphStatus(knobs=knobs, optimizations=dict(meta.get("optimizations") or {}))
         for e in rec.events:
-            self._show_event(e.get("t_s"), str(e.get("kind", "note")), str(e.get("message", "")),
-                             e.get("data") if isinstance(e.get("data"), dict) else {})
+            self._show_event(e.t_s, e.kind, e.message, e.data)
         self.query_one(GraphsPanel).status = self._graphs
         log = self.query_one(EventLog)
         for w in rec.warnings:

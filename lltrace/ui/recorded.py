@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-from lltrace.analysis.rundata import _json, _jsonl
-from lltrace.capture.frame_clock import ClockStats, _dist
+from lltrace.capture.events import EventRecord
+from lltrace.capture.frame_clock import ClockStats, FrameRecord
+from lltrace.capture.rundir import read_json, read_run
 from lltrace.errors import LltraceError
-from lltrace.paths import traces_dir
+from lltrace.trace.loader import resolve_source
 
 TRACE_SUFFIXES = (".json", ".json.gz")
 
@@ -26,8 +26,8 @@ class RecordedRun:
     kind: str                               # "run" | "trace" | "budget"
     meta: dict[str, Any] | None = None
     summary: dict[str, Any] | None = None
-    frames: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
+    frames: list[FrameRecord] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
     stats: ClockStats | None = None
     has_trace: bool = False                 # a budget can be built (a trace or a budget JSON)
     warnings: list[str] = field(default_factory=list)
@@ -40,99 +40,30 @@ class RecordedRun:
 
 
 def locate(path: str | Path) -> tuple[str, Path]:
-    """("run" | "trace" | "budget", path); a run id is looked up under the traces directory."""
-    from lltrace.trace.loader import _is_budget_json
-
-    p = Path(path)
-    if not p.exists():
-        candidate = traces_dir() / str(path)
-        if not candidate.is_dir():
-            raise LltraceError(f"no such file or run directory: {path}")
-        p = candidate
-    if p.is_dir():
-        if (p / "meta.json").is_file() or (p / "frames.jsonl").is_file() or _trace_file(p):
-            return "run", p
-        raise LltraceError(f"{p}: not a run directory (no meta.json, frames.jsonl or trace)",
-                           "give a run directory traces/<run-id>/, a trace file or a budget JSON")
-    if _is_budget_json(p):
-        return "budget", p
-    if not p.name.endswith(TRACE_SUFFIXES):
-        raise LltraceError(f"{p}: not a trace (.json / .json.gz) nor a run directory")
-    return "trace", p
-
-
-def _trace_file(d: Path) -> bool:
-    try:
-        from lltrace.trace.loader import _trace_in_dir
-        return _trace_in_dir(d) is not None
-    except OSError:
-        return False
-
-
-def switch_latencies(events: list[dict[str, Any]]) -> list[float]:
-    return [float(e["data"]["latency_ms"]) for e in events
-            if e.get("kind") == "prompt_switch" and isinstance(e.get("data"), dict)
-            and e["data"].get("phase") == "done" and e["data"].get("latency_ms") is not None]
-
-
-def stats_from_frames(frames: list[dict[str, Any]], switch_ms: list[float] | None = None) -> ClockStats:
-    """The frame clock's statistics recomputed from frames.jsonl, for runs that ended without a
-    summary.json (killed): the same rules as FrameClock.stats (steady frames, else all)."""
-    if not frames:
-        return ClockStats(clock="host", switch_ms=list(switch_ms or []))
-    per_frame = [float(f["latency_ms"]) for f in frames if f.get("kind") == "steady"]
-    steady_n = len(per_frame)
-    per_frame = per_frame or [float(f["latency_ms"]) for f in frames]
-    blocks: dict[int, tuple[str, float, int]] = {}
-    for f in frames:
-        blocks.setdefault(int(f["block"]), (f.get("kind", "steady"), float(f["block_ms"]), int(f["frames_in_block"])))
-    chosen = [(ms, n) for kind, ms, n in blocks.values() if kind == "steady"] or \
-             [(ms, n) for _, ms, n in blocks.values()]
-    total_ms, total_frames = sum(ms for ms, _ in chosen), sum(n for _, n in chosen)
-    d = _dist(per_frame)
-    first = min(frames, key=lambda f: f["frame"])
-    return ClockStats(clock=str(first.get("clock", "host")), frames=len(frames), blocks=len(blocks),
-                      steady_frames=steady_n, mean_ms=d["mean"], p50_ms=d["p50"], p95_ms=d["p95"],
-                      p99_ms=d["p99"], fps=(1e3 * total_frames / total_ms) if total_ms > 0 else None,
-                      first_frame_ms=float(first["ready_s"]) * 1e3 if first.get("block") == 0 else None,
-                      switch_ms=list(switch_ms or []), block_ms=_dist([ms for ms, _ in chosen]),
-                      last_ready_s=max(float(f["ready_s"]) for f in frames))
-
-
-def stats_from_summary(summary: dict[str, Any], frames: list[dict[str, Any]]) -> ClockStats:
-    mpf = summary.get("ms_per_frame") or {}
-    return ClockStats(clock=str(summary.get("clock", "host")), frames=int(summary.get("frames", 0)),
-                      blocks=int(summary.get("blocks", 0)), steady_frames=int(summary.get("steady_frames", 0)),
-                      mean_ms=mpf.get("mean"), p50_ms=mpf.get("p50"), p95_ms=mpf.get("p95"), p99_ms=mpf.get("p99"),
-                      fps=summary.get("fps"), first_frame_ms=summary.get("first_frame_ms"),
-                      switch_ms=list(summary.get("prompt_switch_ms") or []),
-                      block_ms=dict(summary.get("ms_per_block") or {}),
-                      last_ready_s=max((float(f["ready_s"]) for f in frames), default=None))
+    """("run" | "trace" | "budget", path): lltrace.trace.loader.resolve_source, which also takes
+    a run directory that was never profiled here; a file must look like a trace."""
+    src = resolve_source(path, require_trace=False)
+    if src.kind == "run" and not Path(path).is_file():   # a directory or a run id
+        return "run", src.run_dir
+    if src.kind != "budget" and not src.path.name.endswith(TRACE_SUFFIXES):   # a file named explicitly
+        raise LltraceError(f"{src.path}: not a trace (.json / .json.gz) nor a run directory")
+    return ("budget" if src.kind == "budget" else "trace"), src.path
 
 
 def load_recorded(path: str | Path) -> RecordedRun:
-    """Read a run directory's small files; a trace or budget file gives a run with only a budget."""
+    """Read a run directory's small files (capture.rundir.read_run); a trace or budget file
+    gives a run with only a budget."""
     kind, p = locate(path)
     if kind != "run":
-        meta = None
-        if kind == "trace" and (p.parent / "meta.json").is_file():
-            meta = _json(p.parent / "meta.json", [])
+        meta = read_json(p.parent / "meta.json", []) if kind == "trace" else None
         return RecordedRun(path=p, kind=kind, meta=meta, has_trace=True)
-    rec = RecordedRun(path=p, kind="run")
-    rec.meta = _json(p / "meta.json", rec.warnings)
-    rec.summary = _json(p / "summary.json", rec.warnings)
-    rec.frames = _jsonl(p / "frames.jsonl", rec.warnings)
-    rec.events = _jsonl(p / "events.jsonl", rec.warnings)
-    rec.has_trace = _trace_file(p)
-    try:
-        if rec.summary is not None:
-            rec.stats = stats_from_summary(rec.summary, rec.frames)
-        else:
-            rec.stats = stats_from_frames(rec.frames, switch_latencies(rec.events))
-            if rec.frames:
-                rec.warnings.append("no summary.json (the run was killed?): statistics recomputed from frames.jsonl")
-    except (KeyError, TypeError, ValueError) as exc:
-        rec.warnings.append(f"frames.jsonl / summary.json do not follow FORMATS.md ({type(exc).__name__}: {exc})")
+    run = read_run(p)
+    rec = RecordedRun(path=p, kind="run", meta=run.meta, summary=run.summary, frames=run.frames,
+                      events=run.events, warnings=list(run.warnings),
+                      has_trace=resolve_source(p, require_trace=False).has_trace)
+    rec.stats = run.stats()
+    if run.summary is None and run.frames:
+        rec.warnings.append("no summary.json (the run was killed?): statistics recomputed from frames.jsonl")
     return rec
 
 
