@@ -1,6 +1,6 @@
 """The Textual app of `lltrace run` (live) and `lltrace view` (a recorded run).
 
-For commands/run.py (the lead's headless path decides when to call it):
+For commands/run.py and commands/view.py; the app renders a feed (lltrace.ui.feeds):
 
     tui_available() -> bool
         stdin and stdout are terminals; otherwise print the headless rich output instead.
@@ -42,10 +42,10 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.css.query import NoMatches
-from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Footer, Header, Input
 
+from lltrace.ui.feeds import BudgetReady, LiveFeed, RecordedFeed, RecordedLoaded, window_budget
 from lltrace.ui.live import (BlockFinished, DoctorChecked, EventArrived, FrameReady, LiveControl, RunEnded,
                              SessionBridge, SessionStarted, SwitchShown, is_pipeline)
 from lltrace.ui.widgets import (BudgetTree, EventLog, GraphsPanel, HelpScreen, KnobsPanel, LatencyPlot, MemoryPanel,
@@ -53,23 +53,7 @@ from lltrace.ui.widgets import (BudgetTree, EventLog, GraphsPanel, HelpScreen, K
 from lltrace.ui.widgets.panels import DOCTOR_CHECKING, DOCTOR_FAILED, GraphStatus, MemoryStatus, read_memory
 
 FRAME_BUDGET_MS = 40.0      # 25 FPS per video frame (DESIGN.md §1)
-# The stages every block runs (the generator forwards that a CUDA graph would replay); the
-# recache, decoder and text encoder are lltrace doctor's full run, not a pre-flight.
-DOCTOR_STAGES = ("denoise", "kv_update")
 DOCTOR_STATE = "checking CUDA graphs (lltrace doctor)…"
-
-
-class BudgetReady(Message):
-    def __init__(self, budget: Any | None, message: str = "") -> None:
-        super().__init__()
-        self.budget = budget
-        self.message = message
-
-
-class RecordedLoaded(Message):
-    def __init__(self, recorded: Any) -> None:
-        super().__init__()
-        self.recorded = recorded
 
 
 class LltraceApp(App):
@@ -90,18 +74,22 @@ class LltraceApp(App):
 
     state: reactive[str] = reactive("starting")
 
-    def __init__(self, *, pipeline: Any | Callable[[], Any] | None = None,
+    def __init__(self, *, feed: LiveFeed | RecordedFeed | None = None,
+                 pipeline: Any | Callable[[], Any] | None = None,
                  session_kwargs: dict[str, Any] | None = None, recorded: str | Path | None = None,
                  notes: Sequence[str] = (), budget_ms: float = FRAME_BUDGET_MS,
                  profile_window_blocks: int = 4, refresh_s: float = 0.25, plot_window: int = 600,
                  doctor: bool = True) -> None:
+        """The app renders one feed; `pipeline`/`session_kwargs`/`doctor` or `recorded` build it."""
         super().__init__()
-        if (pipeline is None) == (recorded is None):
-            raise ValueError("give either a pipeline (live) or a recorded run path")
-        self.live = pipeline is not None
-        self.pipeline_arg = pipeline
-        self.session_kwargs = dict(session_kwargs or {})
-        self.recorded_path = recorded
+        if feed is None:
+            if (pipeline is None) == (recorded is None):
+                raise ValueError("give a feed, a pipeline (live) or a recorded run path")
+            feed = (LiveFeed(pipeline, session_kwargs, doctor=doctor) if pipeline is not None
+                    else RecordedFeed(recorded))
+        self.feed = feed
+        self.live = isinstance(feed, LiveFeed)
+        doctor = self.live and feed.doctor
         self.notes = tuple(notes)
         self.budget_ms = budget_ms
         self.profile_window_blocks = profile_window_blocks
@@ -155,13 +143,13 @@ class LltraceApp(App):
         if self.live:
             tree.show_message(f"no profiled window yet: press p to profile the next "
                               f"{self.profile_window_blocks} blocks")
-            self.state = "building the pipeline" if not is_pipeline(self.pipeline_arg) else "starting"
-            self._run_pipeline()
+            self.state = "building the pipeline" if not is_pipeline(self.feed.pipeline) else "starting"
+            self._run_feed()
             self.set_interval(self.refresh_s, self._tick)
         else:
             tree.show_message("reading the run...")
             self.state = "loading"
-            self._load_recorded()
+            self._run_feed()
         tree.focus()
 
     def watch_state(self, state: str) -> None:
@@ -173,46 +161,20 @@ class LltraceApp(App):
 
     # -- live: the run in a worker thread ------------------------------------------------------------
     @work(thread=True, exclusive=True, group="run", exit_on_error=False)
-    def _run_pipeline(self) -> None:
-        from lltrace.capture.session import Session
-
+    def _run_feed(self) -> None:
+        """The feed runs in this worker and posts what the app renders (lltrace.ui.feeds)."""
+        if not self.live:
+            self.feed.run(self.post_message)
+            return
         result = error = None
         try:
-            pipe = self.pipeline_arg if is_pipeline(self.pipeline_arg) else self.pipeline_arg()
-            if not self.control.stopping:   # quit while the pipeline was being built: nothing ran
-                kwargs = dict(self.session_kwargs)
-                listeners = [*kwargs.pop("listeners", ()), self.bridge]
-                kwargs.setdefault("handle_signals", False)
-                session = Session(pipe, listeners=listeners, next_switch=self.control.next_switch, **kwargs)
-                self.bridge.session = session
-                if self.control.stopping:   # quit raced the start: stop_run may not have seen it
-                    session.request_stop()
-                describe = pipe.describe() if callable(getattr(pipe, "describe", None)) else {}
-                self.post_message(SessionStarted(session, describe))
-                if self.doctor:
-                    self._preflight_doctor(pipe)
-                if not self.control.stopping:   # quit during the doctor: nothing ran yet either
-                    result = session.run()
+            result = self.feed.run(self.post_message, self.control, self.bridge)
         except BaseException as exc:  # noqa: BLE001 - shown in the TUI, re-raised by run_live_app
             error = exc
         finally:
             self.run_result, self.run_error = result, error
             self.done.set()
             self.post_message(RunEnded(result, error))
-
-    def _preflight_doctor(self, pipe: Any) -> None:
-        """In the run's worker, before session.run(): the run's clock starts at its
-        pipe.start(), so the first-frame latency leaves the doctor out. The doctor puts the
-        pipeline's observer, CUDA graphs and compiled blocks back and leaves its stream mid-way
-        (session.run() starts a new one). A doctor that fails is shown, never ends the run."""
-        from lltrace.doctor import pipeline as pipeline_doctor
-
-        try:
-            report = pipeline_doctor.diagnose_pipeline(pipe, list(DOCTOR_STAGES), compile_check=False)
-        except Exception as exc:  # noqa: BLE001 - shown in the CUDA-graph panel
-            self.post_message(DoctorChecked(None, exc))
-        else:
-            self.post_message(DoctorChecked(report, None))
 
     def on_session_started(self, m: SessionStarted) -> None:
         self.session, self.pipeline = m.session, m.session.pipeline
@@ -338,16 +300,7 @@ class LltraceApp(App):
     # -- budget (both modes) -------------------------------------------------------------------------
     @work(thread=True, group="budget", exit_on_error=False)
     def _window_budget(self, run_dir: Path, name: str) -> None:
-        """The budget of one profiled window of the live run (that trace file only)."""
-        from lltrace.trace.budget import build_budget
-        from lltrace.trace.loader import Source, load_trace
-
-        try:
-            meta = run_dir / "meta.json"
-            src = Source("run", run_dir / name, run_dir, meta if meta.is_file() else None)
-            self.post_message(BudgetReady(build_budget(load_trace(src)), name))
-        except Exception as exc:  # noqa: BLE001 - shown in the panel
-            self.post_message(BudgetReady(None, f"{name}: no budget ({type(exc).__name__}: {exc})"))
+        self.post_message(window_budget(run_dir, name))
 
     def on_budget_ready(self, m: BudgetReady) -> None:
         tree = self.query_one(BudgetTree)
@@ -361,26 +314,6 @@ class LltraceApp(App):
         tree.border_subtitle = f"{m.message}: {what} time{' (partial)' if b.partial else ''}"
 
     # -- recorded runs -------------------------------------------------------------------------------
-    @work(thread=True, exclusive=True, group="run", exit_on_error=False)
-    def _load_recorded(self) -> None:
-        from lltrace.errors import LltraceError
-        from lltrace.ui.recorded import load_recorded, load_run_budget
-
-        try:
-            rec = load_recorded(self.recorded_path)
-        except LltraceError as exc:
-            self.post_message(BudgetReady(None, str(exc)))
-            return
-        self.post_message(RecordedLoaded(rec))
-        if not rec.has_trace:
-            self.post_message(BudgetReady(None, "this run has no profiled window (lltrace run --profile-blocks "
-                                                "A:B, or p in the live view)"))
-            return
-        try:
-            self.post_message(BudgetReady(load_run_budget(rec), rec.path.name))
-        except LltraceError as exc:
-            self.post_message(BudgetReady(None, str(exc)))
-
     def on_recorded_loaded(self, m: RecordedLoaded) -> None:
         rec = self.recorded = m.recorded
         meta, summary = rec.meta or {}, rec.summary or {}
@@ -548,8 +481,8 @@ def run_live_app(pipeline_or_factory: Any | Callable[[], Any], session_kwargs: d
                  notes: Sequence[str] = (), budget_ms: float = FRAME_BUDGET_MS,
                  profile_window_blocks: int = 4, doctor: bool = True) -> Any:
     """See the module docstring. Returns the session's RunResult (None if nothing ran)."""
-    app = LltraceApp(pipeline=pipeline_or_factory, session_kwargs=session_kwargs, notes=notes,
-                     budget_ms=budget_ms, profile_window_blocks=profile_window_blocks, doctor=doctor)
+    app = LltraceApp(feed=LiveFeed(pipeline_or_factory, session_kwargs, doctor=doctor), notes=notes,
+                     budget_ms=budget_ms, profile_window_blocks=profile_window_blocks)
     with native_stderr_captured():
         init_profiler_here()
         try:
@@ -565,4 +498,4 @@ def run_live_app(pipeline_or_factory: Any | Callable[[], Any], session_kwargs: d
 
 
 def run_view_app(path: str | Path) -> None:
-    LltraceApp(recorded=path).run()
+    LltraceApp(feed=RecordedFeed(path)).run()
