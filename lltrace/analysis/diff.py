@@ -223,6 +223,16 @@ def _headline_values(side: Side, unit_node: str | None, unit: str, units: int, m
         inst = _values(side, (unit_node,), metric)
     name, label = TREE_TOTAL[metric]
     out[name] = (label + per, "ms", tree.value(metric) / units, inst, False)
+    # why the GPU waits (lltrace.trace.idle), per unit of work: one value per side (the gaps of a
+    # window are not independent instances), so these carry no noise verdict
+    idle = side.budget.idle
+    if idle and metric == "gpu":
+        out["idle_ms"] = ("idle GPU ms" + per, "ms", float(idle.get("total_ms", 0.0)) / units, None, False)
+        for cause, ms in (idle.get("by_cause") or {}).items():
+            if ms:
+                out[f"idle_{cause}_ms"] = (f"  idle: {cause}" + per, "ms", float(ms) / units, None, False)
+        syncs = sum(int(x.get("count", 0)) for x in idle.get("sync_sites") or [])
+        out["syncs"] = ("host syncs" + per, "", syncs / units, None, False)
     return out
 
 
