@@ -99,6 +99,9 @@ def test_a_planted_item_is_named_with_its_count_and_idle_time(tmp_path):
     assert regions["block/step[0]/layer[2]"]["launch"] == pytest.approx(4 * 0.205, abs=0.02)
     assert "block/step[0]/layer[0]" not in regions or regions["block/step[0]/layer[0]"]["ms"] < 1e-3
     assert idle["by_cause"]["other"] == 0.0
+    # the bound on what graphs could win: the forward's launch-bound gaps, per instance
+    (fw,) = idle["launch_bound_per_forward"]
+    assert fw["forward"] == "block/step[0]" and fw["ms"] == pytest.approx(idle["by_cause"]["launch"])
 
 
 def test_no_gaps_means_no_idle(tmp_path):

@@ -187,7 +187,8 @@ def budget_of(trace: Trace, inst: Instances) -> Budget:
         kernels_table = _kernel_table(trace, att, ra.cls_idx, labels, [r.path for r in inst.regions])
         blocks = inst.node(("block",))
         idle_by = idle.analyze(trace, att, ra.forest, lambda k: inst.regions[k].path,
-                               blocks.count if blocks is not None else 1)
+                               blocks.count if blocks is not None else 1,
+                               lambda path: inst.node(path).count if inst.node(path) is not None else 1)
     else:
         idle_by = None
         warnings.append("no GPU events in this trace: a CPU-only budget (host ms per region; "

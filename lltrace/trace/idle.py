@@ -56,13 +56,18 @@ def _prefix(starts: np.ndarray, ends: np.ndarray):
     return covered
 
 
-def analyze(trace: Trace, att, forest, region_path_of, blocks: int) -> dict[str, Any]:
+FORWARDS = ("step[", "context", "recache")
+
+
+def analyze(trace: Trace, att, forest, region_path_of, blocks: int,
+            instances_of=None) -> dict[str, Any]:
     """The `idle` object of the budget (see the module docstring). `region_path_of(host row)`
-    gives a forest row's tree path; `blocks` normalises sync counts per block."""
+    gives a forest row's tree path; `blocks` normalises sync counts per block;
+    `instances_of(path)` counts a node's instances (for the per-forward bound)."""
     x, names = trace.x, trace.names
     out: dict[str, Any] = {"total_ms": 0.0, "by_cause": {c: 0.0 for c in CAUSES},
                            "launch_host_ms": {"python": 0.0, "ops": 0.0, "runtime": 0.0},
-                           "gaps": 0, "by_region": [], "sync_sites": []}
+                           "gaps": 0, "by_region": [], "sync_sites": [], "launch_bound_per_forward": []}
     g = att.gpu
     if not len(g):
         return out
@@ -148,6 +153,15 @@ def analyze(trace: Trace, att, forest, region_path_of, blocks: int) -> dict[str,
     out["sync_sites"] = sorted(({"op": op, "where": where, "count": n, "per_block": n / per,
                                  "idle_ms": site_idle.get((op, where), 0.0)}
                                 for (op, where), n in site_count.items()), key=lambda r: -r["idle_ms"])
+    # what CUDA graphs (or fusion) could win at most: the launch-bound gaps of each forward
+    per_forward: dict[tuple, float] = defaultdict(float)
+    for path, v in by_region.items():
+        cut = next((i for i, name in enumerate(path) if name.startswith(FORWARDS)), None)
+        if cut is not None and v["launch"]:
+            per_forward[path[:cut + 1]] += v["launch"]
+    out["launch_bound_per_forward"] = sorted(
+        ({"forward": "/".join(f), "ms": ms / max(instances_of(f) if instances_of else 1, 1)}
+         for f, ms in per_forward.items()), key=lambda r: -r["ms"])
     out["by_region"] = sorted(({"region": "/".join(p), "ms": sum(v.values()), **v} for p, v in by_region.items()),
                               key=lambda r: -r["ms"])
     return out

@@ -163,6 +163,11 @@ def idle_lines(idle: dict[str, Any] | None, top: int = 3) -> list[Text]:
     if idle["by_cause"].get("launch"):
         out.append(Text("  launch-bound host time (ms): " + "   ".join(f"{k} {v:,.1f}" for k, v in host.items()),
                         style="dim"))
+    fw = idle.get("launch_bound_per_forward") or []
+    if fw:
+        worst = fw[0]
+        out.append(Text(f"  CUDA graphs / fusion could win at most {worst['ms']:,.2f} ms per {worst['forward']} "
+                        "(its launch-bound gaps)", style="dim"))
     for r in idle.get("by_region", [])[:top]:
         out.append(Text(f"  {r['ms']:9,.2f} ms  {r['region']}", style="dim"))
     sites = [s for s in idle.get("sync_sites", []) if s["count"]]
