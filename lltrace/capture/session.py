@@ -143,6 +143,7 @@ class Session:
         self.profiler: ProfilerWindow | None = None
         self.monitor: RecompileMonitor | None = None
         self.observer: CaptureObserver | None = None
+        self.provenance = None
 
     # -- control from other threads ---------------------------------------------------------------
     def request_stop(self) -> None:
@@ -162,6 +163,8 @@ class Session:
         self.events.append(event)
         if self.run_dir is not None:
             self.run_dir.append_event(event)
+            if event.kind == "profile_window" and event.data.get("phase") == "saved" and self.provenance is not None:
+                self._write_provenance()   # the live view builds this window's budget now
         self._notify("on_event", event)
 
     def _frame(self, rec: FrameRecord) -> None:
