@@ -25,18 +25,19 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from lltrace import names
 from lltrace.capture import regions
 from lltrace.capture.regions import Region, check_level, enabled_at
 from lltrace.errors import LltraceError
 
 DEFAULT_PATTERNS: tuple[tuple[str, str], ...] = (
-    ("blocks.{k}", "ll/layer[{k}]"),
-    ("blocks.*.self_attn", "ll/self_attn"),
-    ("blocks.*.cross_attn", "ll/cross_attn"),
-    ("blocks.*.ffn", "ll/ffn"),
-    ("blocks.*.norm1|norm2|norm3", "ll/norm"),
-    ("patch_embedding|text_embedding|time_embedding|time_projection", "ll/embed"),
-    ("head", "ll/head"),
+    ("blocks.{k}", names.PREFIX + names.LAYER + "[{k}]"),
+    ("blocks.*.self_attn", names.name(names.SELF_ATTN)),
+    ("blocks.*.cross_attn", names.name(names.CROSS_ATTN)),
+    ("blocks.*.ffn", names.name(names.FFN)),
+    ("blocks.*.norm1|norm2|norm3", names.name(names.NORM)),
+    ("patch_embedding|text_embedding|time_embedding|time_projection", names.name(names.EMBED)),
+    ("head", names.name(names.HEAD)),
 )
 """(module-name pattern, region name template) in Wan2.1 / LongLive module names."""
 
