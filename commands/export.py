@@ -5,14 +5,16 @@ import contextlib
 
 import click
 
+from commands.params import BLOCKS, MS_WINDOW
+
 
 @click.command()
 @click.argument("source")
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False),
               help="Output file, .json or .json.gz (gzipped).")
-@click.option("--blocks", default=None, metavar="START:STOP",
+@click.option("--blocks", type=BLOCKS, default=None, metavar="START:STOP",
               help="Keep whole blocks START..STOP-1 (e.g. 3:6), with the GPU work they launched.")
-@click.option("--window-ms", "window_ms", default=None, metavar="[START:]END",
+@click.option("--window-ms", "window_ms", type=MS_WINDOW, default=None, metavar="[START:]END",
               help="Keep the time window START..END ms from the trace's first event (END alone: the first END ms).")
 @click.option("--check", is_flag=True, help="Read the output back and validate every event against the "
                                             "Chrome trace event format.")
@@ -25,6 +27,8 @@ def export(source, out, blocks, window_ms, check):
     from lltrace.errors import LltraceError
     from lltrace.export import perfetto as pe
 
+    if blocks is not None and window_ms is not None:
+        raise click.UsageError("--blocks and --window-ms are exclusive: pick one")
     err = Console(stderr=True)
     with err.status(f"exporting {source}") if err.is_terminal else contextlib.nullcontext():
         result = pe.export(source, out, blocks=blocks, window_ms=window_ms)

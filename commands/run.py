@@ -7,24 +7,18 @@ from pathlib import Path
 
 import click
 
+from commands.params import FRAME_PROMPT, NO_BLOCKS, PROFILE_BLOCKS
 from lltrace.errors import LltraceError
-
-
-def _parse_switch(value: str) -> tuple[int, str]:
-    frame, sep, prompt = value.partition(":")
-    if not sep or not frame.strip().isdigit() or not prompt.strip():
-        raise LltraceError(f"bad --switch-at {value!r}", 'use FRAME:"new prompt", e.g. --switch-at 120:"a dog"')
-    return int(frame), prompt.strip().strip('"')
 
 
 @click.command()
 @click.option("--preset", "-p", default="ultra", show_default=True, help="Preset from configs/ (see `lltrace presets`).")
-@click.option("--frames", default=240, show_default=True, help="Video frames to generate (rounded up to whole blocks).")
+@click.option("--frames", type=click.IntRange(min=1), default=240, show_default=True, help="Video frames to generate (rounded up to whole blocks).")
 @click.option("--prompt", default="a red fox running through fresh snow, golden hour", show_default=True)
-@click.option("--switch-at", "switch_at", multiple=True, metavar='F:"PROMPT"',
+@click.option("--switch-at", "switch_at", multiple=True, type=FRAME_PROMPT, metavar='F:"PROMPT"',
               help="Switch to PROMPT before video frame F (repeatable); the KV cache is re-cached.")
 @click.option("--headless", is_flag=True, help="No TUI: print a rich summary (the default without a terminal).")
-@click.option("--profile-blocks", default=None,
+@click.option("--profile-blocks", type=PROFILE_BLOCKS, default=None,
               help="Blocks A:B (B exclusive) to record with torch.profiler; 'none' to record nothing. "
                    "Default: 2:4 (after warm-up), or the last two blocks of a shorter run.")
 @click.option("--regions", "regions_level", type=click.Choice(["off", "block", "layer", "op"]), default="op",
@@ -69,16 +63,18 @@ def run(preset, frames, prompt, switch_at, headless, profile_blocks, regions_lev
     p, dev, model, notes = for_this_machine(load_preset(preset, parse_overrides(overrides)), device, model)
     num_blocks = blocks_for_frames(frames, p.frames_per_block)
     switches = {}
-    for item in switch_at:
-        f, text = _parse_switch(item)
+    for f, text in switch_at:
         b = switch_block(f, p.frames_per_block)
         if not 0 < b < num_blocks:
             raise LltraceError(f"--switch-at {f} is outside the run ({frames} frames)")
         switches[b] = text
     if profile_blocks is None:
-        profile = "2:4" if num_blocks >= 4 else f"{max(0, num_blocks - 2)}:{num_blocks}"
+        profile = (2, 4) if num_blocks >= 4 else (max(0, num_blocks - 2), num_blocks)
     else:
-        profile = None if profile_blocks.lower() in ("none", "off", "") else profile_blocks
+        profile = None if profile_blocks == NO_BLOCKS else profile_blocks
+    if profile is not None and profile[1] > num_blocks:
+        raise click.BadParameter(f"{profile[0]}:{profile[1]} ends after the run's last block ({num_blocks} blocks "
+                                 f"for {frames} frames)", param_hint="'--profile-blocks'")
     if p.compile and regions_level == "op":
         notes.append("compiled blocks get layer regions only: inductor fuses across op boundaries")
 

@@ -217,7 +217,7 @@ def test_budget_of_a_real_capture_run_on_cpu(tmp_path):
     from lltrace.pipeline.presets import load_preset
 
     pipe = StreamingPipeline(load_preset("baseline", {"decoder": "fast"}), device="cpu", model="tiny")
-    session.run_session(pipe, num_blocks=2, prompt="a fox", run_dir=tmp_path / "run", profile_blocks="0:2",
+    session.run_session(pipe, num_blocks=2, prompt="a fox", run_dir=tmp_path / "run", profile_blocks=(0, 2),
                         regions_level="op")
     budget = load_budget(tmp_path / "run")
     assert budget.metric == "cpu" and budget.run["preset"] == "baseline"

@@ -209,6 +209,6 @@ if __name__ == "__main__":
 
     pipe = FakePipeline(delay_s=0.05)
     result = run_session(pipe, num_blocks=1000, prompt="a cat", switches={2: "a dog"}, run_dir=sys.argv[1],
-                         profile_blocks="1:1000", regions_level="op", instrument=instrument_cache,
+                         profile_blocks=(1, 1000), regions_level="op", instrument=instrument_cache,
                          listeners=[SimpleNamespace(on_block=lambda out: print(f"block {out.index}", flush=True))])
     print(f"status {result.status}", flush=True)

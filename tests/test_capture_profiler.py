@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from lltrace.capture.profiler import CLOCK_SYNC, ProfilerWindow, parse_profile_blocks
+from lltrace.capture.profiler import CLOCK_SYNC, ProfilerWindow, check_blocks
 from lltrace.capture.regions import region
 from lltrace.errors import LltraceError
 
@@ -31,15 +31,15 @@ def run_blocks(window: ProfilerWindow, n: int, during=None) -> None:
         window.step()
 
 
-def test_parse_profile_blocks():
-    assert parse_profile_blocks("3:6") == (3, 6)
-    assert parse_profile_blocks(" 0:1 ") == (0, 1)
-    assert parse_profile_blocks(None) is None and parse_profile_blocks("") is None
-    for bad in ("3", "6:3", "3:3", "-1:2", "a:b", "1:2:3"):
-        with pytest.raises(LltraceError, match="profile-blocks"):
-            parse_profile_blocks(bad)
+def test_check_blocks():
+    # parsing "3:6" is the command line's (tests/test_params.py); the library checks the range
+    assert check_blocks((3, 6)) == (3, 6) and check_blocks([0, 1]) == (0, 1)
+    assert check_blocks(None) is None
+    for bad in ((3,), (6, 3), (3, 3), (-1, 2), ("a", "b"), (1, 2, 3)):
+        with pytest.raises(LltraceError, match="profiler window"):
+            check_blocks(bad)
     with pytest.raises(LltraceError, match="last block"):
-        parse_profile_blocks("3:9", num_blocks=8)
+        check_blocks((3, 9), num_blocks=8)
 
 
 @pytest.mark.parametrize("blocks", [(2, 4), (0, 2)])

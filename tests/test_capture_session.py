@@ -15,8 +15,9 @@ from types import SimpleNamespace
 import pytest
 
 from lltrace.capture import pyspy as pyspy_mod
-from lltrace.capture.session import Session, blocks_for_frames, run_session, switch_block, video_frames_in_block
+from lltrace.capture.session import Session, blocks_for_frames, run_session, switch_block
 from lltrace.errors import LltraceError
+from lltrace.pipeline.vae import video_frames
 from test_capture_fake import FakePipeline, instrument_cache
 
 TESTS = Path(__file__).resolve().parent
@@ -47,7 +48,7 @@ def parents(events: list[dict]) -> dict[str, set]:
 
 
 def test_frame_block_helpers():
-    assert [video_frames_in_block(i, 3) for i in range(3)] == [9, 12, 12]
+    assert [video_frames(3, first_block=i == 0) for i in range(3)] == [9, 12, 12]
     assert blocks_for_frames(9, 3) == 1 and blocks_for_frames(10, 3) == 2 and blocks_for_frames(33, 3) == 3
     assert switch_block(9, 3) == 1 and switch_block(10, 3) == 2 and switch_block(21, 3) == 2
     with pytest.raises(LltraceError):
@@ -61,7 +62,7 @@ def test_bad_arguments_are_user_errors(tmp_path):
     with pytest.raises(LltraceError, match="outside the run"):
         Session(pipe, num_blocks=3, prompt="a", switches={0: "b"}, run_dir=tmp_path)
     with pytest.raises(LltraceError, match="last block"):
-        Session(pipe, num_blocks=3, prompt="a", profile_blocks="1:5", run_dir=tmp_path)
+        Session(pipe, num_blocks=3, prompt="a", profile_blocks=(1, 5), run_dir=tmp_path)
     with pytest.raises(LltraceError, match="bad regions level"):
         Session(pipe, num_blocks=3, prompt="a", regions_level="kernel", run_dir=tmp_path)
 
@@ -74,7 +75,7 @@ def test_headless_run_writes_a_complete_run_directory(tmp_path):
     block_seen = {}
     listener = SimpleNamespace(on_block=lambda out: block_seen.setdefault(out.index, time.perf_counter_ns()))
     result = run_session(pipe, num_blocks=5, prompt="a cat", switches={3: "a dog"}, run_dir=tmp_path / "run",
-                         profile_blocks="1:3", regions_level="op", listeners=[listener], command=["lltrace", "run"],
+                         profile_blocks=(1, 3), regions_level="op", listeners=[listener], command=["lltrace", "run"],
                          instrument=instrument_cache)
     run = tmp_path / "run"
     assert result.status == "completed" and result.run_dir == run
@@ -136,7 +137,7 @@ def test_headless_run_writes_a_complete_run_directory(tmp_path):
 def test_an_exception_still_leaves_a_readable_run_directory(tmp_path):
     pipe = FakePipeline(fail_at=2)
     with pytest.raises(RuntimeError, match="fake failure in block 2"):
-        run_session(pipe, num_blocks=5, prompt="a", run_dir=tmp_path, profile_blocks="1:4")
+        run_session(pipe, num_blocks=5, prompt="a", run_dir=tmp_path, profile_blocks=(1, 4))
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["status"] == "error" and meta["end"]["reason"] == "RuntimeError"
     assert "fake failure in block 2" in meta["end"]["message"]
@@ -239,7 +240,7 @@ def test_session_drives_the_real_pipeline(tmp_path):
     """lltrace's own StreamingPipeline (tiny model, CPU): the same regions, KV update included."""
     pipe = tiny_streaming_pipeline()
     result = run_session(pipe, num_blocks=4, prompt="a cat", switches={2: "a dog"}, run_dir=tmp_path,
-                         profile_blocks="1:3")
+                         profile_blocks=(1, 3))
     assert result.status == "completed"
     frames = read_lines(tmp_path / "frames.jsonl")
     assert len(frames) == result.summary["frames"] > 0
@@ -266,7 +267,7 @@ def test_regionally_compiled_real_pipeline_shows_recompiles_and_keeps_layer_regi
     pipe.kv_cache.update = torch.compiler.disable(pipe.kv_cache.update, recursive=True)
     for block in pipe.generator.blocks:
         block.compile(backend="eager")
-    result = run_session(pipe, num_blocks=3, prompt="a cat", run_dir=tmp_path, profile_blocks="1:3")
+    result = run_session(pipe, num_blocks=3, prompt="a cat", run_dir=tmp_path, profile_blocks=(1, 3))
     assert result.status == "completed"
     installed = dict(result.instrumented)
     assert installed["blocks.0"] == "ll/layer[0]" and "blocks.0.ffn" not in installed

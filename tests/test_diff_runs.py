@@ -29,7 +29,7 @@ def make_tiny_run(preset: str, run_dir: Path, blocks: int = 6, switch_at: int | 
     p, _ = cpu_fallback(load_preset(preset))
     pipe = StreamingPipeline(p, model="tiny", device="cpu")
     result = run_session(pipe, num_blocks=blocks, prompt="a cat", switches={switch_at: "a dog"} if switch_at else None,
-                         run_dir=run_dir, profile_blocks=f"0:{blocks}", handle_signals=False)
+                         run_dir=run_dir, profile_blocks=(0, blocks), handle_signals=False)
     assert result.status == "completed"
     return run_dir
 

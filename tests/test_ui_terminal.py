@@ -28,7 +28,7 @@ from lltrace.pipeline.presets import cpu_fallback, load_preset
 from lltrace.ui.app import run_live_app
 preset, notes = cpu_fallback(load_preset("ultra"))
 result = run_live_app(lambda: StreamingPipeline(preset, model="tiny", device="cpu"),
-                      dict(num_blocks=500, prompt="a cat", regions_level="block", profile_blocks="1:2"),
+                      dict(num_blocks=500, prompt="a cat", regions_level="block", profile_blocks=(1, 2)),
                       notes=notes)
 with open(os.environ["RESULT_FILE"], "w") as f:
     json.dump({"status": result.status, "reason": result.reason, "run_dir": str(result.run_dir)}, f)

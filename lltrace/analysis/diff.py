@@ -26,9 +26,9 @@ from lltrace.analysis import noise
 from lltrace.analysis.kernel_diff import KernelDiff, kernel_diff
 from lltrace.analysis.side import Side
 from lltrace.capture.frame_clock import steady_blocks
-from lltrace.trace import regions
 from lltrace.trace.budget import CPU, GPU, LABEL, Node
 from lltrace.trace.jsonround import num as json_num
+from lltrace.names import split as split_region_name
 
 DIFF_FORMAT = "lltrace-diff/1"
 NodePath = tuple[str, ...]
@@ -288,7 +288,7 @@ class _Ctx:
 
 
 def _base_name(name: str, lltrace: bool) -> str:
-    return regions.parse(name)[0] if lltrace else name
+    return split_region_name(name)[0] if lltrace else name
 
 
 def _by_name(tree: NodeDiff, ctx: _Ctx) -> list[NodeDiff]:

@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from lltrace import names
 from lltrace.capture.events import EventSink, RunEvent
 from lltrace.capture.profiler import write_trace_gz
 from lltrace.capture.regions import Region
@@ -30,11 +31,7 @@ CAPTURE_FILE = "graph-capture-{index}.json.gz"
 
 
 def capture_region(index: int) -> str:
-    return f"ll/graph_capture[{index}]"
-
-
-def replay_region(index: int) -> str:
-    return f"ll/graph[{index}]"
+    return names.name(names.GRAPH_CAPTURE, index)
 
 
 class GraphCaptureRecorder:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import ContextManager, Iterable
 
+from lltrace import names
 from lltrace.capture.events import EventSink, RunEvent
 from lltrace.capture.frame_clock import FrameClock
 from lltrace.capture.graph_capture import GraphCaptureRecorder, capture_region
@@ -11,7 +12,7 @@ from lltrace.capture.regions import check_level, enabled_at, region
 from lltrace.pipeline.observer import PipelineObserver
 
 # Regions whose end starts the next block's time (FORMATS.md §2 `block_ms`).
-BOUNDARY_REGIONS = frozenset({"ll/text_encode", "ll/recache"})
+BOUNDARY_REGIONS = frozenset({names.name(names.TEXT_ENCODE), names.name(names.RECACHE)})
 
 
 class _Boundary:
@@ -52,7 +53,7 @@ class CaptureObserver(PipelineObserver):
 
     def region(self, name: str) -> ContextManager:
         r = region(name, self.level)
-        if name.startswith("ll/block["):
+        if names.index_of(name, names.BLOCK) is not None:
             self.in_block = True
         if name in BOUNDARY_REGIONS:
             return _Boundary(r, self.clock)

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from lltrace import names
+
 DEFAULT_PATTERNS: tuple[tuple[str, str], ...] = (
-    ("blocks.{k}", "ll/layer[{k}]"),
-    ("blocks.*.self_attn", "ll/self_attn"),
-    ("blocks.*.cross_attn", "ll/cross_attn"),
-    ("blocks.*.ffn", "ll/ffn"),
-    ("blocks.*.norm1|norm2|norm3", "ll/norm"),
-    ("patch_embedding|text_embedding|time_embedding|time_projection", "ll/embed"),
-    ("head", "ll/head"),
+    ("blocks.{k}", names.PREFIX + names.LAYER + "[{k}]"),
+    ("blocks.*.self_attn", names.name(names.SELF_ATTN)),
+    ("blocks.*.cross_attn", names.name(names.CROSS_ATTN)),
+    ("blocks.*.ffn", names.name(names.FFN)),
+    ("blocks.*.norm1|norm2|norm3", names.name(names.NORM)),
+    ("patch_embedding|text_embedding|time_embedding|time_projection", names.name(names.EMBED)),
+    ("head", names.name(names.HEAD)),
 )
 """(module-name pattern, region name template) in Wan2.1 / LongLive module names."""
 
@@ -72,7 +74,7 @@ def region_of_submodule(path: str, patterns: Sequence[tuple[str, str]] = DEFAULT
     return None
 
 
-OWN_CODE = "ll/modulation"
+OWN_CODE = names.name(names.MODULATION)
 """Region of a kernel made only of the compiled module's own code (no submodule): in a Wan
 block that is the adaLN modulation, the gates and the residual adds."""
 
@@ -98,6 +100,5 @@ def kernel_region(modules: Mapping[str, int], patterns: Sequence[tuple[str, str]
     if ranked[0][1] * 3 >= total * 2:
         return ranked[0][0]
     # at least the two leaders: four-way ties leave none with a third of the votes
-    names = [r[len("ll/"):] if r.startswith("ll/") else r
-             for i, (r, n) in enumerate(ranked) if i < 2 or n * 3 >= total][:3]
-    return "ll/" + "+".join(names)
+    parts = [names.leaf(r) for i, (r, n) in enumerate(ranked) if i < 2 or n * 3 >= total][:3]
+    return names.PREFIX + "+".join(parts)

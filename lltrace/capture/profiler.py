@@ -18,35 +18,32 @@ import shutil
 import threading
 import warnings
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch.profiler import ProfilerAction, ProfilerActivity, profile, record_function, schedule
 
+from lltrace import names
 from lltrace.capture.events import EventSink, RunEvent, TimeBase
 from lltrace.errors import LltraceError
 
-CLOCK_SYNC = "ll/clock_sync"
+CLOCK_SYNC = names.CLOCK_SYNC
 
 
-def parse_profile_blocks(spec: str | None, num_blocks: int | None = None) -> tuple[int, int] | None:
-    """`"3:6"` -> (3, 6): record blocks 3, 4, 5. None/"" -> None. Raises LltraceError when bad."""
-    if spec is None or str(spec).strip() == "":
+def check_blocks(blocks: Sequence[int] | None, num_blocks: int | None = None) -> tuple[int, int] | None:
+    """`(3, 6)` -> (3, 6): record blocks 3, 4, 5; None -> None. Raises LltraceError when the range
+    is empty, negative, or (with `num_blocks`) ends after the run's last block."""
+    if blocks is None:
         return None
-    text = str(spec).strip()
-    parts = text.split(":")
-    hint = "use START:STOP with 0 <= START < STOP, e.g. --profile-blocks 3:6 records blocks 3, 4, 5"
-    if len(parts) != 2:
-        raise LltraceError(f"bad --profile-blocks {text!r}", hint)
     try:
-        start, stop = int(parts[0]), int(parts[1])
-    except ValueError:
-        raise LltraceError(f"bad --profile-blocks {text!r}: not integers", hint) from None
+        start, stop = (int(b) for b in blocks)
+    except (TypeError, ValueError):
+        raise LltraceError(f"a profiler window is (start, stop) blocks, got {blocks!r}") from None
     if start < 0 or stop <= start:
-        raise LltraceError(f"bad --profile-blocks {text!r}: need 0 <= START < STOP", hint)
+        raise LltraceError(f"profiler window blocks {start}:{stop}: need 0 <= start < stop")
     if num_blocks is not None and stop > num_blocks:
-        raise LltraceError(f"--profile-blocks {text} ends after the run's last block ({num_blocks} blocks)",
-                           f"use a STOP of at most {num_blocks}, or run more frames")
+        raise LltraceError(f"profiler window blocks {start}:{stop} end after the run's last block ({num_blocks} blocks)",
+                           f"stop at block {num_blocks} at most, or run more blocks")
     return start, stop
 
 

@@ -10,7 +10,6 @@ profiler is recording (checked per region: a flag read, ~0.06 us), because enter
 """
 from __future__ import annotations
 
-import re
 from contextlib import nullcontext
 from typing import ContextManager
 
@@ -18,6 +17,7 @@ import nvtx
 import torch
 from torch.autograd.profiler import record_function
 
+from lltrace import names
 from lltrace.errors import LltraceError
 
 DOMAIN = "lltrace"
@@ -26,8 +26,8 @@ LEVELS = ("off", "block", "layer", "op")
 `layer` adds ll/layer[k], `op` adds self_attn/cross_attn/ffn/kv_update/norm/embed/head."""
 
 _RANK = {lv: i for i, lv in enumerate(LEVELS)}
-OP_REGIONS = frozenset({"self_attn", "cross_attn", "ffn", "kv_update", "norm", "embed", "head"})
-_LAYER_RE = re.compile(r"^ll/layer\[\d+\]$")
+OP_REGIONS = frozenset({names.SELF_ATTN, names.CROSS_ATTN, names.FFN, names.KV_UPDATE, names.NORM, names.EMBED,
+                        names.HEAD})
 
 _domain = nvtx.get_domain(DOMAIN)  # a dummy domain (no-op calls) unless nsys injected NVTX
 _nvtx_on = nvtx.enabled()
@@ -37,12 +37,6 @@ _attrs: dict[str, object] = {}
 _COLORS = {"block": 0x4C9BE8, "step": 0x2CA02C, "context": 0x17BECF, "decode": 0x9467BD,
            "layer": 0x7F7F7F, "self_attn": 0xD62728, "cross_attn": 0xFF7F0E, "ffn": 0x8C564B,
            "kv_update": 0xE377C2, "norm": 0xBCBD22, "embed": 0x1F77B4, "head": 0x1F77B4}
-
-
-def leaf(name: str) -> str:
-    """`ll/layer[3]` -> `layer`; `ll/self_attn` -> `self_attn`."""
-    base = name[3:] if name.startswith("ll/") else name
-    return base.split("[", 1)[0]
 
 
 def level_of(name: str) -> str:
@@ -57,9 +51,9 @@ _level_cache: dict[str, str] = {}
 
 
 def _classify(name: str) -> str:
-    if _LAYER_RE.match(name):
+    if names.index_of(name, names.LAYER) is not None:
         return "layer"
-    return "op" if leaf(name) in OP_REGIONS else "block"
+    return "op" if names.kind(name) in OP_REGIONS else "block"
 
 
 def check_level(level: str) -> str:
@@ -80,7 +74,7 @@ def _nvtx_attributes(name: str):
     attrs = _attrs.get(name)
     if attrs is None:
         attrs = _attrs[name] = _domain.get_event_attributes(
-            message=name, color=_COLORS.get(leaf(name), 0x999999))
+            message=name, color=_COLORS.get(names.kind(name), 0x999999))
     return attrs
 
 

@@ -21,36 +21,33 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 
 from lltrace.capture import provenance
+from lltrace import names
 from lltrace.capture.events import RunEvent, TimeBase
 from lltrace.capture.frame_clock import ClockStats, FrameClock, FrameRecord, SwitchRecord
 from lltrace.capture.graph_capture import GraphCaptureRecorder
 from lltrace.capture.hooks import DEFAULT_PATTERNS, InstrumentHandle, instrument_module, wrap_method
 from lltrace.capture.meta import build_meta
 from lltrace.capture.observer import CaptureObserver
-from lltrace.capture.profiler import ProfilerWindow, parse_profile_blocks
+from lltrace.capture.profiler import ProfilerWindow, check_blocks
 from lltrace.capture.pyspy import PySpyRecorder
 from lltrace.capture.recompiles import RecompileMonitor
 from lltrace.capture.regions import LEVELS, check_level, enabled_at
 from lltrace.capture.rundir import RunDirectory, summary_from_stats, write_json_atomic
 from lltrace.errors import LltraceError
+from lltrace.pipeline.vae import video_frames
 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C so the run directory is finalized."""
 
 
-def video_frames_in_block(block_index: int, frames_per_block: int) -> int:
-    """Wan VAE: the first latent frame decodes to 1 video frame, each later one to 4."""
-    return 4 * frames_per_block - (3 if block_index == 0 else 0)
-
-
 def blocks_for_frames(frames: int, frames_per_block: int) -> int:
     """How many blocks make at least `frames` video frames."""
     if frames < 1:
-        raise LltraceError(f"--frames must be >= 1 (got {frames})")
+        raise LltraceError(f"a run needs at least one video frame (got {frames})")
     n, made = 0, 0
     while made < frames:
-        made += video_frames_in_block(n, frames_per_block)
+        made += video_frames(frames_per_block, first_block=n == 0)
         n += 1
     return n
 
@@ -60,7 +57,7 @@ def switch_block(frame: int, frames_per_block: int) -> int:
     whose frames start at or after `frame` (frames of a block come out together)."""
     n, first = 0, 0
     while first < frame:
-        first += video_frames_in_block(n, frames_per_block)
+        first += video_frames(frames_per_block, first_block=n == 0)
         n += 1
     return n
 
@@ -103,7 +100,7 @@ class Session:
     def __init__(self, pipeline: Any, *, num_blocks: int, prompt: str,
                  switches: dict[int, str] | None = None,
                  run_dir: RunDirectory | Path | str | None = None,
-                 profile_blocks: str | Sequence[int] | None = None,
+                 profile_blocks: Sequence[int] | None = None,
                  regions_level: str = "op", py_spy: bool = False,
                  listeners: Iterable[Any] = (), record_shapes: bool = False,
                  patterns: Sequence[tuple[str, str]] = DEFAULT_PATTERNS,
@@ -117,10 +114,7 @@ class Session:
             if not (isinstance(b, int) and 0 < b < num_blocks):
                 raise LltraceError(f"a prompt switch before block {b} is outside the run",
                                    f"switch before a block in 1..{num_blocks - 1}")
-        if isinstance(profile_blocks, str) or profile_blocks is None:
-            self.profile_blocks = parse_profile_blocks(profile_blocks, num_blocks)
-        else:
-            self.profile_blocks = parse_profile_blocks(":".join(map(str, profile_blocks)), num_blocks)
+        self.profile_blocks = check_blocks(profile_blocks, num_blocks)
         self.pipeline = pipeline
         self.num_blocks = num_blocks
         self.prompt = prompt
@@ -293,13 +287,13 @@ class Session:
                     handle.add(wrap_method(attn, "attend", "ll/self_attn", self.regions_level))
         cache = getattr(pipeline, "kv_cache", None)
         if cache is not None and callable(getattr(cache, "update", None)):
-            handle.add(wrap_method(cache, "update", "ll/kv_update", self.regions_level))
+            handle.add(wrap_method(cache, "update", names.name(names.KV_UPDATE), self.regions_level))
         if self.instrument is not None:
             handle.add(self.instrument(pipeline, self.regions_level))
         if handle.skipped:
-            names = ", ".join(name for name, _ in handle.skipped[:4])
+            skipped = ", ".join(name for name, _ in handle.skipped[:4])
             more = f" and {len(handle.skipped) - 4} more" if len(handle.skipped) > 4 else ""
-            self._event(RunEvent("note", f"no op regions inside compiled modules ({names}{more}): "
+            self._event(RunEvent("note", f"no op regions inside compiled modules ({skipped}{more}): "
                                          f"{handle.skipped[0][1]}",
                                  {"source": "regions", "skipped": [n for n, _ in handle.skipped]}))
         return handle
@@ -317,7 +311,7 @@ class Session:
         self.run_dir.write_meta(t0=t0.to_json(), **sync)
 
     def _clock_sync(self, base: TimeBase) -> None:
-        self.run_dir.write_meta(clock_sync=base.to_json() | {"marker": "ll/clock_sync"})
+        self.run_dir.write_meta(clock_sync=base.to_json() | {"marker": names.CLOCK_SYNC})
 
     def _finalize(self, status: str, reason: str, message: str, handle: InstrumentHandle,
                   previous_observer: Any, spy: PySpyRecorder | None, mid_block: bool) -> RunResult:
@@ -409,7 +403,7 @@ def _peak_device_mem(clock: FrameClock) -> int | None:
 
 def run_session(pipeline: Any, *, num_blocks: int, prompt: str, switches: dict[int, str] | None = None,
                 run_dir: RunDirectory | Path | str | None = None,
-                profile_blocks: str | Sequence[int] | None = None, regions_level: str = "op",
+                profile_blocks: Sequence[int] | None = None, regions_level: str = "op",
                 py_spy: bool = False, listeners: Iterable[Any] = (), **kwargs: Any) -> RunResult:
     """Run `num_blocks` blocks of `pipeline` with full capture; see Session. `switches` maps a
     block index to the prompt switched to before that block. Returns the RunResult for a
@@ -420,4 +414,4 @@ def run_session(pipeline: Any, *, num_blocks: int, prompt: str, switches: dict[i
 
 
 __all__ = ["LEVELS", "RunResult", "Session", "Terminated", "blocks_for_frames", "run_session",
-           "switch_block", "video_frames_in_block"]
+           "switch_block"]

@@ -111,6 +111,10 @@ class CompileProbe:
         self.health = CompileHealth()
         self._compiled = None
 
+    def release(self) -> None:
+        """Let go of the compiled function once the probe is done with it."""
+        self._compiled = None
+
     def first(self, args: tuple) -> None:
         t0 = time.perf_counter()
         try:

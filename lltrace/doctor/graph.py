@@ -404,7 +404,7 @@ class StageProbe:
         """Free the captured graph, the static buffers and the compiled function."""
         self._graph = self._graph_out = self._static = self._args_a = self._replay_a = None
         if self.compile is not None:
-            self.compile._compiled = None
+            self.compile.release()
 
 
 # --------------------------------------------------------------------------- user modules

@@ -35,7 +35,7 @@ STAGES = ("denoise", "kv_update", "recache", "decode", "text")
 PROMPTS = ("a red fox running through snow", "a red fox running through snow, at night",
            "a red fox running through deep snow in the rain", "a red fox at dawn")
 STATIC_CACHE_FIX = "use kv_cache: static (positions in device tensors; --set kv_cache=static)"
-CONTEXT_FIX = ("copy each new prompt's context into one static buffer (pipe._context is a new tensor per "
+CONTEXT_FIX = ("copy each new prompt's context into one static buffer (pipe.context is a new tensor per "
                "prompt), or keep this forward eager as GraphedForward does")
 
 
@@ -111,19 +111,6 @@ def _description(stage: str, pipe, plan: _Plan) -> str:
     return "text_encoder.encode (tokenize + encoder); two prompt switches (runs once per prompt)"
 
 
-# What optimize.compile_blocks sets on each block instance: the compiled halves and the split
-# forward that calls them. Without them the class's own (eager) methods run.
-COMPILED_BLOCK_ATTRS = ("pre_attn", "post_attn", "forward")
-
-
-def _eager_block(block, es: ExitStack) -> None:
-    """Take a compiled block's instance attributes off it until `es` closes, then put the same
-    objects back (a compiled half keeps its dynamo cache: the run does not compile again)."""
-    for attr in COMPILED_BLOCK_ATTRS:
-        if attr in block.__dict__:
-            es.callback(block.__dict__.__setitem__, attr, block.__dict__.pop(attr))
-
-
 def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
                       compile_check: bool | Sequence[str] = True, capture: bool | None = None,
                       progress: Callable[[str], None] = lambda s: None) -> DoctorReport:
@@ -145,7 +132,7 @@ def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
     gen_roots = {"generator": pipe.generator}
 
     def generator_forward(x, t, current_start):
-        return pipe.generator(x, t, pipe._context, pipe.kv_cache, pipe.crossattn_cache, current_start)
+        return pipe.generator(x, t, pipe.context, pipe.kv_cache, pipe.crossattn_cache, current_start)
 
     for stage in stages:
         desc = _description(stage, pipe, plan)
@@ -173,29 +160,23 @@ def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
             return (stage, _Plan.role(where["block"])) if stage else None
         return None
 
-    orig_forward = pipe.forward
-
-    def forward(x, t, start_frame):
+    def forward(default, x, t, start_frame):
         picked = forward_stage()
         where["fwd"] += 1
         if picked is None or picked[0] not in probes or picked[1] is None:
-            return orig_forward(x, t, start_frame)
+            return default(x, t, start_frame)
         stage, role = picked
-        tt = pipe._timestep(t, x.shape[2])
+        tt = pipe.timestep(t, x.shape[2])
         pos = torch.full((), start_frame * fs, dtype=torch.long, device=pipe.device)
         return probes[stage].run(role, x, tt, pos)
 
-    def wrap(obj, attr: str, stage: str, role_of: Callable[[], str | None]) -> Callable[[], None]:
-        orig = getattr(obj, attr)
-
-        def call(*args):
+    def stage_hook(stage: str, role_of: Callable[[], str | None]) -> Callable[..., Any]:
+        def call(default, *args):
             role = role_of()
             if stage not in probes or role is None:
-                return orig(*args)
+                return default(*args)
             return probes[stage].run(role, *args)
-
-        obj.__dict__[attr] = call
-        return lambda: obj.__dict__.pop(attr, None)
+        return call
 
     def encode_role():
         i = where["encode"]
@@ -210,16 +191,10 @@ def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
         es.callback(setattr, pipe, "observer", observer)
         # The doctor captures and compiles stages itself: the pipeline's own graphs and compiled
         # blocks would stand between it and the code it diagnoses.
-        graphed, pipe.graphed_forward = pipe.graphed_forward, None
-        es.callback(setattr, pipe, "graphed_forward", graphed)
-        for block in pipe.generator.blocks:
-            _eager_block(block, es)
-        pipe.__dict__["forward"] = forward
-        es.callback(pipe.__dict__.pop, "forward", None)
-        if "decode" in probes:
-            es.callback(wrap(pipe.decoder, "decode_block", "decode", lambda: _Plan.role(where["block"])))
-        if "text" in probes:
-            es.callback(wrap(pipe.text_encoder, "encode", "text", encode_role))
+        es.enter_context(pipe.eager())
+        es.enter_context(pipe.hooked(forward=forward,
+                                     decode=stage_hook("decode", lambda: _Plan.role(where["block"])),
+                                     encode=stage_hook("text", encode_role)))
 
         decoder = pipe.decoder
         es.callback(setattr, pipe, "decoder", decoder)

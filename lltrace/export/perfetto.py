@@ -33,9 +33,7 @@ from lltrace.trace.events import GPU_ACTIVITY, RUNTIME, Trace, lenient_event
 from lltrace.trace.instances import measure
 from lltrace.trace.jsonround import num, rounded
 from lltrace.trace.loader import Source, load_trace, resolve_source
-# Adapter over the budget layer's streaming reader (private names): its parser with a decoder
-# that keeps each event's raw bytes; the public read_events() only hands out the fields budgets need.
-from lltrace.trace.reader import _Bytes, _Parser, open_bytes
+from lltrace.trace.reader import read_events
 
 BROWSER_LIMIT = 256 << 20     # uncompressed JSON above this is slow or too big for a browser tab
 TRACK_FRAMES, TRACK_SWITCHES, TRACK_EVENTS, TRACK_REGIONS, TRACK_GPU_REGIONS = 1, 2, 3, 4, 5
@@ -69,60 +67,23 @@ class ExportResult:
         return self.events_written + sum(self.lltrace_events.values())
 
 
-# ----------------------------------------------------------------------------- options
-
-def parse_blocks(spec: str) -> tuple[int, int]:
-    """`"3:6"` -> blocks 3, 4, 5; `"4"` -> block 4 alone."""
-    text = str(spec).strip()
-    hint = "use START:STOP, e.g. --blocks 3:6 keeps blocks 3, 4 and 5"
-    parts = text.split(":")
-    try:
-        if len(parts) == 1:
-            start = int(parts[0])
-            stop = start + 1
-        elif len(parts) == 2:
-            start, stop = int(parts[0]), int(parts[1])
-        else:
-            raise ValueError
-    except ValueError:
-        raise LltraceError(f"bad --blocks {text!r}", hint) from None
-    if start < 0 or stop <= start:
-        raise LltraceError(f"bad --blocks {text!r}: need 0 <= START < STOP", hint)
-    return start, stop
-
-
-def parse_window_ms(spec: str) -> tuple[float, float]:
-    """`"200:450"` -> ms 200 to 450 from the trace's first event; `"300"` -> the first 300 ms."""
-    text = str(spec).strip()
-    hint = "use START:END in ms from the trace's start (e.g. --window-ms 200:450), or a length (--window-ms 300)"
-    parts = text.split(":")
-    try:
-        if len(parts) == 1:
-            start, end = 0.0, float(parts[0])
-        elif len(parts) == 2:
-            start, end = float(parts[0] or 0), float(parts[1])
-        else:
-            raise ValueError
-    except ValueError:
-        raise LltraceError(f"bad --window-ms {text!r}", hint) from None
-    if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end <= start:
-        raise LltraceError(f"bad --window-ms {text!r}: need 0 <= START < END", hint)
-    return start, end
-
+# ----------------------------------------------------------------------------- window
 
 def plan_window(trace: Trace, timeline: tl_mod.Timeline, blocks: tuple[int, int] | None,
                 window_ms: tuple[float, float] | None) -> Window | None:
+    """The part of the trace to keep: whole blocks [start, stop) or [start, end) ms from the
+    trace's first event (one or the other), or None for all of it."""
     if blocks is not None and window_ms is not None:
-        raise LltraceError("--blocks and --window-ms are exclusive: pick one")
+        raise LltraceError("keep whole blocks or a time window, not both")
     if blocks is not None:
         have = sorted(timeline.blocks)
         if not have:
-            raise LltraceError("--blocks: this trace has no ll/block[i] regions",
-                               "it is not an lltrace run; use --window-ms")
+            raise LltraceError("this trace has no ll/block[i] regions to keep blocks of",
+                               "it is not an lltrace run; keep a time window instead")
         want = range(*blocks)
         missing = [b for b in want if b not in timeline.blocks]
         if missing:
-            raise LltraceError(f"--blocks {blocks[0]}:{blocks[1]}: block(s) {', '.join(map(str, missing))} are not in "
+            raise LltraceError(f"blocks {blocks[0]}:{blocks[1]}: block(s) {', '.join(map(str, missing))} are not in "
                                f"this trace", f"it has blocks {_ranges(have)}")
         return Window(min(timeline.blocks[b][0] for b in want), max(timeline.blocks[b][1] for b in want),
                       f"blocks {blocks[0]}..{blocks[1] - 1}")
@@ -130,7 +91,7 @@ def plan_window(trace: Trace, timeline: tl_mod.Timeline, blocks: tuple[int, int]
         t0, t1 = trace.span_us
         start, end = t0 + window_ms[0] * 1e3, t0 + window_ms[1] * 1e3
         if start >= t1:
-            raise LltraceError(f"--window-ms {window_ms[0]:g}:{window_ms[1]:g} starts after the trace ends "
+            raise LltraceError(f"the window {window_ms[0]:g}:{window_ms[1]:g} ms starts after the trace ends "
                                f"({(t1 - t0) / 1e3:.1f} ms long)")
         return Window(start, min(end, t1), f"{window_ms[0]:g}..{min(window_ms[1], (t1 - t0) / 1e3):g} ms")
     return None
@@ -315,32 +276,11 @@ class _Sink:
         self.invalid += n
 
 
-class _RawParser(_Parser):
-    """The reader's parser, handing the sink raw event bytes (msgspec.Raw) on both paths."""
-
-    def __init__(self, src: _Bytes, sink: "_Sink"):
-        super().__init__(src, sink)
-        self.decoder = msgspec.json.Decoder(list[msgspec.Raw])
-
-    def _convert(self, obj):
-        """The reader's event-by-event path keeps every field: the event is re-encoded whole."""
-        if not isinstance(obj, dict):
-            return None
-        try:
-            return msgspec.Raw(json.dumps(obj, allow_nan=False).encode("utf-8", "surrogateescape"))
-        except (ValueError, UnicodeEncodeError):   # NaN / Infinity, or bytes that are not UTF-8
-            return lenient_event(obj)
-
-
 def _copy_events(src: Source, writer: _Writer, flt: _Filter, warnings: list[str],
                  progress: Callable[[int, int], None] | None) -> _Sink:
     sink = _Sink(writer, flt)
     for path in src.traces:
-        stream = open_bytes(path, progress)
-        try:
-            result = _RawParser(stream, sink).run()
-        finally:
-            stream.close()
+        result = read_events(path, sink, progress, raw=True)
         if result.partial:
             warnings.append(f"{path.name}: {result.stop_reason}; exported the events before it")
     if sink.reencoded:
@@ -452,14 +392,14 @@ def lltrace_events(trace: Trace, timeline: tl_mod.Timeline, window: Window | Non
 
 # ----------------------------------------------------------------------------- export
 
-def export(source: str | Path, out: str | Path, *, blocks: str | None = None, window_ms: str | None = None,
+def export(source: str | Path, out: str | Path, *, blocks: tuple[int, int] | None = None,
+           window_ms: tuple[float, float] | None = None,
            progress: Callable[[int, int], None] | None = None) -> ExportResult:
-    """Write `source` (a run directory, run id or trace file) with lltrace's tracks to `out`."""
-    blk = parse_blocks(blocks) if blocks is not None else None
-    wms = parse_window_ms(window_ms) if window_ms is not None else None
+    """Write `source` (a run directory, run id or trace file) with lltrace's tracks to `out`,
+    trimmed to blocks [start, stop) or to [start, end) ms from the trace's first event."""
     out = Path(out)
     if out.is_dir():
-        raise LltraceError(f"{out} is a directory", "give a file name, e.g. -o run.json.gz")
+        raise LltraceError(f"{out} is a directory", "give a file name, e.g. run.json.gz")
     if not out.parent.is_dir():
         raise LltraceError(f"no such directory: {out.parent}")
     if not (out.name.endswith(".json") or out.name.endswith(".json.gz")):
@@ -476,7 +416,7 @@ def export(source: str | Path, out: str | Path, *, blocks: str | None = None, wi
     warnings += run.warnings
     timeline = tl_mod.build(trace, run, inst)
     warnings += timeline.warnings
-    window = plan_window(trace, timeline, blk, wms)
+    window = plan_window(trace, timeline, blocks, window_ms)
     if src.run_dir is None:
         warnings.append("a trace file outside a run directory: no frames or run events to add (regions only)")
     pid = _lltrace_pid(trace)
@@ -510,7 +450,7 @@ def export(source: str | Path, out: str | Path, *, blocks: str | None = None, wi
     size = out.stat().st_size
     if writer.bytes > BROWSER_LIMIT:
         warnings.append(f"{writer.bytes / 2**20:,.0f} MB of JSON may be too much for a browser tab: "
-                        "trim it with --blocks or --window-ms")
+                        "trim it to a few blocks or a time window")
     return ExportResult(out, size, writer.bytes, gz, sink.total, sink.kept, counts, window, timeline.clock.method,
                         warnings)
 

@@ -14,16 +14,15 @@ which is good to a few tens of µs.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from lltrace import names
 from lltrace.capture.rundir import RunData
 from lltrace.trace.events import Trace
 from lltrace.trace.instances import Instances, RegionInstance
 
-CLOCK_SYNC = "ll/clock_sync"
-_BLOCK = re.compile(r"^ll/block\[(\d+)\]$")
+CLOCK_SYNC = names.CLOCK_SYNC
 
 
 @dataclass(frozen=True)
@@ -140,9 +139,9 @@ def build(trace: Trace, run: RunData, instances: Instances) -> Timeline:
     clock = clock_map(trace, run.meta, warnings) if run.run_dir is not None else ClockMap(None)
     tl = Timeline(clock, regions=list(instances.regions), warnings=warnings)
     for r in instances.regions:
-        m = _BLOCK.match(r.name)
-        if m:
-            tl.blocks[int(m.group(1))] = (r.start_us, r.end_us)
+        b = names.index_of(r.name, names.BLOCK)
+        if b is not None:
+            tl.blocks[b] = (r.start_us, r.end_us)
     if not clock.ok:
         return tl
 

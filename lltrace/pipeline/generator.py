@@ -10,11 +10,13 @@ their slots, sink included, as with `global_sink: false`.)
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
+from lltrace import names
 from lltrace.errors import LltraceError
 from lltrace.pipeline.config import ModelConfig, load_model_config
 from lltrace.pipeline.observer import NULL_OBSERVER, PipelineObserver
@@ -32,6 +34,20 @@ class BlockOutput:
     after_switch: bool       # first block after a prompt switch
     latents: torch.Tensor    # [B, C, F, h, w] clean latents
     video: torch.Tensor | None  # [B, 3, T, H, W] in [-1, 1]
+
+
+@dataclass
+class StageHooks:
+    """Stand-ins for the stream's stages while `StreamingPipeline.hooked(...)` is open. Each is
+    called as `hook(default, *args)`, `default` being the call it stands in for, so a tool that
+    examines a stage in place (lltrace doctor) can run it its own way or pass it through."""
+    forward: Callable[..., Any] | None = None   # (default, x, t, start_frame): every generator forward
+    decode: Callable[..., Any] | None = None    # (default, latents): the block's decode
+    encode: Callable[..., Any] | None = None    # (default, texts): a prompt's text encode
+
+
+def _through(hook: Callable[..., Any] | None, default: Callable[..., Any], *args: Any) -> Any:
+    return default(*args) if hook is None else hook(default, *args)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -118,6 +134,7 @@ class StreamingPipeline:
         self.crossattn_cache = CrossAttnCache(cfg, batch, self.dtype, self.device)
         self.optimizations = optimize.apply(self)  # fp8, regional compile, CUDA graphs (per preset)
 
+        self._hooks = StageHooks()
         self._noise_gen = torch.Generator(device=self.device)
         self._context: torch.Tensor | None = None
         self._history: list[torch.Tensor] = []  # clean latent frames kept for the recache, newest last
@@ -154,13 +171,43 @@ class StreamingPipeline:
         c = self.model_config
         return (self.batch, c.in_dim, frames, c.latent_height, c.latent_width)
 
-    def _timestep(self, t: float, frames: int) -> torch.Tensor:
+    @property
+    def context(self) -> torch.Tensor | None:
+        """The current prompt's text embeddings (None before `start`); a new tensor per prompt."""
+        return self._context
+
+    def timestep(self, t: float, frames: int) -> torch.Tensor:
+        """The generator's timestep input for `frames` latent frames at time `t`: [batch, frames]."""
         return torch.full((self.batch, frames), t, device=self.device, dtype=torch.float32)
+
+    @contextmanager
+    def hooked(self, *, forward: Callable[..., Any] | None = None, decode: Callable[..., Any] | None = None,
+               encode: Callable[..., Any] | None = None) -> Iterator[None]:
+        """Route the stream's generator forwards / decodes / text encodes through hooks (see
+        StageHooks) until the context closes."""
+        before, self._hooks = self._hooks, StageHooks(forward, decode, encode)
+        try:
+            yield
+        finally:
+            self._hooks = before
+
+    @contextmanager
+    def eager(self) -> Iterator[None]:
+        """Run the generator without the preset's CUDA graphs and compiled blocks until the context
+        closes; the same graphs and compiled code come back after (nothing compiles again)."""
+        from lltrace.pipeline.optimize import uncompiled_blocks
+
+        graphed, self.graphed_forward = self.graphed_forward, None
+        try:
+            with uncompiled_blocks(self.generator):
+                yield
+        finally:
+            self.graphed_forward = graphed
 
     @torch.no_grad()   # also when called directly (bench): grad mode is a compile guard
     def forward(self, x: torch.Tensor, t: float, start_frame: int) -> torch.Tensor:
         """One generator forward over latent frames x starting at `start_frame` in the stream."""
-        tt = self._timestep(t, x.shape[2])
+        tt = self.timestep(t, x.shape[2])
         if self.graphed_forward is not None:
             return self.graphed_forward(x, tt, start_frame)
         return self.generator(x, tt, self._context, self.kv_cache, self.crossattn_cache,
@@ -168,8 +215,8 @@ class StreamingPipeline:
 
     @torch.no_grad()
     def encode(self, prompt: str) -> torch.Tensor:
-        with self.observer.region("ll/text_encode"):
-            return self.text_encoder.encode([prompt] * self.batch).to(self.dtype)
+        with self.observer.region(names.name(names.TEXT_ENCODE)):
+            return _through(self._hooks.encode, self.text_encoder.encode, [prompt] * self.batch).to(self.dtype)
 
     @torch.no_grad()
     def start(self, prompt: str) -> None:
@@ -193,26 +240,26 @@ class StreamingPipeline:
             raise RuntimeError("call start(prompt) before generate_block()")
         i, F, obs = self.block_index, self.frames_per_block, self.observer
         start_frame = i * F
-        with obs.region(f"ll/block[{i}]"):
-            with obs.region("ll/noise"):
+        with obs.region(names.name(names.BLOCK, i)):
+            with obs.region(names.name(names.NOISE)):
                 noise = torch.randn(self._latent_shape(F), generator=self._noise_gen, device=self.device,
                                     dtype=self.dtype)
             x = noise
             for j, t in enumerate(self.timesteps):
-                with obs.region(f"ll/step[{j}]"):
-                    flow = self.forward(x, t, start_frame)
+                with obs.region(names.name(names.STEP, j)):
+                    flow = _through(self._hooks.forward, self.forward, x, t, start_frame)
                     x0 = self.scheduler.to_x0(x, flow, t)
                     if j + 1 < len(self.timesteps):
                         renoise = torch.randn(x0.shape, generator=self._noise_gen, device=self.device,
                                               dtype=self.dtype)
                         x = self.scheduler.add_noise(x0, renoise, self.timesteps[j + 1])
-            with obs.region("ll/context"):
+            with obs.region(names.name(names.CONTEXT)):
                 # The clean forward at context_noise writes this block's K/V into the cache.
-                self.forward(x0, float(self.preset.context_noise), start_frame)
+                _through(self._hooks.forward, self.forward, x0, float(self.preset.context_noise), start_frame)
             video = None
             if self.decoder is not None:
-                with obs.region("ll/decode"):
-                    video = self.decoder.decode_block(x0)
+                with obs.region(names.name(names.DECODE)):
+                    video = _through(self._hooks.decode, self.decoder.decode_block, x0)
         self._remember(x0)
         num_frames = 0 if video is None else video.shape[2]
         out = BlockOutput(i, num_frames, self.prompt_index, self._after_switch, x0, video)
@@ -236,7 +283,7 @@ class StreamingPipeline:
         self.observer.switch_requested(self.prompt_index, prompt)
         self._context = self.encode(prompt)
         self.observer.text_encoded(self.prompt_index)
-        with self.observer.region("ll/recache"):
+        with self.observer.region(names.name(names.RECACHE)):
             self.crossattn_cache.reset()
             frames_so_far = self.block_index * self.frames_per_block
             n = min(self.preset.local_attn_size, frames_so_far)
@@ -248,7 +295,8 @@ class StreamingPipeline:
                 first = frames_so_far - n
                 for lo in range(0, n, self.frames_per_block):
                     hi = min(n, lo + self.frames_per_block)
-                    self.forward(clean[:, :, lo:hi], float(self.preset.context_noise), first + lo)
+                    _through(self._hooks.forward, self.forward, clean[:, :, lo:hi], float(self.preset.context_noise),
+                             first + lo)
             # LongLive resets the cross-attention cache again after the recache forward.
             self.crossattn_cache.reset()
         self._after_switch = True

@@ -16,11 +16,14 @@
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn as nn
 
+from lltrace import names
 from lltrace.errors import LltraceError, NeedsCudaError
 
 
@@ -83,6 +86,28 @@ def compile_blocks(model: nn.Module, kv_cache) -> int:
     return len(model.blocks)
 
 
+# What compile_blocks sets on each block instance: the compiled halves and the split forward that
+# calls them. Without them the class's own (eager) methods run.
+COMPILED_BLOCK_ATTRS = ("pre_attn", "post_attn", "forward")
+
+
+@contextmanager
+def uncompiled_blocks(model: nn.Module) -> Iterator[None]:
+    """compile_blocks undone until the context closes; then the same compiled objects go back
+    (their dynamo caches kept: nothing compiles again)."""
+    taken = []
+    for block in model.blocks:
+        for attr in COMPILED_BLOCK_ATTRS:
+            if attr in block.__dict__:
+                taken.append((block, attr, block.__dict__[attr]))
+                delattr(block, attr)
+    try:
+        yield
+    finally:
+        for block, attr, value in taken:
+            setattr(block, attr, value)
+
+
 @dataclass
 class _Graph:
     graph: torch.cuda.CUDAGraph
@@ -108,7 +133,7 @@ class GraphedForward:
         token_start = start_frame * pipe.model_config.frame_seqlen
         if not pipe.crossattn_cache.ready or x.shape[2] != pipe.frames_per_block:
             self.eager_calls += 1
-            return pipe.generator(x, t, pipe._context, pipe.kv_cache, pipe.crossattn_cache, token_start)
+            return pipe.generator(x, t, pipe.context, pipe.kv_cache, pipe.crossattn_cache, token_start)
         # Two graphs per shape: masked attention while some cache slots are unwritten, the
         # flash kernel without a mask once all are (StaticKVCache docstring).
         n = x.shape[2] * pipe.model_config.frame_seqlen
@@ -120,7 +145,7 @@ class GraphedForward:
         g.x.copy_(x)
         g.t.copy_(t)
         g.start.fill_(token_start)
-        with pipe.observer.region(f"ll/graph[{g.index}]"):
+        with pipe.observer.region(names.name(names.GRAPH, g.index)):
             g.graph.replay()
         pipe.kv_cache.forget_announcement()
         self.replays += 1
@@ -133,7 +158,7 @@ class GraphedForward:
 
         def run():
             pipe.kv_cache.expect(token_start, n)   # update() consumes it once per forward
-            return pipe.generator(sx, st, pipe._context, pipe.kv_cache, pipe.crossattn_cache, start)
+            return pipe.generator(sx, st, pipe.context, pipe.kv_cache, pipe.crossattn_cache, start)
 
         # Warm up on a side stream (compile, autotune, lazy inits) before capturing. Re-running
         # the same position rewrites the same cache slots, so the cache state is unchanged.

@@ -5,9 +5,9 @@ Architecture and parameter names follow Wan2.1's `wan/modules/vae.py` (`WanVAE_.
 Also home of the `StreamingDecoder` interface that the small fast decoder shares
 (`lltrace.pipeline.fast_decoder`); `lltrace.pipeline.decoders.build_decoder` builds either.
 
-Frame rule (Wan's causal VAE): the first latent frame after `reset()` decodes to 1 video
-frame, every later one to 4, so a block of n latent frames gives 1 + 4(n-1) frames first,
-then 4n.
+Frame rule (Wan's causal VAE), `video_frames()`: the first latent frame after `reset()` decodes
+to 1 video frame, every later one to 4, so a block of n latent frames gives 1 + 4(n-1) frames
+first, then 4n.
 """
 from __future__ import annotations
 
@@ -34,6 +34,17 @@ WAN_LATENT_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743
                   3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
 
 DECODER_KINDS = ("wan", "fast")
+TIME_SCALE = 4  # video frames per latent frame, after the first
+
+
+def video_frames(latent_frames: int, first_block: bool, time_scale: int = TIME_SCALE) -> int:
+    """Video frames that a block of `latent_frames` latent frames decodes to: 1 + 4(n-1) for the
+    first block of a video (its first latent frame gives one frame), 4n for every later one."""
+    if latent_frames < 0:
+        raise ValueError(f"latent_frames must be >= 0, got {latent_frames}")
+    if latent_frames == 0:
+        return 0
+    return 1 + time_scale * (latent_frames - 1) if first_block else time_scale * latent_frames
 
 
 # --------------------------------------------------------------------------- interface
@@ -43,7 +54,7 @@ class StreamingDecoder(nn.Module):
 
     latent_channels: int = 16
     spatial_scale: int = 8
-    time_scale: int = 4
+    time_scale: int = TIME_SCALE
 
     def __init__(self) -> None:
         super().__init__()
@@ -55,13 +66,8 @@ class StreamingDecoder(nn.Module):
         self._reset_state()
 
     def frames_for(self, num_latent_frames: int, first: bool) -> int:
-        """Video frames that `num_latent_frames` latent frames decode to."""
-        if num_latent_frames < 0:
-            raise ValueError(f"num_latent_frames must be >= 0, got {num_latent_frames}")
-        if num_latent_frames == 0:
-            return 0
-        s = self.time_scale
-        return 1 + s * (num_latent_frames - 1) if first else s * num_latent_frames
+        """Video frames that `num_latent_frames` latent frames decode to (`video_frames`)."""
+        return video_frames(num_latent_frames, first, self.time_scale)
 
     @torch.no_grad()
     def decode_block(self, latents: Tensor) -> Tensor:

@@ -29,14 +29,16 @@ from typing import Any
 
 import numpy as np
 
+from lltrace import names
 from lltrace.capture.patterns import kernel_region
 from lltrace.trace import regions
 from lltrace.trace.attribution import build_forest, thread_key
 from lltrace.trace.events import CPU_OP, HOST_RANGE, RUNTIME, USER_ANNOTATION, Trace
 
 COMPILED_PREFIX = "Torch-Compiled Region: "
-CAPTURE = "graph_capture"      # ll/graph_capture[i]: around the capture of graph i
-REPLAY = "graph"               # ll/graph[i]: around each replay of graph i
+CAPTURE = names.GRAPH_CAPTURE   # ll/graph_capture[i]: around the capture of graph i
+REPLAY = names.GRAPH            # ll/graph[i]: around each replay of graph i
+GRAPH_LAUNCH = names.name(names.GRAPH_LAUNCH)   # replayed kernels without attribution, grouped
 LAUNCHES = frozenset({"cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx",
                       "cudaLaunchCooperativeKernel", "cudaMemsetAsync", "cudaMemcpyAsync",
                       "cudaMemset2DAsync", "cudaMemcpy2DAsync", "cuMemsetD8Async", "cuMemsetD32Async",
@@ -314,7 +316,7 @@ def apply(trace: Trace, forest, att) -> KernelMapReport:
     # CUDA-graph replays
     rg = np.nonzero(att.graph & ll_host)[0]
     if len(rg):
-        _replays(trace, att, rg, prov, rows, rep, f"{regions.PREFIX}graph_launch" if lltrace else "cudaGraphLaunch")
+        _replays(trace, att, rg, prov, rows, rep, GRAPH_LAUNCH if lltrace else "cudaGraphLaunch")
     rows.commit()
     if rep.compiled_missed:
         rep.warnings.append(f"{rep.compiled_missed} kernels launched by compiled code have no module attribution "

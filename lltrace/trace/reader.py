@@ -9,6 +9,9 @@ array of events is accepted too.
 
 A cut-off or damaged file keeps every complete event before the damage; the result says
 where it stopped. Errors that leave nothing to show raise LltraceError (one line).
+
+`read_events(..., raw=True)` is the same reader for tools that copy events (lltrace export):
+each event reaches the sink whole, as its own JSON bytes.
 """
 from __future__ import annotations
 
@@ -364,11 +367,33 @@ def open_bytes(path: Path, progress: Progress | None = None) -> _Bytes:
         raise LltraceError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def read_events(path: Path, sink: EventCollector, progress: Progress | None = None) -> ReadResult:
-    """Stream `path` into `sink`; raises LltraceError when it is not a trace at all."""
+class _RawParser(_Parser):
+    """Hands the sink raw event bytes (msgspec.Raw) on both paths."""
+
+    def __init__(self, src: _Bytes, sink):
+        super().__init__(src, sink)
+        self.decoder = msgspec.json.Decoder(list[msgspec.Raw])
+
+    def _convert(self, obj):
+        """The event-by-event path: the event re-encoded whole, or (values JSON cannot hold:
+        NaN / Infinity, bytes that are not UTF-8) a RawEvent with the core fields only."""
+        if not isinstance(obj, dict):
+            return None
+        try:
+            return msgspec.Raw(json.dumps(obj, allow_nan=False).encode("utf-8", "surrogateescape"))
+        except (ValueError, UnicodeEncodeError):
+            return lenient_event(obj)
+
+
+def read_events(path: Path, sink: EventCollector, progress: Progress | None = None, *,
+                raw: bool = False) -> ReadResult:
+    """Stream `path` into `sink`; raises LltraceError when it is not a trace at all.
+
+    `raw=True`: the sink's `add(batch)` gets msgspec.Raw items (each event's JSON bytes, every
+    field kept) and, for an event JSON cannot re-encode, a RawEvent (see _RawParser)."""
     src = open_bytes(path, progress)
     try:
-        result = _Parser(src, sink).run()
+        result = (_RawParser if raw else _Parser)(src, sink).run()
     except MemoryError:
         raise LltraceError(f"{path}: out of memory while reading the trace") from None
     except OSError as exc:

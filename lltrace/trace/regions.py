@@ -1,4 +1,4 @@
-"""Region names (docs/FORMATS.md §1) and how region instances become budget tree nodes.
+"""How region instances become budget tree nodes (the names themselves: lltrace.names).
 
 lltrace regions are `ll/<leaf>` record_function ranges that nest in time on the host
 thread. Instances of `block[i]` merge into one node "block" (the per-block distribution is
@@ -10,33 +10,28 @@ from __future__ import annotations
 
 import re
 
-PREFIX = "ll/"
-MERGED = {"block"}                 # indexed lltrace regions whose instances merge into one node
-MARKERS = {"clock_sync", "graph"}  # not tree nodes: zero-length markers, and ll/graph[i] around a
-                                   # CUDA-graph replay (its kernels go below the step, as captured)
-FORWARDS = ("step", "context", "recache")   # one transformer forward each
+from lltrace import names
+from lltrace.names import PREFIX, is_lltrace          # noqa: F401  (the budget pass reads names through here)
+from lltrace.names import split as parse             # noqa: F401
 
-_INDEXED = re.compile(r"^([A-Za-z_][\w.]*)\[(\d+)\]$")
+MERGED = {names.BLOCK}                    # indexed lltrace regions whose instances merge into one node
+MARKERS = {names.CLOCK_SYNC_KIND, names.GRAPH}   # not tree nodes: zero-length markers, and ll/graph[i]
+                                                 # around a CUDA-graph replay (its kernels go below the step)
+FORWARDS = (names.STEP, names.CONTEXT, names.RECACHE)   # one transformer forward each
+
 _PROFILER_STEP = re.compile(r"^(ProfilerStep)#\d+$")
 
-
-def is_lltrace(name: str) -> bool:
-    return name.startswith(PREFIX)
-
-
-def parse(leaf: str) -> tuple[str, int | None]:
-    """`layer[7]` -> ("layer", 7); `ffn` -> ("ffn", None)."""
-    m = _INDEXED.match(leaf)
-    return (m.group(1), int(m.group(2))) if m else (leaf, None)
+__all__ = ["FORWARDS", "MARKERS", "MERGED", "PREFIX", "is_lltrace", "node_key", "parse"]
 
 
 def node_key(name: str, lltrace: bool) -> str | None:
     """The tree node an instance named `name` belongs to; None if it is not a region."""
     if lltrace:
-        if not name.startswith(PREFIX):
+        p = names.parse(name)
+        if p is None:
             return None
-        leaf = name[len(PREFIX):]
-        base, index = parse(leaf)
+        leaf = names.leaf(name)
+        base, index = p
         if base in MARKERS or not leaf:
             return None
         return base if (index is not None and base in MERGED) else leaf
