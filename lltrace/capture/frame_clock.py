@@ -31,7 +31,7 @@ class FrameRecord:
     frame: int
     block: int
     prompt: int
-    kind: str            # "first" | "steady" | "switch"
+    kind: str            # "first" | "steady" | "switch" | "profiled"
     ready_s: float
     latency_ms: float
     block_ms: float
@@ -92,6 +92,7 @@ class ClockStats:
     switch_ms: list[float] = field(default_factory=list)
     block_ms: dict[str, float | None] = field(default_factory=dict)  # mean/p50/p95/p99 of steady blocks
     last_ready_s: float | None = None
+    profiled_frames: int = 0    # frames of blocks the profiler recorded or saved after: not steady
 
 
 def clock_stats(frames: list[FrameRecord], switch_ms: list[float], clock: str) -> ClockStats:
@@ -110,7 +111,8 @@ def clock_stats(frames: list[FrameRecord], switch_ms: list[float], clock: str) -
                       fps=(1e3 * total_frames / total_ms) if total_ms > 0 else None,
                       first_frame_ms=first[0].ready_s * 1e3 if first else None, switch_ms=list(switch_ms),
                       block_ms=_dist([r["block_ms"] for r in chosen]),
-                      last_ready_s=max((f.ready_s for f in frames), default=None))
+                      last_ready_s=max((f.ready_s for f in frames), default=None),
+                      profiled_frames=sum(1 for f in frames if f.kind == "profiled"))
 
 
 def block_rows(frames: list[FrameRecord]) -> list[dict[str, Any]]:
@@ -201,7 +203,12 @@ class FrameClock:
         self._mark("switch", prompt_index)
 
     def block_done(self, block_index: int, num_frames: int, prompt_index: int, after_switch: bool) -> None:
-        self._mark("block", block_index, num_frames, prompt_index, after_switch)
+        self._mark("block", block_index, num_frames, prompt_index, after_switch, self.profiled_next)
+        self.profiled_next = False
+
+    profiled_next = False
+    """Set by the session before a block the profiler records (or that pays for saving its trace):
+    its frames are `profiled`, not `steady`, so the steady statistics leave the profiler out."""
 
     def _mark(self, what: str, *args) -> None:
         now = None
@@ -261,10 +268,11 @@ class FrameClock:
                 if self._pending_switch is None:
                     self._pending_switch = (mark.args[0], t)
             elif mark.what == "block":
-                block, n, prompt, after_switch = mark.args
+                block, n, prompt, after_switch, profiled = mark.args
                 block_ms = t - self._boundary_ms
                 self._boundary_ms = t
-                kind = "first" if block == 0 else ("switch" if after_switch else "steady")
+                kind = "first" if block == 0 else ("switch" if after_switch else
+                                                   "profiled" if profiled else "steady")
                 if after_switch and self._pending_switch is not None:
                     p, req = self._pending_switch
                     self._pending_switch = None

@@ -197,6 +197,7 @@ def summary_from_stats(stats: ClockStats, *, status: str, peak_mem_bytes: int | 
         "status": status,
         "clock": stats.clock,
         "steady_frames": stats.steady_frames,
+        "profiled_frames": stats.profiled_frames,
     }
 
 
@@ -217,7 +218,8 @@ def stats_from_summary(summary: dict[str, Any], frames: list[FrameRecord] = ()) 
                       first_frame_ms=num(summary.get("first_frame_ms")),
                       switch_ms=[x for x in map(num, switches) if x is not None],
                       block_ms={k: num(v) for k, v in mpb.items()},
-                      last_ready_s=max((f.ready_s for f in frames), default=None))
+                      last_ready_s=max((f.ready_s for f in frames), default=None),
+                      profiled_frames=count(summary.get("profiled_frames")))
 
 
 # ----------------------------------------------------------------------------- reader

@@ -224,6 +224,7 @@ class Session:
                 if self.clock.cuda:   # the run's peak: not whatever ran before it (the TUI's doctor pre-flight)
                     torch.cuda.reset_peak_memory_stats(device)
                 pipeline.start(self.prompt)  # -> observer.run_started() -> self._started(t0)
+                saved_before = 0
                 for block_no in range(self.num_blocks):
                     live = self.next_switch(block_no) if self.next_switch is not None and block_no else None
                     if self._stop.is_set():
@@ -233,6 +234,10 @@ class Session:
                         self._live_switch(block_no, live)
                     if block_no in self.switches:
                         pipeline.switch_prompt(self.switches[block_no])
+                    # a block the profiler warms up for or records, or the one after a window (it pays for the
+                    # trace's export), is no steady sample (FORMATS.md §2 `kind`)
+                    self.clock.profiled_next = self.profiler.state() != "idle" or saved_before < len(self.profiler.windows)
+                    saved_before = len(self.profiler.windows)
                     out = pipeline.generate_block()
                     self.profiler.step()
                     self._notify("on_block", out)
