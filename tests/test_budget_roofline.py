@@ -10,7 +10,7 @@ from lltrace.pipeline.presets import load_preset
 from lltrace.trace.budget import build_budget
 from lltrace.trace.loader import load_trace
 from lltrace.ui.budget_report import tree_table
-from test_trace_synthetic import lltrace_run, write
+from helpers.synthetic_trace import lltrace_run, write
 
 
 def _meta(model: str = "wan-1.3b", ceiling: float | None = 774.0, **knobs):
@@ -85,7 +85,7 @@ def test_measuring_the_ceiling_needs_cuda():
 
 def test_a_part_recorded_in_pieces_counts_its_flops_once_per_forward(tmp_path):
     """The capture wraps patch, text and time embedding each in ll/embed: three ranges, one embed."""
-    from test_trace_synthetic import SyntheticTrace
+    from helpers.synthetic_trace import SyntheticTrace
 
     syn = SyntheticTrace()
     for i in range(2):

@@ -9,7 +9,7 @@ import pytest
 
 from lltrace.trace.budget import Budget, build_budget, load_budget
 from lltrace.trace.loader import load_trace
-from test_trace_synthetic import lltrace_run, write
+from helpers.synthetic_trace import lltrace_run, write
 
 
 def assert_children_sum(budget: Budget) -> None:

@@ -18,9 +18,10 @@ from lltrace.capture import pyspy as pyspy_mod
 from lltrace.capture.session import Session, blocks_for_frames, run_session, switch_block
 from lltrace.errors import LltraceError
 from lltrace.pipeline.vae import video_frames
-from test_capture_fake import FakePipeline, instrument_cache
+import helpers
+from helpers.fake_pipeline import FakePipeline, instrument_cache
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(helpers.__file__).resolve().parent.parent   # the folder that holds helpers/
 FRAME_FIELDS = {"frame", "block", "prompt", "kind", "ready_s", "latency_ms", "block_ms", "frames_in_block", "clock"}
 
 
@@ -165,7 +166,7 @@ def test_stop_request_ends_after_the_current_block(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_interrupted_run_leaves_a_readable_run_directory(tmp_path, sig, capsys):
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(TESTS / "test_capture_fake.py"), str(run)],
+    proc = subprocess.Popen([sys.executable, "-m", "helpers.fake_pipeline", str(run)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)])})
     try:

@@ -10,7 +10,7 @@ import pytest
 from lltrace.analysis.instances import compute
 from lltrace.trace.budget import build_budget
 from lltrace.trace.loader import load_trace
-from test_trace_synthetic import lltrace_run, write
+from helpers.synthetic_trace import lltrace_run, write
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = sorted(p for p in (ROOT / "tests" / "data").glob("*.json*") if p.is_file()) + \

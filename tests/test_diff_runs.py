@@ -14,24 +14,11 @@ from lltrace.analysis.diff import diff
 from lltrace.analysis.side import load_side
 from lltrace.analysis.gate import gate, parse_pct
 from lltrace.errors import LltraceError
+from helpers.tiny_run import make_tiny_run
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = sorted(p for p in (ROOT / "tests" / "data").glob("*.json*") if p.is_file()) + \
     sorted(p for p in (ROOT / "traces" / "examples").glob("*") if p.is_dir() and any(p.glob("trace.json*")))
-
-
-def make_tiny_run(preset: str, run_dir: Path, blocks: int = 6, switch_at: int | None = 4) -> Path:
-    """A real profiled run of the tiny model on CPU (about a second)."""
-    from lltrace.capture.session import run_session
-    from lltrace.pipeline.generator import StreamingPipeline
-    from lltrace.pipeline.presets import cpu_fallback, load_preset
-
-    p, _ = cpu_fallback(load_preset(preset))
-    pipe = StreamingPipeline(p, model="tiny", device="cpu")
-    result = run_session(pipe, num_blocks=blocks, prompt="a cat", switches={switch_at: "a dog"} if switch_at else None,
-                         run_dir=run_dir, profile_blocks=(0, blocks), handle_signals=False)
-    assert result.status == "completed"
-    return run_dir
 
 
 BLOCKS = 10   # 8 steady blocks per run: the headline's U test stays significant with an outlier or two

@@ -16,8 +16,8 @@ from lltrace.trace.budget import build_budget
 from lltrace.trace.loader import load_trace
 from lltrace.export import perfetto as pe
 from lltrace.export.chrome_format import load, validate, validate_file
-from test_diff_runs import make_tiny_run
-from test_trace_synthetic import lltrace_run, write
+from helpers.tiny_run import make_tiny_run
+from helpers.synthetic_trace import lltrace_run, write
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = sorted(p for p in (ROOT / "tests" / "data").glob("*.json*") if p.is_file()) + \

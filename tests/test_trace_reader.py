@@ -11,7 +11,7 @@ from lltrace.errors import LltraceError
 from lltrace.trace import reader
 from lltrace.trace.events import CATEGORIES, KERNEL
 from lltrace.trace.loader import load_trace, resolve_source
-from test_trace_synthetic import lltrace_run, write
+from helpers.synthetic_trace import lltrace_run, write
 
 
 def _kept_x(events) -> int:

@@ -19,7 +19,7 @@ from lltrace.pipeline.observer import NULL_OBSERVER
 from lltrace.ui.app import DOCTOR_STATE, LltraceApp
 from lltrace.ui.widgets import BudgetTree, EventLog, GraphsPanel, LatencyPlot, MemoryPanel, StatsPanel
 from lltrace.ui.widgets.stats import fmt_ms
-from test_ui_recorded import plain
+from helpers.recorded_run import plain
 
 SIZE = (150, 45)
 

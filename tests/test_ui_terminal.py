@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from test_ui_recorded import make_recorded_run
+from helpers.recorded_run import make_recorded_run
 
 REPO = Path(__file__).resolve().parent.parent
 ALT_SCREEN_OFF = b"\x1b[?1049l"
