@@ -3,9 +3,12 @@ row (the others still run, exit 1), the JSON holds every preset done so far, and
 says where it is (compiles can take minutes on a GPU)."""
 import json
 
+import pytest
+
 from commands.cli import main
 
 
+@pytest.mark.slow
 def test_bench_times_presets_and_reports_a_cuda_only_preset_as_an_error_row(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = main(["bench", "-p", "baseline", "-p", "turbo-fp8", "--warmup", "2", "--blocks", "2",

@@ -20,7 +20,7 @@ def _meta(model: str = "wan-1.3b", ceiling: float | None = 774.0, **knobs):
 
 
 def test_forward_flops_match_the_floor_in_design_notes():
-    """DESIGN.md §3: one 4680-token forward at a 15-frame window is 32.3 TFLOP."""
+    """docs/DESIGN.md §3: one 4680-token forward at a 15-frame window is 32.3 TFLOP."""
     shapes = roofline.WanShapes.from_meta(_meta(local_attn_size=15))
     lq, lk = shapes.step_tokens(block_index=10)
     assert (lq, lk) == (4680, 15 * 1560)

@@ -208,6 +208,7 @@ def test_kernel_only_trace_is_class_only(tmp_path):
     assert np.isclose(sum(c.gpu_ms for c in budget.tree.children), budget.gpu_ms)
 
 
+@pytest.mark.slow
 def test_budget_of_a_real_capture_run_on_cpu(tmp_path):
     """The capture layer's own run directory (tiny model, CPU): the tree follows FORMATS §1."""
     session = pytest.importorskip("lltrace.capture.session")

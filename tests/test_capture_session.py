@@ -163,6 +163,7 @@ def test_stop_request_ends_after_the_current_block(tmp_path):
     assert result.status == "interrupted" and result.reason == "stopped" and result.stats.blocks == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_interrupted_run_leaves_a_readable_run_directory(tmp_path, sig, capsys):
     run = tmp_path / "run"
@@ -237,6 +238,7 @@ def tiny_streaming_pipeline():
     return StreamingPipeline(preset, model="tiny", device="cpu")
 
 
+@pytest.mark.slow
 def test_session_drives_the_real_pipeline(tmp_path):
     """lltrace's own StreamingPipeline (tiny model, CPU): the same regions, KV update included."""
     pipe = tiny_streaming_pipeline()
@@ -258,6 +260,7 @@ def test_session_drives_the_real_pipeline(tmp_path):
     assert meta["model"]["name"] == "tiny" and "name" not in meta["knobs"]
 
 
+@pytest.mark.slow
 def test_regionally_compiled_real_pipeline_shows_recompiles_and_keeps_layer_regions(tmp_path):
     """What the `balanced` preset does on a GPU (block.compile() per block, the KV update left
     eager), with the eager backend so it takes seconds on a CPU."""

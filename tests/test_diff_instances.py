@@ -56,6 +56,7 @@ def test_cpu_only_trace_has_an_op_table(tmp_path):
     assert "aten::matmul" in names or "aten::mm" in names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", REAL, ids=[p.name for p in REAL])
 def test_real_traces(path):
     check_consistent(path)

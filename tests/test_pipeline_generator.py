@@ -49,6 +49,7 @@ def _kv(cache, tokens):
     return [t[:, :tokens].clone() for t in cache.k + cache.v]
 
 
+@pytest.mark.slow
 def test_recache_equals_recomputing_the_window_from_scratch():
     torch.manual_seed(0)
     pipe = tiny_pipeline()  # window 12, sink 3, 3 frames per block
@@ -99,6 +100,7 @@ def test_describe_reports_what_ran():
     assert len(d["timesteps"]) == 2 and d["weights"] == "random"
 
 
+@pytest.mark.slow
 def test_static_cache_pipeline_matches_dynamic_across_switch_and_rollover():
     outs = {}
     for kind in ("dynamic", "static"):
@@ -110,8 +112,8 @@ def test_static_cache_pipeline_matches_dynamic_across_switch_and_rollover():
 
 def test_hooks_see_every_stage_and_pass_through_unchanged():
     torch.manual_seed(0)
-    plain = [b.video for b in tiny_pipeline().stream("a cat", 2)]
-    pipe = tiny_pipeline()
+    plain = [b.video for b in tiny_pipeline("ultra").stream("a cat", 2)]
+    pipe = tiny_pipeline("ultra")     # 2 steps and the fast decoder: the cheapest stream
     seen = []
 
     def forward(default, x, t, start_frame):

@@ -1,6 +1,6 @@
 """GPU attribution: tie each kernel / memcpy / memset to the host range that launched it.
 
-Links, in order of preference (DESIGN.md §5):
+Links, in order of preference (docs/DESIGN.md §4):
 1. `args.correlation` of the activity = `args.correlation` of a cuda_runtime / cuda_driver
    launch; the launch's host thread and time place it inside the innermost enclosing
    region (nesting in time on the same pid/tid).

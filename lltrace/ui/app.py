@@ -1,6 +1,6 @@
 """The Textual app of `lltrace run` (live) and `lltrace view` (a recorded run).
 
-For commands/run.py (the lead's headless path decides when to call it):
+For commands/run.py (its headless path decides when to call it):
 
     tui_available() -> bool
         stdin and stdout are terminals; otherwise print the headless rich output instead.
@@ -52,7 +52,7 @@ from lltrace.ui.widgets import (BudgetTree, EventLog, GraphsPanel, HelpScreen, K
                                 StatsPanel)
 from lltrace.ui.widgets.panels import DOCTOR_CHECKING, DOCTOR_FAILED, GraphStatus, MemoryStatus, read_memory
 
-FRAME_BUDGET_MS = 40.0      # 25 FPS per video frame (DESIGN.md §1)
+FRAME_BUDGET_MS = 40.0      # 25 FPS per video frame (docs/DESIGN.md §1)
 # The stages every block runs (the generator forwards that a CUDA graph would replay); the
 # recache, decoder and text encoder are lltrace doctor's full run, not a pre-flight.
 DOCTOR_STAGES = ("denoise", "kv_update")
