@@ -5,6 +5,7 @@ import json
 
 import click
 
+from commands.params import MODULE_FACTORY
 from lltrace.errors import LltraceError
 
 
@@ -12,7 +13,7 @@ from lltrace.errors import LltraceError
 @click.option("--preset", "-p", default=None, help="Preset to diagnose (default: baseline).")
 @click.option("--stage", "stages", multiple=True, metavar="STAGE",
               help="denoise, kv_update, recache, decode or text (repeatable or comma-separated). Default: all.")
-@click.option("--module", "module_spec", default=None, metavar="MODULE:FACTORY",
+@click.option("--module", "module_spec", type=MODULE_FACTORY, default=None, metavar="MODULE:FACTORY",
               help="Diagnose your own module instead: FACTORY() returns (module, [args of call 1, args of call 2]). "
                    "MODULE is an importable name or a .py path.")
 @click.option("--model", default=None, help="Model config (wan-1.3b, tiny). Default: the preset's; without CUDA: tiny.")
@@ -42,9 +43,10 @@ def doctor(preset, stages, module_spec, model, device, overrides, no_compile, as
             raise LltraceError(f"--module diagnoses your module: {', '.join(given)} do not apply to it")
         from lltrace.doctor.graph import diagnose_module, load_module_factory
 
-        module, calls = load_module_factory(module_spec)
-        with err.status(f"diagnosing {module_spec}"):
-            report = diagnose_module(module, calls, name=module_spec.rpartition(":")[2], target=module_spec,
+        mod_name, factory = module_spec
+        module, calls = load_module_factory(mod_name, factory)
+        with err.status(f"diagnosing {mod_name}:{factory}"):
+            report = diagnose_module(module, calls, name=factory, target=f"{mod_name}:{factory}",
                                      compile_check=not no_compile)
     else:
         from lltrace.doctor.pipeline import diagnose_preset, parse_stages

@@ -87,7 +87,23 @@ class FramePrompt(click.ParamType):
         return int(frame), prompt
 
 
+class ModuleFactory(click.ParamType):
+    """`MODULE:FACTORY` -> (MODULE, FACTORY): an importable module or a .py file, and the name of
+    a function in it (the last `:` splits them, so a path may hold one)."""
+
+    name = "MODULE:FACTORY"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        module, sep, factory = str(value).strip().rpartition(":")
+        if not sep or not module or not factory.isidentifier():
+            self.fail(f"{value!r}: use MODULE:FACTORY, e.g. mypkg.models:make_doctor_case", param, ctx)
+        return module, factory
+
+
 BLOCKS = BlockRange(single=True)
 PROFILE_BLOCKS = BlockRange(none_words=("none", "off", ""))
 MS_WINDOW = MsWindow()
 FRAME_PROMPT = FramePrompt()
+MODULE_FACTORY = ModuleFactory()

@@ -3,9 +3,12 @@ note (as `lltrace run` does), the JSON holds every preset done so far, and the w
 where it is (compiles can take minutes on a GPU)."""
 import json
 
+import pytest
+
 from commands.cli import main
 
 
+@pytest.mark.slow
 def test_bench_times_presets_and_runs_gpu_presets_with_their_gpu_knobs_off(tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = main(["bench", "-p", "baseline", "-p", "turbo-fp8", "--warmup", "2", "--blocks", "2",

@@ -9,7 +9,7 @@ import pytest
 
 from commands.cli import main
 from lltrace.analysis import hta
-from test_trace_synthetic import lltrace_run, write
+from helpers.synthetic_trace import lltrace_run, write
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from lltrace.analysis import hta
 from lltrace.errors import LltraceError
 from lltrace.trace.budget import load_budget
-from test_trace_synthetic import lltrace_run, write
+from helpers.synthetic_trace import lltrace_run, write
 
 
 def test_missing_hta_raises_the_install_hint(monkeypatch):

@@ -33,6 +33,7 @@ def budget(request):
     return trace, build_budget(trace)
 
 
+@pytest.mark.slow
 def test_loads_whole_and_children_add_up(budget):
     trace, b = budget
     assert not b.partial, b.trace.get("stop_reason")
@@ -43,6 +44,7 @@ def test_loads_whole_and_children_add_up(budget):
     json.dumps(b.to_dict())
 
 
+@pytest.mark.slow
 def test_class_totals_add_up_the_tree(budget):
     _, b = budget
     if b.metric != "gpu":
@@ -53,6 +55,7 @@ def test_class_totals_add_up_the_tree(budget):
         assert in_tree == pytest.approx(total), cls
 
 
+@pytest.mark.slow
 def test_lltrace_runs_attribute_almost_all_gpu_time(budget):
     trace, b = budget
     if not b.trace["lltrace_regions"] or b.metric != "gpu":
@@ -69,6 +72,7 @@ def test_lltrace_runs_attribute_almost_all_gpu_time(budget):
     assert b.classes.get("attention", 0) > 0 and b.classes.get("gemm", 0) > 0
 
 
+@pytest.mark.slow
 def test_plain_profiler_traces_use_their_record_functions(budget):
     trace, b = budget
     if b.trace["lltrace_regions"] or b.metric != "gpu":

@@ -10,7 +10,7 @@ from lltrace.pipeline.presets import load_preset
 from lltrace.trace.budget import build_budget
 from lltrace.trace.loader import load_trace
 from lltrace.ui.budget_report import tree_table
-from test_trace_synthetic import lltrace_run, write
+from helpers.synthetic_trace import lltrace_run, write
 
 
 def _meta(model: str = "wan-1.3b", ceiling: float | None = 774.0, **knobs):
@@ -20,7 +20,7 @@ def _meta(model: str = "wan-1.3b", ceiling: float | None = 774.0, **knobs):
 
 
 def test_forward_flops_match_the_floor_in_design_notes():
-    """DESIGN.md §3: one 4680-token forward at a 15-frame window is 32.3 TFLOP."""
+    """docs/DESIGN.md §3: one 4680-token forward at a 15-frame window is 32.3 TFLOP."""
     shapes = roofline.WanShapes.from_meta(_meta(local_attn_size=15))
     lq, lk = shapes.step_tokens(block_index=10)
     assert (lq, lk) == (4680, 15 * 1560)
@@ -107,7 +107,7 @@ def test_measuring_the_ceiling_needs_cuda():
 
 def test_a_part_recorded_in_pieces_counts_its_flops_once_per_forward(tmp_path):
     """The capture wraps patch, text and time embedding each in ll/embed: three ranges, one embed."""
-    from test_trace_synthetic import SyntheticTrace
+    from helpers.synthetic_trace import SyntheticTrace
 
     syn = SyntheticTrace()
     for i in range(2):

@@ -9,7 +9,7 @@ import pytest
 
 from lltrace.trace.budget import Budget, build_budget, load_budget
 from lltrace.trace.loader import load_trace
-from test_trace_synthetic import lltrace_run, write
+from helpers.synthetic_trace import lltrace_run, write
 
 
 def assert_children_sum(budget: Budget) -> None:
@@ -210,6 +210,7 @@ def test_kernel_only_trace_is_class_only(tmp_path):
     assert np.isclose(sum(c.gpu_ms for c in budget.tree.children), budget.gpu_ms)
 
 
+@pytest.mark.slow
 def test_budget_of_a_real_capture_run_on_cpu(tmp_path):
     """The capture layer's own run directory (tiny model, CPU): the tree follows FORMATS §1."""
     session = pytest.importorskip("lltrace.capture.session")

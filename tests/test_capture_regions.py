@@ -13,7 +13,7 @@ from lltrace.capture.hooks import instrument_module, wrap_method
 from lltrace.capture.patterns import match_name
 from lltrace.capture.regions import Region, enabled_at, level_of, region
 from lltrace.errors import LltraceError
-from test_capture_fake import DIM, TEXT, TOKENS, FakePipeline, KVCache, TinyWan, instrument_cache
+from helpers.fake_pipeline import DIM, TEXT, TOKENS, FakePipeline, KVCache, TinyWan, instrument_cache
 
 
 def annotations(prof: profile, tmp_path) -> list[dict]:

@@ -18,9 +18,10 @@ from lltrace.capture import pyspy as pyspy_mod
 from lltrace.capture.session import Session, blocks_for_frames, run_session, switch_block
 from lltrace.errors import LltraceError
 from lltrace.pipeline.vae import video_frames
-from test_capture_fake import FakePipeline, instrument_cache
+import helpers
+from helpers.fake_pipeline import FakePipeline, instrument_cache
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(helpers.__file__).resolve().parent.parent   # the folder that holds helpers/
 FRAME_FIELDS = {"frame", "block", "prompt", "kind", "ready_s", "latency_ms", "block_ms", "frames_in_block", "clock"}
 
 
@@ -162,10 +163,11 @@ def test_stop_request_ends_after_the_current_block(tmp_path):
     assert result.status == "interrupted" and result.reason == "stopped" and result.stats.blocks == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_interrupted_run_leaves_a_readable_run_directory(tmp_path, sig, capsys):
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(TESTS / "test_capture_fake.py"), str(run)],
+    proc = subprocess.Popen([sys.executable, "-m", "helpers.fake_pipeline", str(run)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)])})
     try:
@@ -236,6 +238,7 @@ def tiny_streaming_pipeline():
     return StreamingPipeline(preset, model="tiny", device="cpu")
 
 
+@pytest.mark.slow
 def test_session_drives_the_real_pipeline(tmp_path):
     """lltrace's own StreamingPipeline (tiny model, CPU): the same regions, KV update included."""
     pipe = tiny_streaming_pipeline()
@@ -257,6 +260,7 @@ def test_session_drives_the_real_pipeline(tmp_path):
     assert meta["model"]["name"] == "tiny" and "name" not in meta["knobs"]
 
 
+@pytest.mark.slow
 def test_regionally_compiled_real_pipeline_shows_recompiles_and_keeps_layer_regions(tmp_path):
     """What the `balanced` preset does on a GPU (block.compile() per block, the KV update left
     eager), with the eager backend so it takes seconds on a CPU."""

@@ -14,24 +14,11 @@ from lltrace.analysis.diff import diff
 from lltrace.analysis.side import load_side
 from lltrace.analysis.gate import gate, parse_pct
 from lltrace.errors import LltraceError
+from helpers.tiny_run import make_tiny_run
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = sorted(p for p in (ROOT / "tests" / "data").glob("*.json*") if p.is_file()) + \
     sorted(p for p in (ROOT / "traces" / "examples").glob("*") if p.is_dir() and any(p.glob("trace.json*")))
-
-
-def make_tiny_run(preset: str, run_dir: Path, blocks: int = 6, switch_at: int | None = 4) -> Path:
-    """A real profiled run of the tiny model on CPU (about a second)."""
-    from lltrace.capture.session import run_session
-    from lltrace.pipeline.generator import StreamingPipeline
-    from lltrace.pipeline.presets import cpu_fallback, load_preset
-
-    p, _ = cpu_fallback(load_preset(preset))
-    pipe = StreamingPipeline(p, model="tiny", device="cpu")
-    result = run_session(pipe, num_blocks=blocks, prompt="a cat", switches={switch_at: "a dog"} if switch_at else None,
-                         run_dir=run_dir, profile_blocks=(0, blocks), handle_signals=False)
-    assert result.status == "completed"
-    return run_dir
 
 
 BLOCKS = 10   # 8 steady blocks per run: the headline's U test stays significant with an outlier or two
@@ -62,6 +49,7 @@ def cli(capsys, *args):
 
 # -- the region that changed, in the expected direction --------------------------------------
 
+@pytest.mark.slow
 def test_different_presets_show_the_expected_directions(sides):
     A, B = sides
     d = diff(A, B)
@@ -94,6 +82,7 @@ def test_different_presets_show_the_expected_directions(sides):
     assert conv3d["b_ms"] is None or conv3d["b_ms"] < 0.5 * conv3d["a_ms"]
 
 
+@pytest.mark.slow
 def test_reverse_direction_is_slower(sides):
     A, B = sides
     d = diff(B, A)
@@ -101,6 +90,7 @@ def test_reverse_direction_is_slower(sides):
     assert {"block/step[2]", "block/step[3]"} <= {"/".join(n.path) for n in d.only_in_b}
 
 
+@pytest.mark.slow
 def test_a_trace_against_itself_reports_no_change(sides):
     A, _ = sides
     d = diff(A, A)
@@ -114,6 +104,7 @@ def test_a_trace_against_itself_reports_no_change(sides):
 
 # -- the CLI: report, JSON, markdown, exit codes ---------------------------------------------
 
+@pytest.mark.slow
 def test_report_puts_the_headline_first(capsys, runs):
     code, out, err = cli(capsys, *runs, "--depth", "2")
     assert code == 0
@@ -123,6 +114,7 @@ def test_report_puts_the_headline_first(capsys, runs):
     assert "Traceback" not in out + err
 
 
+@pytest.mark.slow
 def test_json_and_markdown(capsys, runs):
     code, out, _ = cli(capsys, *runs, "--json")
     assert code == 0
@@ -140,6 +132,7 @@ def test_json_and_markdown(capsys, runs):
     assert out.startswith("## lltrace diff") and "| metric | A | B |" in out and "`decode`" in out
 
 
+@pytest.mark.slow
 def test_fail_above_exit_codes(capsys, runs):
     base, ultra = runs
     code, out, err = cli(capsys, base, ultra, "--fail-above", "5%")
@@ -171,6 +164,7 @@ def test_parse_pct():
         parse_pct("x%")
 
 
+@pytest.mark.slow
 def test_budget_json_inputs(capsys, tmp_path, runs):
     base, ultra = runs
     assert main(["budget", str(base), "--json"]) == 0
@@ -191,6 +185,7 @@ def test_budget_json_inputs(capsys, tmp_path, runs):
     assert all(c["verdict"] in (noise.SAME,) for c in data["tree"]["children"])
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_errors(capsys, tmp_path, runs):
     base, _ = runs
     junk = tmp_path / "junk.json"
@@ -207,8 +202,9 @@ def test_bad_inputs_are_one_line_errors(capsys, tmp_path, runs):
         assert len(err.strip().splitlines()) == 1
 
 
-# -- real H100 traces (added by the lead) ----------------------------------------------------
+# -- real H100 traces (tests/data/, traces/examples/) ------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", REAL, ids=[p.name for p in REAL])
 def test_real_trace_against_itself(capsys, path):
     code, out, err = cli(capsys, path, path, "--json", "--fail-above", "0%")
@@ -223,6 +219,7 @@ def test_real_trace_against_itself(capsys, path):
     assert data["kernels"] is not None and not data["kernels"]["appeared"] and not data["kernels"]["disappeared"]
 
 
+@pytest.mark.slow
 def test_damaged_run_files_are_warnings(capsys, tmp_path, runs):
     """A killed run leaves a half-written line; a broken summary.json loses the headline, not the diff."""
     import shutil

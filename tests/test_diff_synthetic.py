@@ -16,7 +16,7 @@ from lltrace.analysis.diff import diff
 from lltrace.analysis.side import load_side
 from lltrace.analysis.gate import gate
 from lltrace.analysis.kernel_diff import precision
-from test_trace_synthetic import lltrace_run, write
+from helpers.synthetic_trace import lltrace_run, write
 
 BF16_GEMM = "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64"
 FP8_GEMM = "sm90_xmma_gemm_e4m3e4m3_bf16f32_f32_tn_n_tilesize128x128x128"

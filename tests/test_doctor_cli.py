@@ -50,7 +50,7 @@ def run(capsys, *args):
 
 @pytest.mark.parametrize("args,message", [
     (["--stage", "denoize"], "unknown stage 'denoize'"),
-    (["--module", "nocolon"], "bad --module 'nocolon'"),
+    (["--module", "nocolon"], "Invalid value for '--module': 'nocolon'"),
     (["--module", "no_such_pkg_xyz:make"], "cannot import 'no_such_pkg_xyz'"),
     (["--module", "json:make", "--preset", "ultra"], "--preset do not apply"),
     (["--preset", "nope"], "unknown preset 'nope'"),
@@ -95,7 +95,7 @@ def test_pipeline_table_on_cpu(capsys):
 def test_panel_lines_show_verdict_and_first_reason(case_file):
     from lltrace.doctor.graph import load_module_factory
 
-    module, calls = load_module_factory(f"{case_file}:make")
+    module, calls = load_module_factory(str(case_file), "make")
     report = diagnose_module(module, calls, compile_check=False)
     (line,) = panel_lines(report)
     assert line.plain.startswith("module") and "INCOMPATIBLE" in line.plain

@@ -10,7 +10,7 @@ from lltrace.doctor.report import COMPATIBLE, INCOMPATIBLE
 from lltrace.doctor.graph import diagnose_module
 from lltrace.doctor.pipeline import diagnose_pipeline as diagnose
 from lltrace.doctor.pipeline import build_doctor_pipeline
-from test_doctor_module import HERE, IntPositionCache, ItemScale, TensorPositionCache, line_of
+from helpers.doctor_cases import IntPositionCache, ItemScale, TensorPositionCache, where
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA-graph capture needs CUDA")
 
@@ -35,7 +35,7 @@ def test_python_int_position_replays_the_captured_position():
 def test_failed_capture_names_the_line_and_leaves_cuda_usable():
     st = stage_of(ItemScale(), [torch.randn(2, 4), torch.randn(2, 4)])
     cap = [f for f in st.findings if f.kind == "capture"]
-    assert cap and cap[0].where == f"{HERE}:{line_of(ItemScale.forward, '.item()')}"
+    assert cap and cap[0].where == where(ItemScale.forward, '.item()')
     assert st.capture.startswith("capture failed")
     assert torch.cuda.current_stream() == torch.cuda.default_stream()
     assert torch.ones(3, device="cuda").sum().item() == 3.0

@@ -1,8 +1,6 @@
 """`lltrace doctor` on a user's own module: each graph hazard is named with its source line."""
 from __future__ import annotations
 
-import inspect
-
 import pytest
 import torch
 from torch import nn
@@ -11,15 +9,7 @@ from lltrace.doctor.report import INCOMPATIBLE, NOT_RUN
 from lltrace.doctor.graph import diagnose_module, load_module_factory
 from lltrace.doctor.stage_state import StateSnapshot
 from lltrace.errors import LltraceError
-
-HERE = "tests/test_doctor_module.py"
-
-
-def line_of(fn, needle: str) -> int:
-    """The line number of the source line of `fn` containing `needle`."""
-    lines, start = inspect.getsourcelines(fn)
-    return start + next(i for i, ln in enumerate(lines) if needle in ln)
-
+from helpers.doctor_cases import IntPositionCache, ItemScale, TensorPositionCache, source_path, where
 
 def check(module, calls, **kw):
     kw.setdefault("compile_check", False)
@@ -30,39 +20,14 @@ def blocking(stage, kind):
     return [f for f in stage.findings if f.kind == kind and f.blocking]
 
 
-class ItemScale(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(4, 4)
-
-    def forward(self, x):
-        scale = x.abs().max().item()
-        return self.lin(x) / scale
-
-
 def test_item_call_is_a_host_sync_with_its_line():
     st = check(ItemScale(), [torch.randn(2, 4), torch.randn(2, 4)])
     syncs = blocking(st, "host_sync")
     assert syncs, st.findings
-    assert syncs[0].where == f"{HERE}:{line_of(ItemScale.forward, '.item()')}"
+    assert syncs[0].where == where(ItemScale.forward, '.item()')
     assert ".item()" in syncs[0].code and syncs[0].module == "ItemScale"
     assert st.verdict == INCOMPATIBLE
     assert st.capture == "capture needs CUDA"     # no capture was faked on a CPU
-
-
-class IntPositionCache(nn.Module):
-    """A growing cache sliced by a Python int: LongLive's pattern in miniature."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("buf", torch.zeros(1, 64, 4))
-        self.end = 0
-
-    def forward(self, x):
-        n = x.shape[1]
-        self.buf[:, self.end:self.end + n] = x
-        self.end += n
-        return self.buf[:, :self.end].sum(1)
 
 
 def test_changing_python_int_and_growing_shape_are_named():
@@ -70,30 +35,13 @@ def test_changing_python_int_and_growing_shape_are_named():
     st = check(m, [torch.randn(1, 4, 4), torch.randn(1, 4, 4)])
     scalars = blocking(st, "python_scalar")
     assert scalars and "IntPositionCache.end changes between calls (4 -> 8)" in scalars[0].message
-    assert scalars[0].where == f"{HERE}:{line_of(IntPositionCache.forward, 'self.buf[:, self.end:self.end + n] = x')}"
+    assert scalars[0].where == where(IntPositionCache.forward, 'self.buf[:, self.end:self.end + n] = x')
     shapes = blocking(st, "shape")
-    assert shapes and shapes[0].where == f"{HERE}:{line_of(IntPositionCache.forward, 'return self.buf')}"
+    assert shapes and shapes[0].where == where(IntPositionCache.forward, 'return self.buf')
     offsets = blocking(st, "address")
     assert offsets and "another offset of the same buffer" in offsets[0].message
     # The doctor's extra runs left the module as the three real calls did (warm-up, A, B).
     assert m.end == 12
-
-
-class TensorPositionCache(nn.Module):
-    """The capturable version: fixed shapes, positions in a device tensor, in-place writes."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("buf", torch.zeros(1, 64, 4))
-        self.register_buffer("end", torch.zeros((), dtype=torch.long))
-        self.register_buffer("slots", torch.arange(64))
-
-    def forward(self, x):
-        n = x.shape[1]
-        self.buf.index_copy_(1, self.slots[:n] + self.end, x)
-        self.end += n
-        mask = (self.slots < self.end).to(x.dtype)
-        return (self.buf * mask[None, :, None]).sum(1)
 
 
 def test_capturable_module_has_no_blocking_finding_and_says_capture_needs_cuda():
@@ -120,7 +68,7 @@ def test_state_rebound_to_a_new_tensor_is_an_address_change():
     st = check(RebindState(), [torch.randn(3), torch.randn(3)])
     addr = blocking(st, "address")
     assert addr and "RebindState.h" in addr[0].message
-    assert addr[0].where == f"{HERE}:{line_of(RebindState.forward, 'y = x + self.h')}"
+    assert addr[0].where == where(RebindState.forward, 'y = x + self.h')
 
 
 class Branchy(nn.Module):
@@ -154,7 +102,7 @@ def test_rng_with_own_generator_is_reported_as_a_caveat():
     st = check(Noisy(), [torch.randn(3), torch.randn(3)])
     rng = [f for f in st.findings if f.kind == "rng"]
     assert rng and not rng[0].blocking and "register_generator_state" in rng[0].message
-    assert rng[0].where == f"{HERE}:{line_of(Noisy.forward, 'torch.randn')}"
+    assert rng[0].where == where(Noisy.forward, 'torch.randn')
     assert st.verdict == NOT_RUN
 
 
@@ -188,10 +136,10 @@ def test_compile_health_reports_the_graph_break_line_and_the_recompile():
     report = diagnose_module(ItemScale(), [torch.randn(2, 4), torch.randn(2, 4)], compile_check=True)
     c = report.stages[0].compile
     assert c.graphs == 2 and c.graph_breaks == 1
-    assert c.breaks[0]["where"] == f"{HERE}:{line_of(ItemScale.forward, '.item()')}"
+    assert c.breaks[0]["where"] == where(ItemScale.forward, '.item()')
     assert "item" in c.breaks[0]["reason"].lower()
     # The .item() value is specialized in the resumed graph: a new value recompiles.
-    assert c.recompile_risk and c.recompiles_next_call[0]["where"].startswith(HERE)
+    assert c.recompile_risk and c.recompiles_next_call[0]["where"].startswith(source_path(ItemScale.forward))
 
 
 def test_snapshot_restores_values_in_place_and_python_state():
@@ -207,19 +155,22 @@ def test_snapshot_restores_values_in_place_and_python_state():
 
 
 def test_bad_factories_are_one_line_errors(tmp_path):
-    with pytest.raises(LltraceError, match="MODULE:FACTORY"):
-        load_module_factory("no_colon_here")
+    # MODULE:FACTORY itself is the command line's to split (tests/test_params.py)
+    with pytest.raises(LltraceError, match="function in it"):
+        load_module_factory("json", "not a name")
     with pytest.raises(LltraceError, match="cannot import"):
-        load_module_factory("no_such_pkg_xyz.mod:make")
+        load_module_factory("no_such_pkg_xyz.mod", "make")
+    with pytest.raises(LltraceError, match="no such file"):
+        load_module_factory(str(tmp_path / "missing.py"), "make")
     f = tmp_path / "case.py"
     f.write_text("import torch\n"
                  "def wrong():\n    return torch.nn.Linear(2, 2)\n"
                  "def good():\n    return torch.nn.Linear(2, 2), [torch.randn(1, 2), torch.randn(1, 2)]\n")
     with pytest.raises(LltraceError, match="no callable 'missing'"):
-        load_module_factory(f"{f}:missing")
+        load_module_factory(str(f), "missing")
     with pytest.raises(LltraceError, match=r"must return \(module"):
-        load_module_factory(f"{f}:wrong")
-    module, calls = load_module_factory(f"{f}:good")
+        load_module_factory(str(f), "wrong")
+    module, calls = load_module_factory(str(f), "good")
     assert isinstance(module, nn.Linear) and len(calls) == 2
     with pytest.raises(LltraceError, match="two consecutive calls"):
         diagnose_module(module, [calls[0]])

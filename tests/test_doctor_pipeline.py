@@ -44,6 +44,7 @@ def ultra():
     return pipe, report, before
 
 
+@pytest.mark.slow
 def test_dynamic_cache_is_incompatible_and_names_the_changing_index(baseline_report):
     report = baseline_report
     for st in report.stages:
@@ -65,6 +66,7 @@ def test_dynamic_cache_is_incompatible_and_names_the_changing_index(baseline_rep
     assert any("capture needs CUDA" in n for n in report.notes)
 
 
+@pytest.mark.slow
 def test_compile_health_of_the_dynamic_cache(baseline_report):
     c = baseline_report.stage("denoise").compile
     assert c.error is None and c.graph_breaks >= 1
@@ -74,6 +76,7 @@ def test_compile_health_of_the_dynamic_cache(baseline_report):
     assert baseline_report.stage("kv_update").compile is None   # not asked for
 
 
+@pytest.mark.slow
 def test_static_cache_has_no_changing_python_values(ultra):
     _, report, _ = ultra
     for st in report.stages:
@@ -84,6 +87,7 @@ def test_static_cache_has_no_changing_python_values(ultra):
     assert (c.graphs, c.graph_breaks, c.recompiles_next_call) == (1, 0, [])
 
 
+@pytest.mark.slow
 def test_pipeline_streams_the_same_after_the_doctor(ultra):
     pipe, _, before = ultra
     assert "forward" not in vars(pipe) and "decode_block" not in vars(pipe.decoder)
@@ -93,6 +97,7 @@ def test_pipeline_streams_the_same_after_the_doctor(ultra):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.slow
 def test_recache_and_text_name_what_a_new_prompt_changes(ultra):
     pipe, _, _ = ultra
     report = diagnose(pipe, "recache,text", compile_check=False)

@@ -16,8 +16,8 @@ from lltrace.trace.budget import build_budget
 from lltrace.trace.loader import load_trace
 from lltrace.export import perfetto as pe
 from lltrace.export.chrome_format import load, validate, validate_file
-from test_diff_runs import make_tiny_run
-from test_trace_synthetic import lltrace_run, write
+from helpers.tiny_run import make_tiny_run
+from helpers.synthetic_trace import lltrace_run, write
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = sorted(p for p in (ROOT / "tests" / "data").glob("*.json*") if p.is_file()) + \
@@ -37,6 +37,7 @@ def lltrace_pid(data) -> int:
     return data["lltraceExport"]["pid"]
 
 
+@pytest.mark.slow
 def test_export_is_valid_and_round_trips_through_budget(tmp_path, run, capsys):
     out = tmp_path / "run.json.gz"
     assert main(["export", str(run), "-o", str(out), "--check"]) == 0
@@ -58,6 +59,7 @@ def test_export_is_valid_and_round_trips_through_budget(tmp_path, run, capsys):
     assert json.loads(capsys.readouterr().out)["tree"]["children"]
 
 
+@pytest.mark.slow
 def test_lltrace_tracks(tmp_path, run):
     out = tmp_path / "run.json"
     result = pe.export(run, out)
@@ -93,6 +95,7 @@ def test_lltrace_tracks(tmp_path, run):
     assert len(regions) == len(measure(load_trace(run)).regions)
 
 
+@pytest.mark.slow
 def test_blocks_trim_to_whole_blocks(tmp_path, run, capsys):
     out = tmp_path / "b.json.gz"
     assert main(["export", str(run), "-o", str(out), "--blocks", "2:4"]) == 0
@@ -116,6 +119,7 @@ def test_blocks_trim_to_whole_blocks(tmp_path, run, capsys):
     assert out.stat().st_size < (run / "trace.json.gz").stat().st_size
 
 
+@pytest.mark.slow
 def test_window_ms(tmp_path, run):
     out = tmp_path / "w.json"
     r = pe.export(run, out, window_ms=(100.0, 200.0))
@@ -146,6 +150,7 @@ def test_gpu_work_stays_with_its_launch(tmp_path):
     assert blk["ts"] == pytest.approx(block1.gpu_start_us) and blk["args"]["gpu_ms"] == pytest.approx(block1.value_ms)
 
 
+@pytest.mark.slow
 def test_cut_off_trace_exports_what_was_recovered(tmp_path, run, capsys):
     raw = gzip.decompress((run / "trace.json.gz").read_bytes())
     cut = tmp_path / "cut"
@@ -158,6 +163,7 @@ def test_cut_off_trace_exports_what_was_recovered(tmp_path, run, capsys):
     assert validate_file(out).ok
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_errors(tmp_path, run, capsys):
     assert main(["budget", str(run), "--json"]) == 0
     budget_json = tmp_path / "budget.json"
@@ -185,6 +191,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, run, capsys):
     assert not (tmp_path / "o.json.gz").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", REAL, ids=[p.name for p in REAL])
 def test_real_traces(tmp_path, path):
     out = tmp_path / "real.json.gz"
@@ -209,6 +216,7 @@ def test_real_traces(tmp_path, path):
         assert trimmed.linked_fraction == 1.0       # kernels kept with their launches
 
 
+@pytest.mark.slow
 def test_run_events_and_clipping_to_the_profiled_window(tmp_path, run):
     """A recompile recorded mid-run becomes an instant marker named after the function; run
     events and frames outside the profiled window (here: everything after it) are left off."""
@@ -238,6 +246,7 @@ def test_run_events_and_clipping_to_the_profiled_window(tmp_path, run):
     assert r.lltrace_events["frames"] == len(frames)
 
 
+@pytest.mark.slow
 def test_wall_clock_alignment_agrees_with_the_marker(tmp_path, run):
     """Without the ll/clock_sync pairing, Kineto's baseTimeNanoseconds places frames on the trace
     clock by wall time; both methods put each block's frames within a millisecond of each other."""

@@ -83,6 +83,7 @@ def test_static_cache_equals_dynamic(fpb, window, sink, blocks, switch_after, te
     assert not torch.allclose(no_switch[-1], static[-1], atol=1e-3)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_static_forward_traces_as_one_graph_without_recompiles():
     """No host sync, .item() or branch on a device value: dynamo traces the whole forward
@@ -143,6 +144,7 @@ def test_reset_starts_a_new_video():
         torch.testing.assert_close(out, first[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["dynamic", "static"])
 @torch.no_grad()
 def test_regionally_compiled_blocks_do_not_recompile_per_layer(kind):

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from commands.cli import main
-from commands.params import BLOCKS, FRAME_PROMPT, MS_WINDOW, NO_BLOCKS, PROFILE_BLOCKS
+from commands.params import BLOCKS, FRAME_PROMPT, MODULE_FACTORY, MS_WINDOW, NO_BLOCKS, PROFILE_BLOCKS
 
 
 @pytest.mark.parametrize("ptype,text,value", [
@@ -15,6 +15,8 @@ from commands.params import BLOCKS, FRAME_PROMPT, MS_WINDOW, NO_BLOCKS, PROFILE_
     (MS_WINDOW, "200:450", (200.0, 450.0)), (MS_WINDOW, "300", (0.0, 300.0)), (MS_WINDOW, ":2.5", (0.0, 2.5)),
     (MS_WINDOW, "0.5:1e3", (0.5, 1000.0)),
     (FRAME_PROMPT, '120:"a dog"', (120, "a dog")), (FRAME_PROMPT, "5:a cat: at night", (5, "a cat: at night")),
+    (MODULE_FACTORY, "pkg.models:make", ("pkg.models", "make")),
+    (MODULE_FACTORY, "C:/cases/case.py:make_case", ("C:/cases/case.py", "make_case")),
 ])
 def test_good_values(ptype, text, value):
     assert ptype.convert(text, None, None) == value
@@ -26,6 +28,7 @@ def test_good_values(ptype, text, value):
     (MS_WINDOW, "50:10"), (MS_WINDOW, "-5:10"), (MS_WINDOW, "nan"), (MS_WINDOW, "0:inf"), (MS_WINDOW, "a"),
     (MS_WINDOW, "1:2:3"), (MS_WINDOW, "0"),
     (FRAME_PROMPT, "5"), (FRAME_PROMPT, ":a dog"), (FRAME_PROMPT, "x:a dog"), (FRAME_PROMPT, '5:""'),
+    (MODULE_FACTORY, "nocolon"), (MODULE_FACTORY, ":make"), (MODULE_FACTORY, "pkg:"), (MODULE_FACTORY, "pkg:1x"),
 ])
 def test_bad_values_are_usage_errors(ptype, text):
     @click.command()

@@ -2,6 +2,7 @@
 layer, per block position or across a prompt switch, and give the eager numbers."""
 import dataclasses
 
+import pytest
 import torch
 from torch._dynamo.utils import counters
 
@@ -10,6 +11,7 @@ from lltrace.pipeline.generator import StreamingPipeline
 from lltrace.pipeline.presets import load_preset
 
 
+@pytest.mark.slow
 def test_compiled_blocks_do_not_recompile_and_match_eager(monkeypatch):
     # dynamo's graph capture and guards are what matter here; inductor's CPU build would add
     # minutes on a 2-core CI machine without changing what is asserted.
@@ -57,6 +59,7 @@ def test_op_regions_leave_the_compiled_halves_alone(monkeypatch):
     assert sum(counters["recompiles"].values()) == 0
 
 
+@pytest.mark.slow
 def test_bench_times_the_compiled_forward_without_recompiling(monkeypatch):
     """`lltrace bench` times pipe.forward on its own, outside generate_block's no_grad: grad
     mode is part of dynamo's guards, so that once cost a recompile inside the timed repeats

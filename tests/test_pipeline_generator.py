@@ -49,6 +49,7 @@ def _kv(cache, tokens):
     return [t[:, :tokens].clone() for t in cache.k + cache.v]
 
 
+@pytest.mark.slow
 def test_recache_equals_recomputing_the_window_from_scratch():
     torch.manual_seed(0)
     pipe = tiny_pipeline()  # window 12, sink 3, 3 frames per block
@@ -99,6 +100,7 @@ def test_describe_reports_what_ran():
     assert len(d["timesteps"]) == 2 and d["weights"] == "random"
 
 
+@pytest.mark.slow
 def test_static_cache_pipeline_matches_dynamic_across_switch_and_rollover():
     outs = {}
     for kind in ("dynamic", "static"):
@@ -106,3 +108,53 @@ def test_static_cache_pipeline_matches_dynamic_across_switch_and_rollover():
         outs[kind] = [b.latents for b in pipe.stream("a cat", 6, {3: "a dog"})]
     for a, b in zip(outs["dynamic"], outs["static"]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_hooks_see_every_stage_and_pass_through_unchanged():
+    torch.manual_seed(0)
+    plain = [b.video for b in tiny_pipeline("ultra").stream("a cat", 2)]
+    pipe = tiny_pipeline("ultra")     # 2 steps and the fast decoder: the cheapest stream
+    seen = []
+
+    def forward(default, x, t, start_frame):
+        seen.append(("forward", x.shape[2], t, start_frame))
+        return default(x, t, start_frame)
+
+    def decode(default, latents):
+        seen.append(("decode", latents.shape[2]))
+        return default(latents)
+
+    def encode(default, texts):
+        seen.append(("encode", tuple(texts)))
+        return default(texts)
+
+    torch.manual_seed(0)
+    with pipe.hooked(forward=forward, decode=decode, encode=encode):
+        hooked = [b.video for b in pipe.stream("a cat", 2)]
+    steps, fpb = len(pipe.timesteps), pipe.frames_per_block
+    assert seen[0] == ("encode", ("a cat",))
+    assert [s[3] for s in seen if s[0] == "forward"] == [0] * (steps + 1) + [fpb] * (steps + 1)
+    assert [s for s in seen if s[0] == "decode"] == [("decode", fpb)] * 2
+    for a, b in zip(plain, hooked):
+        torch.testing.assert_close(a, b)
+    seen.clear()
+    pipe.start("a dog")
+    pipe.generate_block()
+    assert not seen                          # the hooks are gone with the context
+    assert pipe.context is not None and pipe.timestep(0.5, 3).shape == (1, 3)
+
+
+def test_eager_takes_graphs_and_compiled_blocks_off_and_puts_the_same_ones_back():
+    from lltrace.pipeline.optimize import COMPILED_BLOCK_ATTRS, compile_blocks
+
+    pipe = tiny_pipeline()
+    compile_blocks(pipe.generator, pipe.kv_cache)      # nothing compiles until called
+    block = pipe.generator.blocks[0]
+    compiled = {a: block.__dict__[a] for a in COMPILED_BLOCK_ATTRS}
+    graphed = pipe.graphed_forward = object()
+    with pipe.eager():
+        assert pipe.graphed_forward is None
+        assert not any(a in b.__dict__ for b in pipe.generator.blocks for a in COMPILED_BLOCK_ATTRS)
+        assert block.forward.__func__ is type(block).forward
+    assert pipe.graphed_forward is graphed
+    assert all(block.__dict__[a] is compiled[a] for a in COMPILED_BLOCK_ATTRS)

@@ -119,6 +119,7 @@ def test_bad_inputs_are_clear_errors(tmp_path, tiny):
             TextEncoder(tiny, device="cuda")
 
 
+@pytest.mark.slow
 def test_import_does_not_load_transformers():
     code = "import sys, lltrace.pipeline.text_encoder; print('transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

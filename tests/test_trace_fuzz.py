@@ -12,7 +12,7 @@ from lltrace.errors import LltraceError
 from lltrace.trace import reader
 from lltrace.trace.budget import build_budget
 from lltrace.trace.loader import load_trace
-from test_trace_synthetic import lltrace_run
+from helpers.synthetic_trace import lltrace_run
 
 BASE = json.dumps(lltrace_run(blocks=1, steps=1, layers=1).to_json(), indent=1).encode()
 

@@ -11,7 +11,7 @@ from lltrace.errors import LltraceError
 from lltrace.trace import reader
 from lltrace.trace.events import CATEGORIES, KERNEL
 from lltrace.trace.loader import load_trace, resolve_source
-from test_trace_synthetic import lltrace_run, write
+from helpers.synthetic_trace import lltrace_run, write
 
 
 def _kept_x(events) -> int:
@@ -247,3 +247,34 @@ def test_every_profile_window_of_a_run_is_read(tmp_path):
     assert len(trace) == 2 * _kept_x(one["traceEvents"])
     assert any("2 profile windows merged" in w for w in trace.warnings)
     assert 2 * load_trace(run / "trace.json.gz").stats["elements"] == trace.stats["elements"]
+
+
+def test_raw_mode_hands_over_every_event_whole_even_from_a_cut_file(tmp_path, synthetic):
+    import msgspec
+
+    class Sink:
+        def __init__(self):
+            self.items, self.invalid = [], 0
+
+        def add(self, batch):
+            self.items += batch
+
+        def count_invalid(self, n=1):
+            self.invalid += n
+
+    events = synthetic["traceEvents"]
+    events[5] = {**events[5], "args": {**events[5].get("args", {}), "Input Dims": [[2, 3]], "extra": "kept"}}
+    full = Sink()
+    result = reader.read_events(write(tmp_path, synthetic, gz=True), full, raw=True)
+    assert not result.partial and result.gzip
+    assert all(isinstance(i, msgspec.Raw) for i in full.items)
+    assert [json.loads(bytes(i)) for i in full.items] == events          # every field, in order
+    # cut off mid-event: the complete events before the cut, and where it stopped
+    raw = json.dumps(synthetic, indent=1).encode()
+    cut = tmp_path / "cut.json.gz"
+    cut.write_bytes(gzip.compress(raw[:len(raw) // 2]))
+    part = Sink()
+    result = reader.read_events(cut, part, raw=True)
+    assert result.partial and result.stop_reason
+    got = [json.loads(bytes(i)) for i in part.items]
+    assert 0 < len(got) < len(events) and got == events[:len(got)]

@@ -19,7 +19,7 @@ from lltrace.pipeline.observer import NULL_OBSERVER
 from lltrace.ui.app import DOCTOR_STATE, LltraceApp
 from lltrace.ui.widgets import BudgetTree, EventLog, GraphsPanel, LatencyPlot, MemoryPanel, StatsPanel
 from lltrace.ui.widgets.stats import fmt_ms
-from test_ui_recorded import plain
+from helpers.recorded_run import plain
 
 SIZE = (150, 45)
 
@@ -99,6 +99,7 @@ def test_frames_update_the_plot_and_the_percentiles_while_running(pipe, traces):
     asyncio.run(go())
 
 
+@pytest.mark.slow
 def test_prompt_typed_in_the_input_box_reaches_the_pipeline(pipe, traces):
     async def go():
         app = LltraceApp(pipeline=pipe, session_kwargs=dict(num_blocks=4, prompt="a cat", regions_level="block"),
@@ -297,6 +298,7 @@ def doctor_cells(panel) -> dict:
     return rows
 
 
+@pytest.mark.slow
 def test_doctor_runs_before_the_run_and_names_the_dynamic_cache_line(baseline_pipe, traces, monkeypatch):
     gate, calls, returned = held_doctor(monkeypatch)
 

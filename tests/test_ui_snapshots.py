@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from lltrace.ui.app import LltraceApp
-from test_ui_recorded import make_recorded_run
+from helpers.recorded_run import make_recorded_run
 
 SIZE = (150, 45)
 

@@ -16,7 +16,11 @@ import threading
 import time
 from pathlib import Path
 
-from test_ui_recorded import make_recorded_run
+import pytest
+
+from helpers.recorded_run import make_recorded_run
+
+pytestmark = pytest.mark.slow   # each test drives a real terminal for 10-50 s
 
 REPO = Path(__file__).resolve().parent.parent
 ALT_SCREEN_OFF = b"\x1b[?1049l"

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from lltrace.errors import LltraceError, NeedsCudaError
 from lltrace.pipeline.config import load_model_config
 from lltrace.pipeline.decoders import build_decoder
-from lltrace.pipeline.vae import CausalConv3d, FeatureCache
+from lltrace.pipeline.vae import CausalConv3d, FeatureCache, video_frames
 
 KINDS = ["wan", "fast"]
 H, W = 4, 6  # latent size: non-square so a swapped h/w shows
@@ -36,6 +36,15 @@ def decode_in_blocks(dec, z: torch.Tensor, sizes: list[int]) -> list[torch.Tenso
         out.append(dec.decode_block(z[:, :, start:start + n]))
         start += n
     return out
+
+
+def test_the_frame_rule():
+    # 1 + 4(n-1) for a video's first block, 4n after it
+    assert [video_frames(n, first_block=True) for n in range(5)] == [0, 1, 5, 9, 13]
+    assert [video_frames(n, first_block=False) for n in range(5)] == [0, 4, 8, 12, 16]
+    assert video_frames(3, first_block=True, time_scale=2) == 5
+    with pytest.raises(ValueError):
+        video_frames(-1, first_block=False)
 
 
 @pytest.mark.parametrize("sizes", [[3, 1, 2], [1, 2, 3], [2, 3]])

@@ -1,6 +1,6 @@
 """Profiler windows: torch.profiler over a range of blocks, or started/stopped on demand.
 
-A profiled minute is gigabytes (DESIGN.md §3), so lltrace records a window of blocks:
+A profiled minute is gigabytes (docs/DESIGN.md §3), so lltrace records a window of blocks:
 `--profile-blocks 3:6` records blocks 3, 4 and 5 after the warm-up blocks ran unprofiled. The
 window is a torch.profiler schedule driven by one `step()` per block. The live TUI can also
 `request(n)` a window of n blocks from the next block on, or `stop_request()` one early.

@@ -1,7 +1,7 @@
 """Host-side Python stacks with py-spy, recorded into the run directory as `pyspy.json`.
 
 py-spy samples this process from outside (ptrace), so the pipeline is not slowed by a tracer.
-Its Chrome trace clock starts when py-spy starts (DESIGN.md §8): `started` keeps the
+Its Chrome trace clock starts when py-spy starts (docs/DESIGN.md §6): `started` keeps the
 (time_ns, perf_counter_ns) pair taken just before launch, for aligning it with other traces.
 If py-spy is missing or not permitted to attach, the run goes on and a "note" event says why.
 """

@@ -1,6 +1,6 @@
 """Recompile monitor: torch.compile recompiles, graph breaks and CUDA-graph skips, in-process.
 
-Sources (DESIGN.md §8):
+Sources (docs/DESIGN.md §6):
 - the structured trace logger `torch.__trace` (what tlparse reads): dynamo logs an artifact
   `recompile_reasons` (the guard failures) before recompiling, `dynamo_graph_break_reason` on a
   graph break, `dynamo_start` (the function being compiled) and `compilation_metrics` after each

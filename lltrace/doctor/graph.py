@@ -446,18 +446,16 @@ def _device_name(kind: str) -> str:
     return kind
 
 
-def load_module_factory(spec: str) -> tuple[nn.Module, list]:
-    """`pkg.mod:factory` or `path/to/file.py:factory` -> factory() = (module, [args1, args2])."""
-    if ":" not in spec:
-        raise LltraceError(f"bad --module {spec!r}", "use MODULE:FACTORY, e.g. mypkg.models:make_doctor_case")
-    mod_name, _, attr = spec.rpartition(":")
+def load_module_factory(mod_name: str, attr: str) -> tuple[nn.Module, list]:
+    """(`pkg.mod` or `path/to/file.py`, `factory`) -> factory() = (module, [args1, args2])."""
     if not mod_name or not attr.isidentifier():
-        raise LltraceError(f"bad --module {spec!r}", "use MODULE:FACTORY, e.g. mypkg.models:make_doctor_case")
+        raise LltraceError(f"not a module factory: {mod_name!r}, {attr!r}",
+                           "give a module (or .py file) and the name of a function in it")
     try:
         if mod_name.endswith(".py"):
             path = Path(mod_name)
             if not path.is_file():
-                raise LltraceError(f"--module: no such file {mod_name}")
+                raise LltraceError(f"no such file {mod_name}")
             name = f"lltrace_doctor_user.{path.stem}"   # never shadows an importable module
             s = importlib.util.spec_from_file_location(name, path)
             mod = importlib.util.module_from_spec(s)
@@ -468,15 +466,15 @@ def load_module_factory(spec: str) -> tuple[nn.Module, list]:
     except LltraceError:
         raise
     except Exception as exc:
-        raise LltraceError(f"--module: cannot import {mod_name!r} ({_first_line(exc)})") from None
+        raise LltraceError(f"cannot import {mod_name!r} ({_first_line(exc)})") from None
     factory = getattr(mod, attr, None)
     if not callable(factory):
-        raise LltraceError(f"--module: {mod_name!r} has no callable {attr!r}")
+        raise LltraceError(f"{mod_name!r} has no callable {attr!r}")
     try:
         made = factory()
     except Exception as exc:
-        raise LltraceError(f"--module: {attr}() raised {_first_line(exc)}") from None
+        raise LltraceError(f"{attr}() raised {_first_line(exc)}") from None
     if not (isinstance(made, (tuple, list)) and len(made) == 2 and callable(made[0])
             and isinstance(made[1], (tuple, list)) and len(made[1]) >= 2):
-        raise LltraceError(f"--module: {attr}() must return (module, [args of call 1, args of call 2])")
+        raise LltraceError(f"{attr}() must return (module, [args of call 1, args of call 2])")
     return made[0], list(made[1])

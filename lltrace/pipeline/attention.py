@@ -27,7 +27,7 @@ def flash_available() -> bool:
 
 
 def resolve_backend(name: str, device) -> str:
-    """"auto" | "sdpa" | "flash" -> the backend that will run: "sdpa" or "flash"."""
+    """"auto" | "sdpa" | "flash" -> the backend that runs: "sdpa" or "flash"."""
     if name not in BACKENDS:
         raise LltraceError(f"unknown attention backend {name!r}", f"valid: {', '.join(BACKENDS)}")
     on_cuda = torch.device(device).type == "cuda"

@@ -61,7 +61,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def for_this_machine(preset: Preset, device=None, model: str | None = None
                      ) -> tuple[Preset, torch.device, str | None, list[str]]:
-    """Where it will run: without CUDA, the preset's CPU fallback (GPU-only knobs off) and the
+    """Where it runs: without CUDA, the preset's CPU fallback (GPU-only knobs off) and the
     tiny model unless one was named; with a note for each change."""
     from lltrace.pipeline.presets import cpu_fallback
 

@@ -37,7 +37,7 @@ roll-over and recache) with fixed shapes and positions in device tensors: the no
 slots form a ring indexed by stream position, so the roll moves no data; writes are one
 `index_copy_` with slots computed on device; attention reads the whole buffer. Nothing in
 `update` syncs with the host or branches on a device value, so a whole denoising step
-including the KV update can be captured and replayed (DESIGN.md §6).
+including the KV update can be captured and replayed (docs/DESIGN.md §5).
 While some slots are unwritten (the first blocks of a video, the chunks of a recache) it
 passes a validity mask; a masked attention does not run the flash kernel (see attention.py),
 which cost 18% of an H100 forward (BENCHMARKS.md). Once every slot is valid it passes no mask:

@@ -34,7 +34,7 @@ class PipelineObserver:
         device reaches this point (an observer records a CUDA event here, no synchronize)."""
 
     def run_finished(self) -> None:
-        """No more blocks will come."""
+        """The stream is over: no more blocks come."""
 
 
 NULL_OBSERVER = PipelineObserver()

@@ -2,7 +2,7 @@
 
 - fp8: torchao float8 dynamic activation + weight quantization with per-row scales on the
   transformer blocks' linears (H100: SM 8.9+). In eager mode its quantize kernels are unfused
-  (DESIGN.md §3: 3x slower); it pays under torch.compile.
+  (docs/DESIGN.md §3: 3x slower); it pays under torch.compile.
 - compile: regional, the transformer block's two tensor-only halves (before and after the
   attention over the KV cache), shared by all blocks. The KV-cache update and the attention
   over the cache run eagerly between them: the update slices by Python ints (dynamic cache) or

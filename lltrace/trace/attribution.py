@@ -2,7 +2,7 @@
 range that launched it, and its kernel class (`regions_and_attribution`). A trace goes
 reader -> attribution -> instances (lltrace.trace.instances) -> budget, one way.
 
-Links, in order of preference (DESIGN.md §5):
+Links, in order of preference (docs/DESIGN.md §4):
 1. `args.correlation` of the activity = `args.correlation` of a cuda_runtime / cuda_driver
    launch; the launch's host thread and time place it inside the innermost enclosing
    region (nesting in time on the same pid/tid).

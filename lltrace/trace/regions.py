@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 
 from lltrace import names
-from lltrace.names import PREFIX, is_lltrace          # noqa: F401  (the budget pass reads names through here)
-from lltrace.names import split as parse             # noqa: F401
+# the budget pass reads names through here too
+from lltrace.names import PREFIX, is_lltrace
+from lltrace.names import split as parse
 
 MERGED = {names.BLOCK}                    # indexed lltrace regions whose instances merge into one node
 MARKERS = {names.CLOCK_SYNC_KIND, names.GRAPH}   # not tree nodes: zero-length markers, and ll/graph[i]

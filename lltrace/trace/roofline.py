@@ -8,7 +8,7 @@ work count as 0). Per forward of Lq query tokens attending to Lk cached tokens:
   ffn         4*Lq*d*ffn
   embed       patch conv + text MLP + time MLP;  head: 2*Lq*d*(out_dim*patch volume)
 With dim 1536, ffn 8960, 30 layers, Lq 4680 and a 15-frame window this is 32.3 TFLOP, the
-floor quoted in DESIGN.md §3. The ceiling is a bf16 matmul rate measured on the device
+floor quoted in docs/DESIGN.md §3. The ceiling is a bf16 matmul rate measured on the device
 (`measure_matmul_tflops`, stored by the capture in meta.json `ceilings.bf16_tflops`).
 """
 from __future__ import annotations

@@ -52,7 +52,7 @@ from lltrace.ui.widgets import (BudgetTree, EventLog, GraphsPanel, HelpScreen, K
                                 StatsPanel)
 from lltrace.ui.widgets.panels import DOCTOR_CHECKING, DOCTOR_FAILED, GraphStatus, MemoryStatus, read_memory
 
-FRAME_BUDGET_MS = 40.0      # 25 FPS per video frame (DESIGN.md §1)
+FRAME_BUDGET_MS = 40.0      # 25 FPS per video frame (docs/DESIGN.md §1)
 DOCTOR_STATE = "checking CUDA graphs (lltrace doctor)…"
 
 

@@ -1,5 +1,14 @@
-# One device call: the forward check at a 15-frame window, then every preset, each under its
-# own time limit so one slow compile cannot eat the call. Results land in $OUT.
+#!/usr/bin/env bash
+# Device benchmark: `lltrace bench` of the forward at a 15-frame KV window (the check against
+# docs/DESIGN.md §3), then of every preset (3 warm-up blocks, 6 timed), each preset under its
+# own time limit (PRESET_TIMEOUT seconds, default 150) so that one slow compile cannot use up
+# the call. JSON results land in $OUT (bench-window15.json, bench-<preset>.json); the markdown
+# tables are printed.
+#
+# How to call it: run scripts/device/fetch_wheels.sh here first (it fills .whl/ with the wheels
+# the device image lacks), then give the device tool's `run` the command
+#     bash scripts/device/bench_all.sh
+# with carry [".whl"]; the files written under $OUT come back with the result.
 . scripts/device/setup.sh || exit 1
 python3 -m commands.cli bench -p baseline --set local_attn_size=15 --warmup 2 --blocks 4 --out $OUT/bench-window15.json --markdown 2>&1 | tail -4
 for p in baseline balanced turbo turbo-fp8 ultra; do

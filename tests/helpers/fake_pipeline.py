@@ -1,11 +1,12 @@
-"""Test helper (no tests here): a small streaming pipeline with the StreamingPipeline interface.
+"""A small streaming pipeline with the StreamingPipeline interface, for the capture tests.
 
-It calls the observer exactly like lltrace.pipeline.generator will (FORMATS.md §1 regions,
+It calls the observer exactly like lltrace.pipeline.generator does (FORMATS.md §1 regions,
 run_started / text_encoded / switch_requested / block_done), and runs a tiny Wan-shaped torch
 module (module names as in Wan2.1: blocks.{k}.self_attn/cross_attn/ffn/norm1..3,
 patch_embedding, text_embedding, time_embedding, time_projection, head.head), so CPU traces
 contain real ops. The KV cache write is a method of a non-module object, like LongLive's.
-Run as a script (tests/test_capture_session.py does) it streams blocks slowly until killed.
+Run as a script (`python -m helpers.fake_pipeline RUN_DIR` from tests/, as
+tests/test_capture_session.py does) it streams blocks slowly until killed.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lltrace.pipeline.observer import NULL_OBSERVER
+from lltrace.pipeline.vae import video_frames
 
 DIM, HEADS, TOKENS, TEXT, FPB = 32, 4, 8, 6, 3
 
@@ -188,7 +190,7 @@ class FakePipeline:
                 elif self.delay_s:
                     time.sleep(self.delay_s)
             self.history.append(x)
-        n = 1 + 4 * (FPB - 1) if i == 0 else 4 * FPB
+        n = video_frames(FPB, first_block=i == 0)
         out = BlockOutput(i, n, self.prompt_index, self.after_switch, x, video)
         obs.block_done(i, n, self.prompt_index, self.after_switch)
         self.block += 1
@@ -204,7 +206,7 @@ def instrument_cache(pipeline: FakePipeline, level: str = "op"):
 
 
 if __name__ == "__main__":
-    # python tests/test_capture_fake.py RUN_DIR: stream 1000 slow blocks, profiling from block 1.
+    # python -m helpers.fake_pipeline RUN_DIR: stream 1000 slow blocks, profiling from block 1.
     from lltrace.capture.session import run_session
 
     pipe = FakePipeline(delay_s=0.05)
