@@ -4,9 +4,13 @@ missing file is "unknown", not an error)."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lltrace.capture.schema import check_events, check_frames, check_meta, check_summary
+from lltrace.inputs import is_regular_file
 
 
 @dataclass
@@ -19,19 +23,29 @@ class RunData:
     warnings: list[str] = field(default_factory=list)
 
 
-def _json(path: Path, warnings: list[str]) -> dict[str, Any] | None:
-    if not path.is_file():
+def _present(path: Path, warnings: list[str]) -> bool:
+    """A regular file is there; a FIFO, device or directory by that name is a warning (reading
+    it could block forever), a missing file is just missing."""
+    if is_regular_file(path):
+        return True
+    if os.path.lexists(path):
+        warnings.append(f"{path.name} is not a regular file: ignored")
+    return False
+
+
+def _json(path: Path, warnings: list[str]) -> Any:
+    """The decoded file (any JSON value: lltrace.capture.schema checks it), or None."""
+    if not _present(path, warnings):
         return None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        return json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as exc:
         warnings.append(f"{path.name} is unreadable ({exc.__class__.__name__}): ignored")
         return None
-    return data if isinstance(data, dict) else None
 
 
 def _jsonl(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
-    if not path.is_file():
+    if not _present(path, warnings):
         return []
     out, bad = [], 0
     try:
@@ -44,7 +58,7 @@ def _jsonl(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
             continue
         try:
             item = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             bad += 1
             continue
         if isinstance(item, dict):
@@ -61,9 +75,10 @@ def read_run(run_dir: Path | None, meta: dict[str, Any] | None = None) -> RunDat
     if run_dir is None:
         return RunData(None, meta)
     warnings: list[str] = []
-    meta = meta if meta is not None else _json(run_dir / "meta.json", warnings)
-    return RunData(run_dir, meta, _json(run_dir / "summary.json", warnings), _jsonl(run_dir / "frames.jsonl", warnings),
-                   _jsonl(run_dir / "events.jsonl", warnings), warnings)
+    meta = meta if meta is not None else check_meta(_json(run_dir / "meta.json", warnings), warnings)
+    return RunData(run_dir, meta, check_summary(_json(run_dir / "summary.json", warnings), warnings),
+                   check_frames(_jsonl(run_dir / "frames.jsonl", warnings), warnings),
+                   check_events(_jsonl(run_dir / "events.jsonl", warnings), warnings), warnings)
 
 
 def _num(v: Any) -> float | None:
