@@ -364,10 +364,11 @@ class LltraceApp(App):
     @work(thread=True, exclusive=True, group="run", exit_on_error=False)
     def _load_recorded(self) -> None:
         from lltrace.errors import LltraceError
-        from lltrace.ui.recorded import load_recorded, load_run_budget
+        from lltrace.ui.recorded import RecordedRun, load_recorded, load_run_budget
 
+        read = self.recorded_path if isinstance(self.recorded_path, RecordedRun) else None  # read by `lltrace view`
         try:
-            rec = load_recorded(self.recorded_path)
+            rec = read or load_recorded(self.recorded_path)
         except LltraceError as exc:
             self.post_message(BudgetReady(None, str(exc)))
             return
@@ -377,7 +378,7 @@ class LltraceApp(App):
                                                 "A:B, or p in the live view)"))
             return
         try:
-            self.post_message(BudgetReady(load_run_budget(rec), rec.path.name))
+            self.post_message(BudgetReady(rec.budget if read is not None else load_run_budget(rec), rec.path.name))
         except LltraceError as exc:
             self.post_message(BudgetReady(None, str(exc)))
 
@@ -566,5 +567,6 @@ def run_live_app(pipeline_or_factory: Any | Callable[[], Any], session_kwargs: d
     return app.run_result
 
 
-def run_view_app(path: str | Path) -> None:
+def run_view_app(path: str | Path | Any) -> None:
+    """`path`: a run directory, trace or budget file, or a RecordedRun already read (with its budget)."""
     LltraceApp(recorded=path).run()

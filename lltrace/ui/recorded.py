@@ -7,14 +7,17 @@ the profiled windows. The last two run in worker threads: a long run's files are
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 
-from lltrace.analysis.rundata import _json, _jsonl
+from lltrace.analysis.rundata import _json, _jsonl, _present
 from lltrace.capture.frame_clock import ClockStats, _dist
+from lltrace.capture.schema import check_events, check_frames, check_meta, check_summary
 from lltrace.errors import LltraceError
+from lltrace.inputs import check_path, is_regular_file, os_error
 from lltrace.paths import traces_dir
 
 TRACE_SUFFIXES = (".json", ".json.gz")
@@ -31,6 +34,7 @@ class RecordedRun:
     stats: ClockStats | None = None
     has_trace: bool = False                 # a budget can be built (a trace or a budget JSON)
     warnings: list[str] = field(default_factory=list)
+    budget: Any = None                      # read before the app opens (lltrace view), else None
 
     @property
     def name(self) -> str:
@@ -44,13 +48,17 @@ def locate(path: str | Path) -> tuple[str, Path]:
     from lltrace.trace.loader import _is_budget_json
 
     p = Path(path)
-    if not p.exists():
+    if check_path(p) is None:
         candidate = traces_dir() / str(path)
-        if not candidate.is_dir():
+        if check_path(candidate) is None or not candidate.is_dir():
             raise LltraceError(f"no such file or run directory: {path}")
         p = candidate
     if p.is_dir():
-        if (p / "meta.json").is_file() or (p / "frames.jsonl").is_file() or _trace_file(p):
+        try:
+            os.stat(os.path.join(p, "."))   # the directory can be searched, not only listed
+        except OSError as exc:
+            raise os_error(p, exc) from None
+        if is_regular_file(p / "meta.json") or is_regular_file(p / "frames.jsonl") or _trace_file(p):
             return "run", p
         raise LltraceError(f"{p}: not a run directory (no meta.json, frames.jsonl or trace)",
                            "give a run directory traces/<run-id>/, a trace file or a budget JSON")
@@ -115,15 +123,18 @@ def load_recorded(path: str | Path) -> RecordedRun:
     kind, p = locate(path)
     if kind != "run":
         meta = None
-        if kind == "trace" and (p.parent / "meta.json").is_file():
-            meta = _json(p.parent / "meta.json", [])
+        if kind == "trace" and is_regular_file(p.parent / "meta.json"):
+            meta = check_meta(_json(p.parent / "meta.json", []), [])
         return RecordedRun(path=p, kind=kind, meta=meta, has_trace=True)
     rec = RecordedRun(path=p, kind="run")
-    rec.meta = _json(p / "meta.json", rec.warnings)
-    rec.summary = _json(p / "summary.json", rec.warnings)
-    rec.frames = _jsonl(p / "frames.jsonl", rec.warnings)
-    rec.events = _jsonl(p / "events.jsonl", rec.warnings)
+    rec.meta = check_meta(_json(p / "meta.json", rec.warnings), rec.warnings)
+    rec.summary = check_summary(_json(p / "summary.json", rec.warnings), rec.warnings)
+    rec.frames = check_frames(_jsonl(p / "frames.jsonl", rec.warnings), rec.warnings)
+    rec.events = check_events(_jsonl(p / "events.jsonl", rec.warnings), rec.warnings)
     rec.has_trace = _trace_file(p)
+    if not rec.has_trace:   # a FIFO or directory named like the trace is said, not skipped silently
+        for name in ("trace.json.gz", "trace.json"):
+            _present(p / name, rec.warnings)
     try:
         if rec.summary is not None:
             rec.stats = stats_from_summary(rec.summary, rec.frames)
