@@ -228,9 +228,11 @@ def test_view_command_errors_are_one_line(tmp_path, recorded_run, capsys):
 
 def plain(renderable, width: int = 70) -> str:
     """What a widget's render() shows, as text."""
+    import io
+
     from rich.console import Console
 
-    console = Console(width=width, record=True, file=open("/dev/null", "w"))
+    console = Console(width=width, record=True, file=io.StringIO())
     console.print(renderable)
     return console.export_text()
 
