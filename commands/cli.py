@@ -4,6 +4,7 @@ Lazy imports keep `lltrace --help` fast (torch and textual take seconds to impor
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -79,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     # torch's pytree deprecation notes about it) log warnings that say nothing to our users.
     for name in ("torchao", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # A name from a file may hold what no terminal encoding can (a lone surrogate "\ud800"):
+    # print it escaped rather than die on it.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(errors="backslashreplace")
     try:
         # without standalone mode, click returns the code of a `raise click.exceptions.Exit(n)`
         code = cli.main(args=argv, prog_name="lltrace", standalone_mode=False)

@@ -113,5 +113,5 @@ def test_reader_skips_cut_and_bad_lines_with_one_warning_each_file(tmp_path):
     assert run.frames == frames
     assert any("frames.jsonl: 3 unreadable line(s) skipped (block is not an integer)" in w for w in run.warnings)
     assert any("events.jsonl: 1 unreadable line(s)" in w for w in run.warnings)
-    assert any("summary.json is a JSON list, not an object" in w for w in run.warnings)
+    assert any("summary.json is a JSON array, not an object" in w for w in run.warnings)
     assert run.summary is None and len(run.events) == 1

@@ -56,4 +56,8 @@ def load_side(path: str | Path, progress: Progress | None = None) -> Side:
         return Side(str(path), "budget", b, None, _run_of_budget(b))
     trace = load_trace(src, progress)
     inst = measure(trace)
-    return Side(str(path), src.kind, budget_of(trace, inst), inst, read_run(src.run_dir, trace.run_meta))
+    run = read_run(src.run_dir, trace.run_meta or {})   # {}: meta.json was read (and warned about) by the loader
+    # What the loader found wrong with the trace (corrupt values, clocks, meta.json) holds for the
+    # diff too; a partial trace has its own line in the diff.
+    run.warnings[:0] = trace.warnings[1:] if trace.partial else trace.warnings
+    return Side(str(path), src.kind, budget_of(trace, inst), inst, run)

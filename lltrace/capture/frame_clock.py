@@ -15,6 +15,7 @@ the first block after it.
 from __future__ import annotations
 
 import collections
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -58,10 +59,13 @@ class FrameRecord:
                 raise ValueError(f"{name} is not a number")
             if kind is str and not isinstance(v, str):
                 raise ValueError(f"{name} is not a string")
+            if kind is not str and not (math.isfinite(v) and abs(v) <= _MAX_VALUE):
+                raise ValueError(f"{name} is out of range")
             out[name] = float(v) if kind is float else v
         return cls(**out)
 
 
+_MAX_VALUE = 2 ** 53   # beyond this a frame index or a time in ms / s is corrupt, not a run
 _FRAME_FIELDS = {"frame": int, "block": int, "prompt": int, "kind": str, "ready_s": float, "latency_ms": float,
                  "block_ms": float, "frames_in_block": int, "clock": str}
 

@@ -1,6 +1,7 @@
 """meta.json contents (docs/FORMATS.md §2): what ran, where, with which versions."""
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from datetime import datetime
@@ -11,7 +12,7 @@ import torch
 import lltrace
 
 # Keys lltrace itself owns; a pipeline's describe() cannot override them.
-_RESERVED = {"lltrace_version", "run_id", "command", "started", "status", "end", "clock_sync", "t0"}
+_RESERVED = {"lltrace_version", "run_id", "command", "started", "status", "end", "clock_sync", "t0", "pid", "host"}
 
 
 def device_info(device: torch.device | str) -> dict[str, Any]:
@@ -64,6 +65,9 @@ def build_meta(pipeline: Any, *, run_id: str, command: list[str] | None, extra: 
         "ceilings": {"bf16_tflops": None},
         "flops": {"forward": None},
         "started": datetime.now().astimezone().isoformat(timespec="milliseconds"),
+        # who writes the run: a reader on this host tells a live run from a killed one by them
+        "pid": os.getpid(),
+        "host": platform.node(),
         "clock_sync": None,
         "profile": None,
         "status": "running",

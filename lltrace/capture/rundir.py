@@ -17,7 +17,9 @@ from typing import Any
 
 from lltrace.capture.events import EventRecord, RunEvent, TimeBase
 from lltrace.capture.frame_clock import ClockStats, FrameRecord, clock_stats
+from lltrace.capture.schema import check_meta, check_summary
 from lltrace.errors import LltraceError
+from lltrace.inputs import check_path, is_regular_file
 from lltrace.paths import traces_dir
 
 STATUSES = ("running", "completed", "interrupted", "error")
@@ -247,9 +249,19 @@ class RunData:
         return clock_stats(self.frames, switches, clock)
 
 
+def _present(path: Path, warnings: list[str]) -> bool:
+    """A regular file is there; a FIFO, device or directory by that name is a warning (reading
+    it could block forever), a missing file is just missing."""
+    if is_regular_file(path):
+        return True
+    if os.path.lexists(path):
+        warnings.append(f"{path.name} is not a regular file: ignored")
+    return False
+
+
 def read_json(path: Path, warnings: list[str], what: str = "") -> dict[str, Any] | None:
     """A JSON object file, or None (missing); unreadable or not an object: a warning."""
-    if not path.is_file():
+    if not _present(path, warnings):
         return None
     try:
         data = json.loads(path.read_text())
@@ -260,7 +272,8 @@ def read_json(path: Path, warnings: list[str], what: str = "") -> dict[str, Any]
         warnings.append(f"{path.name} is nested too deeply: ignored{what}")
         return None
     if not isinstance(data, dict):
-        warnings.append(f"{path.name} is a JSON {type(data).__name__}, not an object: ignored{what}")
+        kind = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(data), "value")
+        warnings.append(f"{path.name} is a JSON {kind}, not an object: ignored{what}")
         return None
     return data
 
@@ -268,7 +281,7 @@ def read_json(path: Path, warnings: list[str], what: str = "") -> dict[str, Any]
 def read_jsonl(path: Path, record, warnings: list[str]) -> list:
     """The records of a .jsonl file (`record.from_json` per line); bad lines are skipped and
     counted in one warning, a cut last line (a killed run) included."""
-    if not path.is_file():
+    if not _present(path, warnings):
         return []
     try:
         text = path.read_text(errors="replace")
@@ -295,7 +308,27 @@ def read_run(run_dir: Path | None, meta: dict[str, Any] | None = None) -> RunDat
         return RunData(None, meta)
     warnings: list[str] = []
     run_dir = Path(run_dir)
-    meta = meta if meta is not None else read_json(run_dir / "meta.json", warnings)
-    return RunData(run_dir, meta, read_json(run_dir / "summary.json", warnings),
+    if meta is None:
+        meta = check_meta(read_json(run_dir / "meta.json", warnings), warnings)
+    summary = read_json(run_dir / "summary.json", warnings)
+    return RunData(run_dir, meta, check_summary(summary, warnings) if summary is not None else None,
                    read_jsonl(run_dir / "frames.jsonl", FrameRecord, warnings),
                    read_jsonl(run_dir / "events.jsonl", EventRecord, warnings), warnings)
+
+
+def read_meta(path: Path | None, warnings: list[str] | None = None) -> dict[str, Any] | None:
+    """meta.json of a run, or None; a broken one is a warning, not an error (the trace loader's
+    reader: the model config for FLOPs, without reading the rest of the run)."""
+    if path is None:
+        return None
+    warnings = warnings if warnings is not None else []
+    try:
+        check_path(path)   # a FIFO or a device: LltraceError, not a read that never ends
+        meta = json.loads(path.read_text())
+    except LltraceError as exc:
+        warnings.append(f"{path.name} is unreadable ({exc.message}): no model config")
+        return None
+    except (OSError, ValueError, RecursionError) as exc:
+        warnings.append(f"{path.name} is unreadable ({exc.__class__.__name__}): no model config")
+        return None
+    return check_meta(meta, warnings, path.name)

@@ -130,6 +130,9 @@ class Session:
         self.kernel_map = kernel_map   # provenance.json + CUDA-graph capture records (lltrace.trace.kernelmap)
         self._run_dir_arg = run_dir
         self._stop = threading.Event()
+        self._signalled: int | None = None   # SIGINT / SIGTERM received during the run
+        self._defer = 0                      # > 0: inside a profiler state change, interrupts wait
+        self._pending = False                # an interrupt arrived while deferred: raise it after
         self.events: list[RunEvent] = []
         self.listener_errors: list[str] = []
         self.run_dir: RunDirectory | None = None
@@ -220,13 +223,22 @@ class Session:
                     spy.start()
                 rd.write_meta(pyspy={"file": "pyspy.json", "started": spy.started.to_json()}
                               if spy is not None and spy.started else None)
-                self.profiler.start()
+                with self._deferred():
+                    self.profiler.start()
                 if self.clock.cuda:   # the run's peak: not whatever ran before it (the TUI's doctor pre-flight)
                     torch.cuda.reset_peak_memory_stats(device)
                 pipeline.start(self.prompt)  # -> observer.run_started() -> self._started(t0)
                 saved_before = 0
                 for block_no in range(self.num_blocks):
                     live = self.next_switch(block_no) if self.next_switch is not None and block_no else None
+                    if self._signalled is not None:
+                        # The KeyboardInterrupt was caught by code it landed in (a library's
+                        # `except BaseException`, a finalizer): the signal still ends the run here.
+                        status, message = "interrupted", f"interrupted after {block_no} blocks"
+                        reason = "sigterm" if self._signalled == signal.SIGTERM else "sigint"
+                        self._event(RunEvent("note", f"{reason} was swallowed inside block {block_no - 1}: "
+                                                     "stopped at the block boundary", {"source": "session"}))
+                        break
                     if self._stop.is_set():
                         status, reason, message = "interrupted", "stopped", f"stopped after {block_no} blocks"
                         break
@@ -239,7 +251,8 @@ class Session:
                     self.clock.profiled_next = self.profiler.state() != "idle" or saved_before < len(self.profiler.windows)
                     saved_before = len(self.profiler.windows)
                     out = pipeline.generate_block()
-                    self.profiler.step()
+                    with self._deferred():   # a window opening or being saved is not cut in half
+                        self.profiler.step()
                     self._notify("on_block", out)
                 self.observer.run_finished()
             except KeyboardInterrupt as exc:
@@ -359,26 +372,52 @@ class Session:
                          summary=summary, traces=list(self.profiler.traces), events=list(self.events),
                          instrumented=list(handle.installed))
 
+    def _interrupt(self, signum: int) -> BaseException:
+        return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
     @contextlib.contextmanager
     def _signals(self):
-        """SIGTERM -> Terminated (a KeyboardInterrupt) in the main thread; SIGINT stays Python's."""
+        """SIGINT -> KeyboardInterrupt, SIGTERM -> Terminated (a KeyboardInterrupt), in the main
+        thread; the signal is also remembered, so one swallowed by the code it lands in still
+        ends the run at the next block boundary. Inside `_deferred()` it is raised on leaving."""
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             yield
             return
 
-        def on_term(signum, frame):
-            raise Terminated()
+        def on_signal(signum, frame):
+            self._signalled = signum
+            if self._defer:
+                self._pending = True
+                return
+            raise self._interrupt(signum)
 
-        previous = signal.signal(signal.SIGTERM, on_term)
+        # A SIGINT ignored by the parent (a background job, nohup) stays ignored.
+        handled = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+        previous = {s: signal.signal(s, on_signal) for s in handled}
         try:
             yield
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    @contextlib.contextmanager
+    def _deferred(self):
+        """A Ctrl-C arriving in here waits until the block ends: torch.profiler's start / step
+        change several pieces of state, and an exception between two leaves the window broken."""
+        self._defer += 1
+        try:
+            yield
+        finally:
+            self._defer -= 1
+        if not self._defer and self._pending:
+            self._pending = False
+            raise self._interrupt(self._signalled or signal.SIGINT)
 
 
     @contextlib.contextmanager
     def _patient_sigint(self):
-        """While the run directory is being finalized, a first Ctrl-C only warns; a second aborts."""
+        """While the run directory is being finalized, a first Ctrl-C (or SIGTERM) only warns; a
+        second aborts."""
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -390,11 +429,13 @@ class Session:
                 raise KeyboardInterrupt()
             print("lltrace: saving the run directory; Ctrl-C again to abort", file=sys.stderr, flush=True)
 
-        previous = signal.signal(signal.SIGINT, on_int)
+        handled = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+        previous = {s: signal.signal(s, on_int) for s in handled}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 def _peak_device_mem(clock: FrameClock) -> int | None:

@@ -39,6 +39,7 @@ from lltrace.doctor.report import (COMPATIBLE, INCOMPATIBLE, NOT_RUN, DoctorRepo
 from lltrace.doctor.op_recorder import OpRecorder, compare_recordings, display_path, is_user_file
 from lltrace.doctor.stage_state import StateSnapshot
 from lltrace.errors import LltraceError
+from lltrace.inputs import check_path
 
 GENERIC_FIXES = {
     "capture": "remove what the capture error names from the stage (see the line)",
@@ -454,7 +455,7 @@ def load_module_factory(mod_name: str, attr: str) -> tuple[nn.Module, list]:
     try:
         if mod_name.endswith(".py"):
             path = Path(mod_name)
-            if not path.is_file():
+            if check_path(path) is None or path.is_dir():   # a FIFO or device: a one-line error, not a hang
                 raise LltraceError(f"no such file {mod_name}")
             name = f"lltrace_doctor_user.{path.stem}"   # never shadows an importable module
             s = importlib.util.spec_from_file_location(name, path)
@@ -463,8 +464,12 @@ def load_module_factory(mod_name: str, attr: str) -> tuple[nn.Module, list]:
             s.loader.exec_module(mod)
         else:
             mod = importlib.import_module(mod_name)
-    except LltraceError:
+    except LltraceError as exc:
+        if "--module" not in exc.message:
+            raise LltraceError(f"--module: {exc.message}", exc.hint) from None
         raise
+    except SystemExit as exc:   # the module ran sys.exit() at import: not a silent exit of lltrace
+        raise LltraceError(f"--module: importing {mod_name!r} called sys.exit({exc.code!r})") from None
     except Exception as exc:
         raise LltraceError(f"cannot import {mod_name!r} ({_first_line(exc)})") from None
     factory = getattr(mod, attr, None)
@@ -472,6 +477,8 @@ def load_module_factory(mod_name: str, attr: str) -> tuple[nn.Module, list]:
         raise LltraceError(f"{mod_name!r} has no callable {attr!r}")
     try:
         made = factory()
+    except SystemExit as exc:
+        raise LltraceError(f"--module: {attr}() called sys.exit({exc.code!r})") from None
     except Exception as exc:
         raise LltraceError(f"{attr}() raised {_first_line(exc)}") from None
     if not (isinstance(made, (tuple, list)) and len(made) == 2 and callable(made[0])

@@ -71,8 +71,17 @@ class Report:
         return s + ("" if not self.errors else f"; first: {self.errors[0]}")
 
 
+MAX_TIME_US = float(2**53)   # beyond it a double holds no whole µs: a corrupt time, not a time
+
+
 def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if isinstance(v, bool):
+        return False
+    return isinstance(v, int) or isinstance(v, float) and math.isfinite(v)   # isfinite(10**400) overflows
+
+
+def _time(v: Any) -> bool:
+    return _number(v) and abs(v) <= MAX_TIME_US
 
 
 def _ident(v: Any) -> bool:
@@ -97,8 +106,8 @@ def _check_event(i: int, e: Any, rep: Report) -> None:
         rep.error(i, "cat is not a string")
     if "ts" in e or ph != "M":
         ts = e.get("ts")
-        if not _number(ts):
-            rep.error(i, f"ph {ph!r}: ts missing or not a finite number ({ts!r})")
+        if not _time(ts):
+            rep.error(i, f"ph {ph!r}: ts missing or not a finite number within ±2^53 µs ({ts!r})")
         elif ts < 0:
             rep.error(i, f"negative ts {ts}")
     for key in ("pid", "tid"):
@@ -107,15 +116,15 @@ def _check_event(i: int, e: Any, rep: Report) -> None:
         elif not _ident(e[key]):
             rep.error(i, f"{key} is neither an integer nor a string ({e[key]!r})")
     for key in ("tts", "tdur"):
-        if key in e and not (_number(e[key]) and e[key] >= 0):
+        if key in e and not (_time(e[key]) and e[key] >= 0):
             rep.error(i, f"{key} is not a finite number >= 0")
     args = e.get("args")
     if args is not None and not isinstance(args, dict):
         rep.error(i, "args is not an object")
         args = None
     if ph == "X":
-        if not (_number(e.get("dur")) and e["dur"] >= 0):
-            rep.error(i, f"complete event without a finite dur >= 0 ({e.get('dur')!r})")
+        if not (_time(e.get("dur")) and e["dur"] >= 0):
+            rep.error(i, f"complete event without a finite dur in [0, 2^53] µs ({e.get('dur')!r})")
     elif ph in ("i", "I"):
         if "s" in e and e["s"] not in SCOPES:
             rep.error(i, f"instant scope s={e['s']!r} is not one of g, p, t")
@@ -160,7 +169,7 @@ def _slices(events: list[Any], rep: Report, check_nesting: bool, only_pid: Any =
     per_thread: dict[tuple, list[tuple[float, float, int]]] = {}
     open_b: dict[tuple, list[tuple[float, int]]] = {}
     for i, e in enumerate(events):
-        if not isinstance(e, dict) or not _number(e.get("ts")) or not (_ident(e.get("pid")) and _ident(e.get("tid"))):
+        if not isinstance(e, dict) or not _time(e.get("ts")) or not (_ident(e.get("pid")) and _ident(e.get("tid"))):
             continue   # reported by _check_event already
         ph = e.get("ph")
         key = (e.get("pid"), e.get("tid"))
@@ -175,7 +184,7 @@ def _slices(events: list[Any], rep: Report, check_nesting: bool, only_pid: Any =
             if e["ts"] < start:
                 rep.error(i, "E event before its B")
             per_thread.setdefault(key, []).append((_ns(start), _ns(e["ts"]), j))
-        elif ph == "X" and _number(e.get("dur")):
+        elif ph == "X" and _time(e.get("dur")):
             s = _ns(e["ts"])
             per_thread.setdefault(key, []).append((s, s + _ns(e["dur"]), i))
     if not check_nesting:
@@ -233,8 +242,17 @@ def load(path: str | Path) -> Any:
 
     def bad_constant(name: str):
         raise ValueError(f"{name} is not valid JSON")
-    return json.loads(raw, parse_constant=bad_constant)
+
+    def integer(text: str):   # JSON has no limit on digits; Python's int() does (4300)
+        return int(text) if len(text) < 4000 else float(text)
+    return json.loads(raw, parse_constant=bad_constant, parse_int=integer)
 
 
 def validate_file(path: str | Path, check_nesting: bool = True, nesting_pid: Any = None) -> Report:
-    return validate(load(path), check_nesting, nesting_pid)
+    try:
+        data = load(path)
+    except (ValueError, RecursionError) as exc:   # NaN, invalid or too deeply nested JSON
+        rep = Report()
+        rep.error(-1, f"not readable as JSON ({type(exc).__name__}: {str(exc)[:200]})")
+        return rep
+    return validate(data, check_nesting, nesting_pid)

@@ -29,7 +29,7 @@ import numpy as np
 from lltrace.export import timeline as tl_mod
 from lltrace.capture.rundir import read_run
 from lltrace.errors import LltraceError
-from lltrace.trace.events import GPU_ACTIVITY, RUNTIME, Trace, lenient_event
+from lltrace.trace.events import GPU_ACTIVITY, MAX_US, RUNTIME, Trace, lenient_event
 from lltrace.trace.instances import measure
 from lltrace.trace.jsonround import num, rounded
 from lltrace.trace.loader import Source, load_trace, resolve_source
@@ -131,10 +131,10 @@ _ANY = msgspec.json.Decoder()
 def _probe(raw) -> _Probe | None:
     try:
         return _PROBE.decode(raw)
-    except msgspec.DecodeError:   # odd field types: read loosely
+    except (msgspec.DecodeError, RecursionError):   # odd field types: read loosely
         try:
             obj = _ANY.decode(raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             return None
         e = lenient_event(obj)
         if e is None:
@@ -151,13 +151,16 @@ class _Filter:
     window: Window | None
     corr: set[int]
     gpu_span: tuple[float, float] | None
+    check_range: bool = False   # the loader left events out (corrupt times, unreadable): so does the copy
 
     def keep(self, p: _Probe) -> bool:
         w = self.window
-        if w is None or p.ph == "M":
+        if p.ph == "M":
             return True
         ts = p.ts
-        if ts is None:
+        if self.check_range and ts is not None and not (-MAX_US <= ts <= MAX_US and (p.dur or 0.0) <= MAX_US):
+            return False
+        if w is None or ts is None:
             return True
         corr = p.args.correlation if p.args is not None else None
         if p.ph == "X":
@@ -176,8 +179,9 @@ class _Filter:
 
 
 def _make_filter(trace: Trace, window: Window | None) -> _Filter:
+    check_range = bool(trace.stats.get("out_of_range") or trace.stats.get("skipped"))
     if window is None:
-        return _Filter(None, set(), None)
+        return _Filter(None, set(), None, check_range)
     x = trace.x
     cat = x["cat"]
     rt = np.nonzero(cat == RUNTIME)[0]
@@ -189,7 +193,7 @@ def _make_filter(trace: Trace, window: Window | None) -> _Filter:
     span = None
     if len(launched):
         span = (float(x["ts"][launched].min()), float((x["ts"][launched] + x["dur"][launched]).max()))
-    return _Filter(window, corr, span)
+    return _Filter(window, corr, span, check_range)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -237,7 +241,7 @@ class _Sink:
 
     def add(self, batch: list) -> None:
         self.total += len(batch)
-        everything = self.flt.window is None
+        everything = self.flt.window is None and not self.flt.check_range
         for item in batch:
             if isinstance(item, msgspec.Raw):
                 if everything:           # no window: copy without looking inside
@@ -412,7 +416,7 @@ def export(source: str | Path, out: str | Path, *, blocks: tuple[int, int] | Non
     trace = load_trace(src)
     warnings = list(trace.warnings)
     inst = measure(trace)
-    run = read_run(src.run_dir, trace.run_meta)
+    run = read_run(src.run_dir, trace.run_meta or {})   # {}: meta.json was read (and warned about) by the loader
     warnings += run.warnings
     timeline = tl_mod.build(trace, run, inst)
     warnings += timeline.warnings
@@ -452,7 +456,7 @@ def export(source: str | Path, out: str | Path, *, blocks: tuple[int, int] | Non
         warnings.append(f"{writer.bytes / 2**20:,.0f} MB of JSON may be too much for a browser tab: "
                         "trim it to a few blocks or a time window")
     return ExportResult(out, size, writer.bytes, gz, sink.total, sink.kept, counts, window, timeline.clock.method,
-                        warnings)
+                        list(dict.fromkeys(warnings)))
 
 
 def human_bytes(n: int) -> str:

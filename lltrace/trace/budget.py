@@ -148,8 +148,8 @@ class Budget:
                        classes=dict(d.get("classes", {})), devices=list(d.get("devices", [])),
                        trace=dict(d.get("trace", {})), run=d.get("run"), hta=d.get("hta"),
                        idle=d.get("idle") if isinstance(d.get("idle"), dict) else None)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LltraceError(f"not a budget JSON ({exc.__class__.__name__}: {exc})") from None
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
+            raise LltraceError(f"not a budget JSON ({exc.__class__.__name__}: {str(exc)[:200]})") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -335,7 +335,7 @@ def load_budget(path: str | Path, progress: Progress | None = None) -> Budget:
     if src.kind == "budget":
         try:
             data = json.loads(src.path.read_text())
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise LltraceError(f"{src.path}: unreadable budget JSON ({exc.__class__.__name__})") from None
         return Budget.from_dict(data)
     return build_budget(load_trace(src, progress))

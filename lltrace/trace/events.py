@@ -16,6 +16,8 @@ from typing import Annotated, Any, Iterator, NamedTuple
 import msgspec
 import numpy as np
 
+from lltrace.inputs import printable
+
 # Category codes of the kept X events (uint8 column `cat`).
 CPU_OP, USER_ANNOTATION, PYTHON_MODULE, RUNTIME, KERNEL, MEMCPY, MEMSET, GPU_ANNOTATION = range(1, 9)
 CATEGORY_NAMES = {
@@ -70,18 +72,23 @@ def lenient_event(obj: Any) -> RawEvent | None:
 
     def text(v) -> str:
         if not isinstance(v, str):
-            return "" if v is None else str(v)
+            return "" if v is None or isinstance(v, (dict, list)) else str(v)   # a container is no name
         try:
             v.encode("utf-8")
             return v
-        except UnicodeEncodeError:   # invalid UTF-8 read with surrogateescape: make it printable
-            return v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:   # invalid UTF-8 read with surrogateescape, or a "\ud800" escape
+            return printable(v)
 
     def num(v):
         if isinstance(v, bool):
             return None
-        if isinstance(v, (int, float)):
-            return float(v)
+        if isinstance(v, int) and not isinstance(v, bool):
+            try:
+                return float(v)
+            except OverflowError:    # a 400-digit integer: out of range, like 1e308
+                return math.inf if v > 0 else -math.inf
+        if isinstance(v, float):
+            return v
         if isinstance(v, str):
             try:
                 return float(v)
@@ -103,8 +110,11 @@ def lenient_event(obj: Any) -> RawEvent | None:
             return None
         if isinstance(v, float) and v.is_integer():
             v = int(v)
-        elif isinstance(v, str) and v.strip().lstrip("-").isdigit():
-            v = int(v)
+        elif isinstance(v, str) and len(v) < 30 and v.strip().lstrip("-").isdigit():
+            try:
+                v = int(v)
+            except ValueError:       # str.isdigit() accepts digits int() does not ("²")
+                return None
         return v if isinstance(v, int) and -2**63 <= v < 2**63 else None
 
     ph = obj.get("ph")
@@ -118,7 +128,9 @@ def lenient_event(obj: Any) -> RawEvent | None:
                            external_id=opt_int(args.get("External id")),
                            name=text(n) if isinstance(n, str) else None)
     flow_id = obj.get("id")
-    if flow_id is not None and not isinstance(flow_id, (int, str)) or isinstance(flow_id, bool):
+    if isinstance(flow_id, (dict, list)):
+        flow_id = None
+    elif flow_id is not None and not isinstance(flow_id, (int, str)) or isinstance(flow_id, bool):
         flow_id = str(flow_id)
     if isinstance(flow_id, int) and not -2**62 < flow_id < 2**62:
         flow_id = str(flow_id)
@@ -164,6 +176,10 @@ class _Columns:
         return out
 
 
+# Timestamps and durations beyond 2**53 µs (285 years; also where doubles stop holding whole µs)
+# are corrupt values, not time: 1e308 would print as "wall inf ms".
+MAX_US = float(2**53)
+
 X_SPEC = {"cat": "B", "name": "i", "pid": "i", "tid": "i", "ts": "d", "dur": "d", "corr": "q", "ext": "q"}
 FLOW_SPEC = {"start": "B", "id": "q", "pid": "i", "tid": "i", "ts": "d"}
 MAX_INSTANTS = 100_000
@@ -187,6 +203,8 @@ class EventCollector:
         self.invalid = 0        # elements that are not events (or lack a timestamp)
         self.ignored_ph: dict[str, int] = {}
         self.ignored_cats: dict[str, int] = {}
+        self.out_of_range = 0   # events with |ts| or dur beyond MAX_US (or not finite): skipped
+        self.negative: dict[int, list[float]] = {}   # category -> [count, sum of |dur| µs]: kept as 0
 
     def _cat(self, cat: str) -> int:
         code = CATEGORIES.get(cat.lower(), 0)
@@ -194,7 +212,7 @@ class EventCollector:
         return code
 
     def add(self, batch: list[RawEvent]) -> None:
-        names, ids, cat_cache, isfinite = self.names, self.ids, self.cat_cache, math.isfinite
+        names, ids, cat_cache = self.names, self.ids, self.cat_cache
         c = self.x.cols
         cat_a, name_a, pid_a, tid_a = c["cat"].append, c["name"].append, c["pid"].append, c["tid"].append
         ts_a, dur_a, corr_a, ext_a = c["ts"].append, c["dur"].append, c["corr"].append, c["ext"].append
@@ -210,9 +228,19 @@ class EventCollector:
                     continue
                 if code == PYTHON_MODULE and not e.name.startswith(MODULE_PREFIX):
                     continue  # with_stack emits every Python frame; only nn.Module ones are regions
-                if e.ts is None or not isfinite(e.ts) or not isfinite(e.dur):
+                if e.ts is None:
                     self.invalid += 1
                     continue
+                if not -MAX_US <= e.ts <= MAX_US or not e.dur <= MAX_US:   # also NaN and inf
+                    self.out_of_range += 1
+                    continue
+                if e.dur < 0:
+                    if e.dur < -MAX_US:
+                        self.out_of_range += 1
+                        continue
+                    neg = self.negative.setdefault(code, [0, 0.0])
+                    neg[0] += 1
+                    neg[1] -= e.dur
                 a = e.args
                 n = names.get(e.name)
                 if n is None:
@@ -236,7 +264,10 @@ class EventCollector:
                     corr_a(a.correlation if a.correlation is not None else -1)
                     ext_a(a.external_id if a.external_id is not None else -1)
             elif ph in ("s", "f", "t"):
-                if e.cat != "ac2g" or e.ts is None or e.id is None or not isfinite(e.ts):
+                if e.cat != "ac2g" or e.ts is None or e.id is None:
+                    continue
+                if not -MAX_US <= e.ts <= MAX_US:
+                    self.out_of_range += 1
                     continue
                 fid = e.id
                 if not isinstance(fid, int) or not -2**62 < fid < 2**62:
@@ -250,6 +281,9 @@ class EventCollector:
                 f["tid"].append(t)
                 f["ts"].append(e.ts)
             elif ph in ("i", "I", "R"):
+                if e.ts is not None and not -MAX_US <= e.ts <= MAX_US:
+                    self.out_of_range += 1
+                    continue
                 if e.ts is not None and len(self.instants) < MAX_INSTANTS:
                     self.instants.append(Instant(e.name, e.cat, e.ts, e.pid, e.tid))
             elif ph == "M":

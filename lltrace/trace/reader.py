@@ -26,6 +26,7 @@ from typing import Any, Callable
 import msgspec
 
 from lltrace.errors import LltraceError
+from lltrace.inputs import open_regular, printable
 from lltrace.trace.events import EventCollector, RawEvent, lenient_event
 
 Progress = Callable[[int, int], None]   # (bytes read from the file, file size)
@@ -39,6 +40,9 @@ _WS = re.compile(rb"[ \t\r\n]*")
 _SEP = re.compile(rb"[ \t\r\n,]*")
 _AFTER_EVENT = re.compile(rb"[ \t\r\n]*,[ \t\r\n]*\{")
 _STR_SEP = re.compile(r"[ \t\r\n,]*")
+# Strings (maybe cut off at the end) and brackets: to step over a value too deep to decode.
+_SCAN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\Z)|[\[\]{}]', re.S)
+_NUMBER = re.compile(r"-?[0-9.eE+\-]+")
 _JSON = json.JSONDecoder()
 
 
@@ -59,7 +63,7 @@ class _Bytes:
     """
 
     def __init__(self, path: Path, progress: Progress | None):
-        self.f = open(path, "rb")
+        self.f = open_regular(path)   # a FIFO or a device is refused, not read forever
         self.size = os.fstat(self.f.fileno()).st_size
         self.progress = progress
         self.gz = self.f.read(2) == b"\x1f\x8b"
@@ -127,17 +131,19 @@ class ReadResult:
     stopped_at_byte: int | None = None   # offset in the decompressed JSON
     warnings: list[str] = field(default_factory=list)
     gzip: bool = False
+    skipped: int = 0                # array elements stepped over undecoded (each named in warnings)
 
 
 class _Parser:
     def __init__(self, src: _Bytes, sink: EventCollector):
         self.src = src
         self.sink = sink
-        self.buf = b""
+        self.buf = bytearray()   # appended and cut from the front in place: one huge event costs O(size)
         self.pos = 0          # parse position in buf
         self.base = 0         # absolute offset of buf[0]
         self.decoder = msgspec.json.Decoder(list[RawEvent])
         self.result = ReadResult(gzip=src.gz)
+        self.skipped: dict[str, int] = {}   # why -> array elements stepped over undecoded
 
     # -- buffer --
     def _more(self) -> bool:
@@ -145,7 +151,8 @@ class _Parser:
         if not chunk:
             return False
         self.base += self.pos
-        self.buf = self.buf[self.pos:] + chunk
+        del self.buf[:self.pos]
+        self.buf += chunk
         self.pos = 0
         return True
 
@@ -167,6 +174,13 @@ class _Parser:
 
     # -- top level --
     def run(self) -> ReadResult:
+        try:
+            return self._run()
+        finally:
+            self.result.skipped = sum(self.skipped.values())
+            self.result.warnings.extend(f"{n} array element(s) {why} were skipped" for why, n in self.skipped.items())
+
+    def _run(self) -> ReadResult:
         first = self._skip()
         if first is None:
             raise LltraceError(self._empty_message())
@@ -232,12 +246,18 @@ class _Parser:
             if self._skip() is None:
                 raise _Stop(self.src.error or "the file ends inside the JSON header")
             text = self.buf[self.pos:self.pos + window].decode("utf-8", "surrogateescape")
-            found, value, end, err_at = False, None, 0, 0
+            found, value, end, err_at, why = False, None, 0, 0, None
             try:
                 value, end = _JSON.raw_decode(text)
                 found = True
             except json.JSONDecodeError as exc:
                 err_at = exc.pos
+            except (RecursionError, ValueError) as exc:   # too deep, or an integer of > 4300 digits
+                end = _value_end(text, 0)
+                if end is not None:   # step over it; the key reads as null
+                    found = True
+                    why = "nested too deeply to decode" if isinstance(exc, RecursionError) else \
+                        "holding an integer too long to read"
             # a number that ends the window may go on in bytes not read yet
             if not found or end == len(text):
                 if self.pos + window < len(self.buf):
@@ -247,8 +267,10 @@ class _Parser:
                     continue
                 if not found:
                     raise _Stop(f"invalid JSON at byte {self._abs() + err_at}")
+            if why:
+                self.result.warnings.append(f"a header value {why} (at byte {self._abs()}) was ignored")
             self.pos += len(text[:end].encode("utf-8", "surrogateescape"))
-            return value
+            return printable(value)
 
     # -- traceEvents --
     def _stop(self, reason: str, at: int | None = None) -> bool:
@@ -290,7 +312,7 @@ class _Parser:
             if cut is not None:
                 try:
                     batch = self.decoder.decode(b"[" + self.buf[start:cut + 1] + b"]")
-                except (msgspec.DecodeError, UnicodeDecodeError):   # a bad split, an odd field type, or damage
+                except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):   # a bad split, odd types, damage
                     pass
                 else:
                     self.sink.add(batch)
@@ -345,6 +367,16 @@ class _Parser:
                 except json.JSONDecodeError as exc:
                     cut_off = exc.pos >= n - 1 or exc.msg.startswith("Unterminated string")
                     return used(i), "more" if cut_off else "bad"
+                except (RecursionError, ValueError) as exc:   # too deep, or an integer of > 4300 digits
+                    j = _value_end(text, i)
+                    if j is None:
+                        return used(i), "more"
+                    why = ("nested too deeply to decode" if isinstance(exc, RecursionError)
+                           else "holding an integer too long to read")
+                    self.skipped[why] = self.skipped.get(why, 0) + 1
+                    self.sink.count_invalid()
+                    i = j
+                    continue
                 event = self._convert(obj)
                 if event is None:
                     self.sink.count_invalid()
@@ -357,6 +389,25 @@ class _Parser:
     def _convert(self, obj):
         """One event decoded by the json module -> what the sink takes (None: invalid)."""
         return lenient_event(obj)
+
+
+def _value_end(text: str, i: int) -> int | None:
+    """End of the JSON value at text[i] found without decoding it (no recursion: for values
+    nested deeper than the decoder can go); None when it does not end inside `text`."""
+    if text[i] not in "[{":
+        m = _NUMBER.match(text, i)
+        return m.end() if m and m.end() < len(text) else None
+    depth = 0
+    for m in _SCAN.finditer(text, i):
+        tok = m.group()
+        if tok[0] == '"':
+            if len(tok) < 2 or not tok.endswith('"') or m.end() == len(text) and tok.endswith('\\"'):
+                return None   # a string cut off by the end of the piece
+            continue
+        depth += 1 if tok in "[{" else -1
+        if depth == 0:
+            return m.end()
+    return None
 
 
 def open_bytes(path: Path, progress: Progress | None = None) -> _Bytes:

@@ -497,5 +497,6 @@ def run_live_app(pipeline_or_factory: Any | Callable[[], Any], session_kwargs: d
     return app.run_result
 
 
-def run_view_app(path: str | Path) -> None:
+def run_view_app(path: str | Path | Any) -> None:
+    """`path`: a run directory, trace or budget file, or a RecordedRun already read (with its budget)."""
     LltraceApp(feed=RecordedFeed(path)).run()

@@ -85,19 +85,26 @@ def preflight_doctor(pipe: Any) -> DoctorChecked:
 
 
 class RecordedFeed:
-    def __init__(self, path: str | Path):
+    """`path`: a run directory, trace or budget JSON, or a RecordedRun that `lltrace view` read
+    (with its budget) before the app took the screen."""
+
+    def __init__(self, path: Any):
         self.path = path
 
     def run(self, post: Post) -> None:
         from lltrace.errors import LltraceError
-        from lltrace.ui.recorded import load_recorded, load_run_budget
+        from lltrace.ui.recorded import RecordedRun, load_recorded, load_run_budget
 
+        read = self.path if isinstance(self.path, RecordedRun) else None
         try:
-            rec = load_recorded(self.path)
+            rec = read or load_recorded(self.path)
         except LltraceError as exc:
             post(BudgetReady(None, str(exc)))
             return
         post(RecordedLoaded(rec))
+        if read is not None and rec.budget is not None:
+            post(BudgetReady(rec.budget, rec.path.name))
+            return
         if not rec.has_trace:
             post(BudgetReady(None, "this run has no profiled window (lltrace run --profile-blocks A:B, "
                                    "or p in the live view)"))

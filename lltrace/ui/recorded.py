@@ -7,6 +7,7 @@ the profiled windows. The last two run in worker threads: a long run's files are
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from lltrace.capture.frame_clock import ClockStats, FrameRecord
 from lltrace.capture.rundir import read_json, read_run
 from lltrace.errors import LltraceError
 from lltrace.trace.loader import resolve_source
+from lltrace.capture.schema import check_meta
+from lltrace.inputs import is_regular_file, os_error
 
 TRACE_SUFFIXES = (".json", ".json.gz")
 
@@ -31,6 +34,7 @@ class RecordedRun:
     stats: ClockStats | None = None
     has_trace: bool = False                 # a budget can be built (a trace or a budget JSON)
     warnings: list[str] = field(default_factory=list)
+    budget: Any = None                      # read before the app opens (lltrace view), else None
 
     @property
     def name(self) -> str:
@@ -41,9 +45,14 @@ class RecordedRun:
 
 def locate(path: str | Path) -> tuple[str, Path]:
     """("run" | "trace" | "budget", path): lltrace.trace.loader.resolve_source, which also takes
-    a run directory that was never profiled here; a file must look like a trace."""
+    a run directory that was never profiled here; a file must look like a trace. A directory
+    that cannot be searched is a one-line error."""
     src = resolve_source(path, require_trace=False)
     if src.kind == "run" and not Path(path).is_file():   # a directory or a run id
+        try:
+            os.stat(os.path.join(src.run_dir, "."))   # the directory can be searched, not only listed
+        except OSError as exc:
+            raise os_error(src.run_dir, exc) from None
         return "run", src.run_dir
     if src.kind != "budget" and not src.path.name.endswith(TRACE_SUFFIXES):   # a file named explicitly
         raise LltraceError(f"{src.path}: not a trace (.json / .json.gz) nor a run directory")
@@ -55,12 +64,15 @@ def load_recorded(path: str | Path) -> RecordedRun:
     gives a run with only a budget."""
     kind, p = locate(path)
     if kind != "run":
-        meta = read_json(p.parent / "meta.json", []) if kind == "trace" else None
+        meta = check_meta(read_json(p.parent / "meta.json", []), []) if kind == "trace" else None
         return RecordedRun(path=p, kind=kind, meta=meta, has_trace=True)
     run = read_run(p)
     rec = RecordedRun(path=p, kind="run", meta=run.meta, summary=run.summary, frames=run.frames,
                       events=run.events, warnings=list(run.warnings),
                       has_trace=resolve_source(p, require_trace=False).has_trace)
+    for n in ("trace.json.gz", "trace.json"):   # a FIFO or device by a trace's name is never read
+        if os.path.lexists(p / n) and not is_regular_file(p / n):
+            rec.warnings.append(f"{n} is not a regular file: ignored")
     rec.stats = run.stats()
     if run.summary is None and run.frames:
         rec.warnings.append("no summary.json (the run was killed?): statistics recomputed from frames.jsonl")

@@ -207,7 +207,12 @@ def instrument_cache(pipeline: FakePipeline, level: str = "op"):
 
 if __name__ == "__main__":
     # python -m helpers.fake_pipeline RUN_DIR: stream 1000 slow blocks, profiling from block 1.
+    import faulthandler
+    import signal
+
     from lltrace.capture.session import run_session
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)   # a test that times out asks where it is
 
     pipe = FakePipeline(delay_s=0.05)
     result = run_session(pipe, num_blocks=1000, prompt="a cat", switches={2: "a dog"}, run_dir=sys.argv[1],
