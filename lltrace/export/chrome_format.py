@@ -134,7 +134,7 @@ def _check_event(i: int, e: Any, rep: Report) -> None:
         elif not all(_number(v) for v in args.values()):
             rep.error(i, "counter args must all be numbers")
     elif ph == "M":
-        spec = METADATA.get(name)
+        spec = METADATA.get(name) if isinstance(name, str) else None   # a hostile trace may name an event with a list
         if spec is None:
             rep.error(i, f"unknown metadata event {name!r}")
         else:
