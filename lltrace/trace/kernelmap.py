@@ -149,12 +149,10 @@ def _place(js: list[int], ops: np.ndarray, names: list[str], x, entries, out) ->
     # Triton launches: by name, in order. Then each other launch lies between two placed Triton
     # calls; the provenance entries between them are the calls that happen there.
     pos: list[int | None] = []
-    op_name: list[str | None] = []
     last = -1
     for j in js:
         op = int(ops[j])
         nm = names[int(x["name"][op])] if op >= 0 else None
-        op_name.append(nm)
         if nm is not None and _is_triton(nm) and triton_at.get(nm):
             q = triton_at[nm]
             while q and q[0] <= last:        # an earlier call of the same kernel name
@@ -164,7 +162,6 @@ def _place(js: list[int], ops: np.ndarray, names: list[str], x, entries, out) ->
                 pos.append(last)
                 continue
         pos.append(None)
-    bounds = [p for p in pos if p is not None]
     for k, j in enumerate(js):
         if pos[k] is not None:
             out[j] = entries[pos[k]][1] or ""
@@ -174,7 +171,6 @@ def _place(js: list[int], ops: np.ndarray, names: list[str], x, entries, out) ->
         gap = {entries[i][1] or "" for i in range(lo + 1, hi) if not _is_triton(entries[i][0])}
         if len(gap) == 1:
             out[j] = next(iter(gap))
-    del bounds
 
 
 def _ll_rows(trace: Trace) -> np.ndarray:
