@@ -170,10 +170,12 @@ def test_profiled_window_on_demand_fills_the_budget_tree(pipe, traces):
     async def go():
         app = LltraceApp(pipeline=pipe, session_kwargs=dict(num_blocks=4, prompt="a cat", regions_level="op"),
                          profile_window_blocks=1, doctor=False)
+        # Paused from the start: a pause pressed late on a loaded machine could land before the
+        # last block, and the window would then open after the run's end, with no block in it.
+        app.control.pause()
         async with app.run_test(size=SIZE) as pilot:
             tree = app.query_one(BudgetTree)
             assert tree.budget is None and "press p" in str(tree.root.label)
-            await pilot.press("space")
             await wait_for(pilot, lambda: app.control.paused_blocks, "the pause")
             await pilot.press("p", "space")
             await wait_for(pilot, lambda: tree.budget is not None, "the window's budget")
