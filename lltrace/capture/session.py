@@ -391,14 +391,8 @@ class Session:
                 return
             raise self._interrupt(signum)
 
-        # A SIGINT ignored by the parent (a background job, nohup) stays ignored.
-        handled = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
-        previous = {s: signal.signal(s, on_signal) for s in handled}
-        try:
+        with _handling(on_signal):
             yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
     @contextlib.contextmanager
     def _deferred(self):
@@ -429,13 +423,21 @@ class Session:
                 raise KeyboardInterrupt()
             print("lltrace: saving the run directory; Ctrl-C again to abort", file=sys.stderr, flush=True)
 
-        handled = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
-        previous = {s: signal.signal(s, on_int) for s in handled}
-        try:
+        with _handling(on_int):
             yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def _handling(handler):
+    """`handler` for SIGINT and SIGTERM while inside, the previous ones back after. A signal
+    ignored by the parent (a background job, nohup) stays ignored."""
+    handled = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+    previous = {s: signal.signal(s, handler) for s in handled}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
 
 
 def _peak_device_mem(clock: FrameClock) -> int | None:
