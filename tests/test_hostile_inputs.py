@@ -158,3 +158,36 @@ def test_hostile_field_values_are_warned_about_or_read(tmp_path_factory, edits):
         if res.rc == 2:   # refused in one line (export --check may refuse the copy it wrote)
             failure = hi.check(hi.Error(""), res)
             assert failure is None, failure
+
+
+APP_CASES = ["frames-wrong-types", "frames-huge-values", "meta-wrong-types", "meta-is-a-list", "events-wrong-types",
+             "summary-wrong-types", "killed-run", "frames-half-written-line"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", APP_CASES)
+def test_view_app_renders_what_the_check_let_through(name, corpus):
+    """What `lltrace view` hands the app (the run read before opening) renders: with wrong types
+    in frames.jsonl or meta.json the app used to raise inside a handler (ValueError,
+    AttributeError) and exit 0 after a traceback."""
+    import asyncio
+
+    from lltrace.ui.app import LltraceApp
+    from lltrace.ui.recorded import load_recorded, load_run_budget
+    from lltrace.ui.widgets import BudgetTree
+
+    path, _, _ = corpus(hi.BY_NAME[name])
+    rec = load_recorded(path)
+    rec.budget = load_run_budget(rec)
+
+    async def go():
+        app = LltraceApp(recorded=rec)
+        async with app.run_test(size=(150, 45)) as pilot:
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            await pilot.pause()
+            assert app.state.startswith("recorded run: ")
+            assert app.query_one(BudgetTree).budget is rec.budget
+
+    asyncio.run(go())
+    assert rec.warnings, "each of these cases is warned about"
