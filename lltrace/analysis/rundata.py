@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lltrace.capture.schema import check_events, check_frames, check_meta, check_summary
-from lltrace.inputs import is_regular_file
+from lltrace.inputs import is_regular_file, what_is
 
 
 @dataclass
@@ -28,8 +28,9 @@ def _present(path: Path, warnings: list[str]) -> bool:
     it could block forever), a missing file is just missing."""
     if is_regular_file(path):
         return True
-    if os.path.lexists(path):
-        warnings.append(f"{path.name} is not a regular file: ignored")
+    what = what_is(path) if os.path.lexists(path) else None
+    if what:
+        warnings.append(f"{path.name} is {what}, not a file: ignored")
     return False
 
 
