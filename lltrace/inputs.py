@@ -44,6 +44,18 @@ def check_path(path: Path | str) -> os.stat_result | None:
     return st
 
 
+def what_is(path: Path | str) -> str | None:
+    """"a FIFO (named pipe)", "a directory", ... for what is not a regular file; None for a
+    regular file or a path that cannot be looked at."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return "a dangling link" if os.path.islink(path) else None
+    if stat.S_ISREG(mode):
+        return None
+    return "a directory" if stat.S_ISDIR(mode) else _kind(mode) or "not a regular file"
+
+
 def is_regular_file(path: Path | str) -> bool:
     """Path.is_file() that is False (not an exception) when the path cannot be looked at."""
     try:

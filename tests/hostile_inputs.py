@@ -338,10 +338,10 @@ def _cases() -> list[Case]:
     add(Case("dev-null", lambda d: Path("/dev/null"), every(Error("is a character device, not a file"))))
     add(Case("socket", unix_socket, every(Error("is a socket, not a file"))))
     add(Case("fifo-as-trace-in-run", run_with(lambda r: ((r / "trace.json").unlink(), os.mkfifo(r / "trace.json"))),
-             every(Error("no trace file in this directory"), but={"view": Warn("trace.json is not a regular file")})))
-    add(Case("fifo-as-meta", run_with(replace_with_fifo("meta.json")), every(Warn("meta.json"))))
+             every(Error("no trace file in this directory"), but={"view": Warn("trace.json is a FIFO (named pipe), not a file")})))
+    add(Case("fifo-as-meta", run_with(replace_with_fifo("meta.json")), every(Warn("meta.json is a FIFO (named pipe), not a file"))))
     add(Case("fifo-as-frames", run_with(replace_with_fifo("frames.jsonl")),
-             every(Warn("frames.jsonl is not a regular file"), but={"budget": Ok(), "budget-json": Ok()})))
+             every(Warn("frames.jsonl is a FIFO (named pipe), not a file"), but={"budget": Ok(), "budget-json": Ok()})))
     # -- wrong but silent
     # export copies events as they are (warned), and --check then refuses the file it wrote
     bad_output = Error("does not follow the trace event format")

@@ -116,7 +116,7 @@ def run_template(tmp_path_factory):
 
 
 @pytest.mark.timeout(300)
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("LLTRACE_FUZZ_EXAMPLES", 25)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(meta=meta_docs | json_values, summary=json_values, frames=frame_lines, events=st.lists(json_values, max_size=4))
 def test_random_run_files_are_read_or_warned_about(run_template, tmp_path_factory, meta, summary, frames, events):
     """Whatever meta.json / summary.json / frames.jsonl / events.jsonl hold, diff, export and view
@@ -138,7 +138,7 @@ hostile_scalars = st.sampled_from([10**400, -10**400, 1e308, -1e308, float("nan"
 
 
 @pytest.mark.timeout(300)
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("LLTRACE_FUZZ_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edits=st.lists(st.tuples(st.integers(0, 200), st.sampled_from(["ts", "dur", "name", "pid", "tid", "id", "cat"]),
                                 hostile_scalars), min_size=1, max_size=8))
 def test_hostile_field_values_are_warned_about_or_read(tmp_path_factory, edits):

@@ -186,13 +186,14 @@ def check_summary(summary: Any, warnings: list[str], name: str = "summary.json")
 def _check_lines(lines: list[Any], check, name: str, warnings: list[str]) -> list[dict[str, Any]]:
     out, bad, first = [], 0, ""
     for i, line in enumerate(lines, 1):
+        line = printable(line)   # msgspec cannot even look at a lone surrogate
         try:
             check(line)
         except msgspec.ValidationError as exc:
             bad += 1
             first = first or f"record {i}: {_short(exc)}"
             continue
-        out.append(printable(line))
+        out.append(line)
     if bad:
         warnings.append(f"{name}: {bad} of {len(lines)} record(s) do not follow FORMATS.md §2 and were skipped "
                         f"({first})")

@@ -126,7 +126,7 @@ def _check_event(i: int, e: Any, rep: Report) -> None:
         if not (_time(e.get("dur")) and e["dur"] >= 0):
             rep.error(i, f"complete event without a finite dur in [0, 2^53] µs ({e.get('dur')!r})")
     elif ph in ("i", "I"):
-        if "s" in e and e["s"] not in SCOPES:
+        if "s" in e and not (isinstance(e["s"], str) and e["s"] in SCOPES):
             rep.error(i, f"instant scope s={e['s']!r} is not one of g, p, t")
     elif ph == "C":
         if not args:
@@ -255,4 +255,9 @@ def validate_file(path: str | Path, check_nesting: bool = True, nesting_pid: Any
         rep = Report()
         rep.error(-1, f"not readable as JSON ({type(exc).__name__}: {str(exc)[:200]})")
         return rep
-    return validate(data, check_nesting, nesting_pid)
+    try:
+        return validate(data, check_nesting, nesting_pid)
+    except RecursionError:   # an event holding JSON nested as deep as the decoder allowed
+        rep = Report()
+        rep.error(-1, "a value nested too deeply to check")
+        return rep
