@@ -19,7 +19,7 @@ from lltrace.capture.events import EventRecord, RunEvent, TimeBase
 from lltrace.capture.frame_clock import ClockStats, FrameRecord, clock_stats
 from lltrace.capture.schema import check_meta, check_summary
 from lltrace.errors import LltraceError
-from lltrace.inputs import check_path, is_regular_file
+from lltrace.inputs import check_path, is_regular_file, what_is
 from lltrace.paths import traces_dir
 
 STATUSES = ("running", "completed", "interrupted", "error")
@@ -254,8 +254,9 @@ def _present(path: Path, warnings: list[str]) -> bool:
     it could block forever), a missing file is just missing."""
     if is_regular_file(path):
         return True
-    if os.path.lexists(path):
-        warnings.append(f"{path.name} is not a regular file: ignored")
+    what = what_is(path) if os.path.lexists(path) else None
+    if what:
+        warnings.append(f"{path.name} is {what}, not a file: ignored")
     return False
 
 

@@ -18,7 +18,7 @@ from lltrace.capture.rundir import read_json, read_run
 from lltrace.errors import LltraceError
 from lltrace.trace.loader import resolve_source
 from lltrace.capture.schema import check_meta
-from lltrace.inputs import is_regular_file, os_error
+from lltrace.inputs import is_regular_file, os_error, what_is
 
 TRACE_SUFFIXES = (".json", ".json.gz")
 
@@ -71,8 +71,9 @@ def load_recorded(path: str | Path) -> RecordedRun:
                       events=run.events, warnings=list(run.warnings),
                       has_trace=resolve_source(p, require_trace=False).has_trace)
     for n in ("trace.json.gz", "trace.json"):   # a FIFO or device by a trace's name is never read
-        if os.path.lexists(p / n) and not is_regular_file(p / n):
-            rec.warnings.append(f"{n} is not a regular file: ignored")
+        what = what_is(p / n) if os.path.lexists(p / n) and not is_regular_file(p / n) else None
+        if what:
+            rec.warnings.append(f"{n} is {what}, not a file: ignored")
     rec.stats = run.stats()
     if run.summary is None and run.frames:
         rec.warnings.append("no summary.json (the run was killed?): statistics recomputed from frames.jsonl")
