@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lltrace.capture.rundir import RunData, read_json, read_run
+from lltrace.capture.rundir import RunData, read_meta, read_run
 from lltrace.trace.budget import Budget, budget_of, load_budget
 from lltrace.trace.instances import Instances, measure
 from lltrace.trace.loader import load_trace, resolve_source
@@ -42,7 +42,7 @@ def _run_of_budget(budget: Budget) -> RunData:
     if not run_id or not budget.source:
         return RunData(None)
     d = Path(budget.source).parent
-    meta = read_json(d / "meta.json", [])
+    meta = read_meta(d / "meta.json")
     if meta is None or meta.get("run_id") != run_id:
         return RunData(None)
     return read_run(d, meta)

@@ -19,7 +19,7 @@ from lltrace.capture.events import EventRecord, RunEvent, TimeBase
 from lltrace.capture.frame_clock import ClockStats, FrameRecord, clock_stats
 from lltrace.capture.schema import check_meta, check_summary
 from lltrace.errors import LltraceError
-from lltrace.inputs import check_path, is_regular_file, what_is
+from lltrace.inputs import is_regular_file, what_is
 from lltrace.paths import traces_dir
 
 STATUSES = ("running", "completed", "interrupted", "error")
@@ -260,23 +260,17 @@ def _present(path: Path, warnings: list[str]) -> bool:
     return False
 
 
-def read_json(path: Path, warnings: list[str], what: str = "") -> dict[str, Any] | None:
-    """A JSON object file, or None (missing); unreadable or not an object: a warning."""
+def read_json(path: Path, warnings: list[str], consequence: str = "ignored") -> Any:
+    """The decoded JSON file, or None when it is missing or unreadable (a warning says which and
+    ends with `consequence`). Any JSON value comes back: capture.schema's checks say what is
+    not an object."""
     if not _present(path, warnings):
         return None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        warnings.append(f"{path.name} is unreadable ({exc.__class__.__name__}): ignored{what}")
+        return json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as exc:
+        warnings.append(f"{path.name} is unreadable ({exc.__class__.__name__}): {consequence}")
         return None
-    except RecursionError:
-        warnings.append(f"{path.name} is nested too deeply: ignored{what}")
-        return None
-    if not isinstance(data, dict):
-        kind = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(data), "value")
-        warnings.append(f"{path.name} is a JSON {kind}, not an object: ignored{what}")
-        return None
-    return data
 
 
 def read_jsonl(path: Path, record, warnings: list[str]) -> list:
@@ -311,8 +305,7 @@ def read_run(run_dir: Path | None, meta: dict[str, Any] | None = None) -> RunDat
     run_dir = Path(run_dir)
     if meta is None:
         meta = check_meta(read_json(run_dir / "meta.json", warnings), warnings)
-    summary = read_json(run_dir / "summary.json", warnings)
-    return RunData(run_dir, meta, check_summary(summary, warnings) if summary is not None else None,
+    return RunData(run_dir, meta, check_summary(read_json(run_dir / "summary.json", warnings), warnings),
                    read_jsonl(run_dir / "frames.jsonl", FrameRecord, warnings),
                    read_jsonl(run_dir / "events.jsonl", EventRecord, warnings), warnings)
 
@@ -323,13 +316,4 @@ def read_meta(path: Path | None, warnings: list[str] | None = None) -> dict[str,
     if path is None:
         return None
     warnings = warnings if warnings is not None else []
-    try:
-        check_path(path)   # a FIFO or a device: LltraceError, not a read that never ends
-        meta = json.loads(path.read_text())
-    except LltraceError as exc:
-        warnings.append(f"{path.name} is unreadable ({exc.message}): no model config")
-        return None
-    except (OSError, ValueError, RecursionError) as exc:
-        warnings.append(f"{path.name} is unreadable ({exc.__class__.__name__}): no model config")
-        return None
-    return check_meta(meta, warnings, path.name)
+    return check_meta(read_json(path, warnings, "no model config"), warnings, path.name)
