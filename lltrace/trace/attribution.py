@@ -176,6 +176,24 @@ def _lookup(sorted_keys: np.ndarray, values: np.ndarray, keys: np.ndarray) -> np
     return out
 
 
+def _ops_by_external_id(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
+    """(External ids, sorted; the host ops, cpu_op / user_annotation / module ranges, that carry them)."""
+    x = trace.x
+    ops = np.nonzero(np.isin(x["cat"], np.array(HOST_RANGE, dtype=np.uint8)) & (x["ext"] >= 0))[0]
+    ops = ops[np.argsort(x["ext"][ops], kind="stable")]
+    return x["ext"][ops], ops
+
+
+def host_op_of(trace: Trace, rows: np.ndarray) -> np.ndarray:
+    """The host op (trace.x row) with each row's External id, e.g. the op around a runtime call;
+    -1 where there is none."""
+    keys, ops = _ops_by_external_id(trace)
+    ext = trace.x["ext"][rows]
+    out = _lookup(keys, ops, ext)
+    out[ext < 0] = -1
+    return out
+
+
 def attribute(trace: Trace, forest: Forest) -> Attribution:
     """Link every GPU activity to its launch and to the innermost range of `forest` around it."""
     x = trace.x
@@ -202,9 +220,7 @@ def attribute(trace: Trace, forest: Forest) -> Attribution:
     l_time[ok] = x["ts"][lr] + x["dur"][lr] / 2   # the middle of the call is strictly inside its op
 
     # host ops by External id (cpu_op / user_annotation / module ranges that have one)
-    ops = np.nonzero(np.isin(cat, np.array(HOST_RANGE, dtype=np.uint8)) & (x["ext"] >= 0))[0]
-    ops = ops[np.argsort(x["ext"][ops], kind="stable")]
-    op_ext = x["ext"][ops]
+    op_ext, ops = _ops_by_external_id(trace)
     # Runtime calls carry CUPTI timestamps, ops the profiler's host clock; they can disagree by
     # a few µs. Place the launch by the op that made it (its External id) when that op is on
     # the same thread around the call: the op and the regions share one clock.

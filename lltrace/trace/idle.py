@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from lltrace.trace.attribution import _top_level, thread_key
-from lltrace.trace.events import CPU_OP, HOST_RANGE, MEMCPY, RUNTIME, Trace
+from lltrace.trace.attribution import _top_level, host_op_of, thread_key
+from lltrace.trace.events import CPU_OP, MEMCPY, RUNTIME, Trace
 
 CAUSES = ("sync", "launch", "h2d", "gpu", "other")
 SYNC_CALLS = frozenset({"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
@@ -94,7 +94,7 @@ def analyze(trace: Trace, att, forest, region_path_of, blocks: int,
     site_idle: dict[tuple, float] = defaultdict(float)
     site_count: dict[tuple, int] = defaultdict(int)
     by_region: dict[tuple, dict[str, float]] = defaultdict(lambda: {c: 0.0 for c in CAUSES})
-    op_of_sync = _op_rows(trace, syncs)
+    op_of_sync = host_op_of(trace, syncs)
     sync_site = {}
     for k, s in enumerate(syncs.tolist()):
         op = int(op_of_sync[k])
@@ -164,22 +164,6 @@ def analyze(trace: Trace, att, forest, region_path_of, blocks: int,
          for f, ms in per_forward.items()), key=lambda r: -r["ms"])
     out["by_region"] = sorted(({"region": "/".join(p), "ms": sum(v.values()), **v} for p, v in by_region.items()),
                               key=lambda r: -r["ms"])
-    return out
-
-
-def _op_rows(trace: Trace, rows: np.ndarray) -> np.ndarray:
-    """Innermost host op around each runtime call (by External id)."""
-    x = trace.x
-    ops = np.nonzero(np.isin(x["cat"], np.array(HOST_RANGE, dtype=np.uint8)) & (x["ext"] >= 0))[0]
-    ops = ops[np.argsort(x["ext"][ops], kind="stable")]
-    keys = x["ext"][ops]
-    out = np.full(len(rows), -1, dtype=np.int64)
-    if not len(keys) or not len(rows):
-        return out
-    ext = x["ext"][rows]
-    pos = np.minimum(np.searchsorted(keys, ext), len(keys) - 1)
-    hit = (keys[pos] == ext) & (ext >= 0)
-    out[hit] = ops[pos[hit]]
     return out
 
 

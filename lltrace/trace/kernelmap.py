@@ -32,8 +32,8 @@ import numpy as np
 from lltrace import names
 from lltrace.capture.patterns import kernel_region
 from lltrace.trace import regions
-from lltrace.trace.attribution import build_forest, thread_key
-from lltrace.trace.events import CPU_OP, HOST_RANGE, RUNTIME, USER_ANNOTATION, Trace
+from lltrace.trace.attribution import build_forest, host_op_of, thread_key
+from lltrace.trace.events import CPU_OP, RUNTIME, USER_ANNOTATION, Trace
 
 COMPILED_PREFIX = "Torch-Compiled Region: "
 CAPTURE = names.GRAPH_CAPTURE   # ll/graph_capture[i]: around the capture of graph i
@@ -87,20 +87,6 @@ def _is_triton(name: str) -> bool:
     return name.startswith("triton_")
 
 
-def _op_of(trace: Trace, launch_rows: np.ndarray) -> np.ndarray:
-    """The host op (trace.x row) that made each launch: the op with the launch's External id."""
-    x = trace.x
-    ops = np.nonzero(np.isin(x["cat"], np.array(HOST_RANGE, dtype=np.uint8)) & (x["ext"] >= 0))[0]
-    ops = ops[np.argsort(x["ext"][ops], kind="stable")]
-    keys = x["ext"][ops]
-    ext = x["ext"][launch_rows]
-    pos = np.searchsorted(keys, ext)
-    pos_c = np.minimum(pos, max(len(keys) - 1, 0))
-    hit = (len(keys) > 0) & (pos < len(keys)) & (ext >= 0)
-    hit &= keys[pos_c] == ext if len(keys) else hit
-    return np.where(hit, ops[pos_c] if len(keys) else -1, -1)
-
-
 def _enclosing(trace: Trace, rows: np.ndarray, launch_rows: np.ndarray) -> np.ndarray:
     """Index into `rows` of the innermost of these host ranges around each launch (same
     thread, by the launch's middle); -1 if none."""
@@ -127,7 +113,7 @@ def compiled_regions(trace: Trace, launch_rows: np.ndarray,
     if not len(comp):
         return out
     where = _enclosing(trace, comp, launch_rows)
-    ops = _op_of(trace, launch_rows)
+    ops = host_op_of(trace, launch_rows)
     by_inst: dict[int, list[int]] = defaultdict(list)
     for j in np.argsort(x["ts"][launch_rows], kind="stable"):
         if where[j] >= 0:
@@ -212,7 +198,7 @@ def capture_record(trace: Trace, index: int, prov) -> list[tuple[tuple[str, ...]
     forest = build_forest(trace, ll)
     pos_of_row = {int(r): p for p, r in enumerate(forest.idx)}
     comp = compiled_regions(trace, launch, prov or {})
-    ops = _op_of(trace, launch)
+    ops = host_op_of(trace, launch)
     out = []
     for j in range(len(launch)):
         path: list[str] = []
