@@ -99,20 +99,28 @@ def _enclosing(trace: Trace, rows: np.ndarray, launch_rows: np.ndarray) -> np.nd
     return np.array([pos_of_row[int(forest.idx[p])] if p >= 0 else -1 for p in inner], dtype=np.int64)
 
 
+def compiled_calls(trace: Trace, launch_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the `Torch-Compiled Region: <id>` ranges of the trace, and for each launch the index of
+    the innermost one around it, -1 outside every one)."""
+    x, names = trace.x, trace.names
+    comp = np.nonzero((x["cat"] == CPU_OP) & np.isin(
+        x["name"], [i for i, nm in enumerate(names) if nm.startswith(COMPILED_PREFIX)]))[0]
+    return comp, _enclosing(trace, comp, launch_rows)
+
+
 def compiled_regions(trace: Trace, launch_rows: np.ndarray,
-                     prov: dict[str, list[tuple[str, str | None]]]) -> list[str | None]:
+                     prov: dict[str, list[tuple[str, str | None]]], calls=None) -> list[str | None]:
     """The provenance region (`ll/self_attn`, ...) of each launch made inside a compiled region;
     "" where provenance has the kernel but no module of it maps to a region (it stays in its
-    layer's own time); None where it is outside one or cannot be placed."""
+    layer's own time); None where it is outside one or cannot be placed. `calls`:
+    compiled_calls(trace, launch_rows), when the caller has it already."""
     x, names = trace.x, trace.names
     out: list[str | None] = [None] * len(launch_rows)
     if not len(launch_rows) or not prov:
         return out
-    comp = np.nonzero((x["cat"] == CPU_OP) & np.isin(
-        x["name"], [i for i, nm in enumerate(names) if nm.startswith(COMPILED_PREFIX)]))[0]
+    comp, where = calls if calls is not None else compiled_calls(trace, launch_rows)
     if not len(comp):
         return out
-    where = _enclosing(trace, comp, launch_rows)
     ops = host_op_of(trace, launch_rows)
     by_inst: dict[int, list[int]] = defaultdict(list)
     for j in np.argsort(x["ts"][launch_rows], kind="stable"):
@@ -271,11 +279,9 @@ def apply(trace: Trace, forest, att) -> KernelMapReport:
     lltrace = any(names[int(n)].startswith(regions.PREFIX) for n in forest.name[:64])
     # compiled code launched eagerly
     eager = np.nonzero((att.launch >= 0) & ~att.graph & ll_host)[0]
-    comp_rows = np.nonzero((x["cat"] == CPU_OP) & np.isin(x["name"], [i for i, nm in enumerate(names)
-                                                                      if nm.startswith(COMPILED_PREFIX)]))[0]
+    comp_rows, where = compiled_calls(trace, att.launch[eager])
     if len(eager) and len(comp_rows):
-        where = _enclosing(trace, comp_rows, att.launch[eager])
-        reg = compiled_regions(trace, att.launch[eager], prov) if prov else [None] * len(eager)
+        reg = compiled_regions(trace, att.launch[eager], prov, (comp_rows, where)) if prov else [None] * len(eager)
         grouped = 0
         for a, r, w in zip(eager.tolist(), reg, where.tolist()):
             host = int(att.host[a])
@@ -315,8 +321,9 @@ def _replays(trace: Trace, att, rg: np.ndarray, prov, rows: _Rows, rep: KernelMa
     for g in sorted(set(graph_of.tolist()) - {-1}):
         records[g] = _record(trace, g, prov)
     bad: dict[int, str] = {}
+    by_launch = np.split(rg[np.argsort(inv, kind="stable")], np.cumsum(np.bincount(inv, minlength=len(launches)))[:-1])
     for li, g in enumerate(graph_of.tolist()):
-        acts = rg[inv == li]
+        acts = by_launch[li]
         acts = acts[np.argsort(x["ts"][att.gpu[acts]], kind="stable")]
         rec = records.get(g) if g >= 0 else None
         why = None
