@@ -22,7 +22,7 @@ names no op or region.
 """
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import numpy as np
@@ -92,14 +92,30 @@ def analyze(trace: Trace, att, forest, region_path_of, blocks: int,
         return covers[th]
 
     site_idle: dict[tuple, float] = defaultdict(float)
-    site_count: dict[tuple, int] = defaultdict(int)
     by_region: dict[tuple, dict[str, float]] = defaultdict(lambda: {c: 0.0 for c in CAUSES})
+    # each sync call's site, once: (the op that made it, the region it ran in)
     op_of_sync = host_op_of(trace, syncs)
-    sync_site = {}
-    for k, s in enumerate(syncs.tolist()):
-        op = int(op_of_sync[k])
-        key = (names[int(x["name"][op])] if op >= 0 else names[int(x["name"][s])], "")
-        sync_site[s] = key
+    sync_host = forest.innermost(sync_th, x["ts"][syncs] + x["dur"][syncs] / 2) if len(syncs) else syncs
+    site_of = [(names[int(x["name"][op])] if op >= 0 else names[int(x["name"][r])],
+                "/".join(region_path_of(int(h)) or ()) if h >= 0 else "")
+               for r, op, h in zip(syncs.tolist(), op_of_sync.tolist(), sync_host.tolist())]
+    # per launch thread, the syncs by end time: a gap looks up the few that ended inside it
+    by_thread: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for th in np.unique(sync_th).tolist():
+        k = np.nonzero(sync_th == th)[0]
+        k = k[np.argsort(sync_end[k], kind="stable")]
+        by_thread[th] = (k, sync_end[k])
+
+    def sync_before(th: int, g0: float, lt: float) -> int | None:
+        """The last sync on thread `th` that returned when the GPU drained at g0, before launch lt."""
+        if th not in by_thread:
+            return None
+        k, ends = by_thread[th]
+        lo, hi = np.searchsorted(ends, g0 - _EPS_US, "left"), np.searchsorted(ends, lt + 1e-3, "right")
+        hits = [int(i) for i in k[lo:hi] if x["ts"][syncs[i]] < g0 + _EPS_US]
+        return max(hits) if hits else None
+
+    launch_th = thread_key(trace, np.maximum(att.launch, 0))
     pids = x["pid"][g]
     for pid in np.unique(pids):
         sel = np.nonzero(pids == pid)[0]
@@ -116,14 +132,13 @@ def analyze(trace: Trace, att, forest, region_path_of, blocks: int,
             cause, site = "other", None
             if launch >= 0:
                 lt = float(x["ts"][launch])
-                th = int(thread_key(trace, np.array([launch]))[0])
+                th = int(launch_th[a_pos])
                 if lt < g0:
                     cause = "gpu"
                 else:
-                    m = np.nonzero((sync_th == th) & (sync_end >= g0 - _EPS_US) & (sync_end <= lt + 1e-3)
-                                   & (x["ts"][syncs] < g0 + _EPS_US))[0] if len(syncs) else []
-                    if len(m):
-                        cause, site = "sync", int(syncs[m[-1]])
+                    site = sync_before(th, g0, lt)
+                    if site is not None:
+                        cause = "sync"
                     elif x["cat"][g[a_pos]] == MEMCPY:
                         cause = "h2d"
                     else:
@@ -143,12 +158,8 @@ def analyze(trace: Trace, att, forest, region_path_of, blocks: int,
             path = region_path_of(host) if host >= 0 else ("(unattributed)",)
             by_region[path][cause] += ms
             if site is not None:
-                key = (sync_site[site][0], "/".join(region_path_of(_host_of(trace, forest, site)) or ()))
-                site_idle[key] += ms
-    # every sync call counts, whether or not a gap followed it
-    for s in syncs.tolist():
-        key = (sync_site[s][0], "/".join(region_path_of(_host_of(trace, forest, s)) or ()))
-        site_count[key] += 1
+                site_idle[site_of[site]] += ms
+    site_count = Counter(site_of)   # every sync call counts, whether or not a gap followed it
     per = max(blocks, 1)
     out["sync_sites"] = sorted(({"op": op, "where": where, "count": n, "per_block": n / per,
                                  "idle_ms": site_idle.get((op, where), 0.0)}
@@ -165,10 +176,3 @@ def analyze(trace: Trace, att, forest, region_path_of, blocks: int,
     out["by_region"] = sorted(({"region": "/".join(p), "ms": sum(v.values()), **v} for p, v in by_region.items()),
                               key=lambda r: -r["ms"])
     return out
-
-
-def _host_of(trace: Trace, forest, row: int) -> int:
-    """The region row around a host event."""
-    x = trace.x
-    return int(forest.innermost(thread_key(trace, np.array([row])),
-                                np.array([x["ts"][row] + x["dur"][row] / 2]))[0])
