@@ -51,26 +51,27 @@ class GraphCaptureRecorder:
     @contextlib.contextmanager
     def record(self, index: int) -> Iterator[None]:
         state = self.window_state()
-        if state == "recording" or self.out_dir is None or not torch.cuda.is_available():
-            with Region(capture_region(index)):
-                yield
-            self._done(index, "trace" if state == "recording" else None)
-            return
-        if state != "idle":
-            with Region(capture_region(index)):
-                yield
-            self._done(index, None, "the profiler window was warming up during the capture")
-            return
-        prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=False)
-        prof.start()
+        can = self.out_dir is not None and torch.cuda.is_available()
+        prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=False) \
+            if can and state == "idle" else None
+        if prof is not None:
+            prof.start()
         try:
             with Region(capture_region(index)):
                 yield
         finally:
-            prof.stop()
-        path = self.out_dir / CAPTURE_FILE.format(index=index)
-        write_trace_gz(prof, path)
-        self._done(index, path.name)
+            if prof is not None:
+                prof.stop()
+        if prof is not None:
+            path = self.out_dir / CAPTURE_FILE.format(index=index)
+            write_trace_gz(prof, path)
+            self._done(index, path.name)
+        elif state == "recording":
+            self._done(index, "trace")
+        elif can:
+            self._done(index, None, "the profiler window was warming up during the capture")
+        else:
+            self._done(index, None)
 
     def _done(self, index: int, where: str | None, why: str | None = None) -> None:
         rec = {"graph": index, "record": where}
