@@ -17,14 +17,14 @@ from lltrace.errors import LltraceError
 
 # name -> "module:attribute"; the module is imported only when the command runs.
 SUBCOMMANDS = {
-    "run": ("commands.run:run", "Run the LongLive pipeline under the profiler (live TUI or headless)."),
-    "bench": ("commands.bench:bench", "Time presets on the GPU: ms per forward, block, video frame."),
-    "budget": ("commands.budget:budget", "Hierarchical GPU/CPU time budget of a run or any torch-profiler trace."),
-    "diff": ("commands.diff:diff", "Compare two runs or traces, region by region and kernel by kernel."),
-    "export": ("commands.export:export", "Write a Chrome trace with lltrace tracks that opens in Perfetto."),
-    "view": ("commands.view:view", "Browse a recorded run or trace in the TUI."),
-    "doctor": ("commands.doctor:doctor", "CUDA-graph and torch.compile health of each pipeline stage."),
-    "presets": ("commands.presets:presets", "List the presets and their knobs."),
+    "run": ("lltrace.commands.run:run", "Run the LongLive pipeline under the profiler (live TUI or headless)."),
+    "bench": ("lltrace.commands.bench:bench", "Time presets on the GPU: ms per forward, block, video frame."),
+    "budget": ("lltrace.commands.budget:budget", "Hierarchical GPU/CPU time budget of a run or any torch-profiler trace."),
+    "diff": ("lltrace.commands.diff:diff", "Compare two runs or traces, region by region and kernel by kernel."),
+    "export": ("lltrace.commands.export:export", "Write a Chrome trace with lltrace tracks that opens in Perfetto."),
+    "view": ("lltrace.commands.view:view", "Browse a recorded run or trace in the TUI."),
+    "doctor": ("lltrace.commands.doctor:doctor", "CUDA-graph and torch.compile health of each pipeline stage."),
+    "presets": ("lltrace.commands.presets:presets", "List the presets and their knobs."),
 }
 
 

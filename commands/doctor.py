@@ -5,7 +5,7 @@ import json
 
 import click
 
-from commands.params import MODULE_FACTORY
+from lltrace.commands.params import MODULE_FACTORY
 from lltrace.errors import LltraceError
 
 

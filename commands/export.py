@@ -5,7 +5,7 @@ import contextlib
 
 import click
 
-from commands.params import BLOCKS, MS_WINDOW
+from lltrace.commands.params import BLOCKS, MS_WINDOW
 
 
 @click.command()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from commands.params import FRAME_PROMPT, NO_BLOCKS, PROFILE_BLOCKS
+from lltrace.commands.params import FRAME_PROMPT, NO_BLOCKS, PROFILE_BLOCKS
 from lltrace.errors import LltraceError
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 def configs_dir() -> Path:
-    """`configs/` of the checkout; LLTRACE_CONFIGS overrides it (installed elsewhere)."""
-    return Path(os.environ.get("LLTRACE_CONFIGS", REPO_ROOT / "configs"))
+    """The presets and model configs: `lltrace/configs` (the repository's `configs/`, shipped
+    as package data, so an installed wheel has them too); LLTRACE_CONFIGS overrides it."""
+    return Path(os.environ.get("LLTRACE_CONFIGS", Path(__file__).resolve().parent / "configs"))
 
 
 def traces_dir() -> Path:

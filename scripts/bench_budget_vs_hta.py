@@ -122,7 +122,7 @@ def main() -> int:
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
     tools = {
-        "lltrace budget --json": [sys.executable, "-m", "commands.cli", "budget", str(big), "--json"],
+        "lltrace budget --json": [sys.executable, "-m", "lltrace", "budget", str(big), "--json"],
         "lltrace load_trace only": [sys.executable, "-c",
                                     f"from lltrace.trace.loader import load_trace; load_trace({str(big)!r})"],
         "HTA TraceAnalysis(trace_dir)": [args.hta_python, "-c",

@@ -28,7 +28,7 @@ SIZE = (160, 48)   # columns, rows
 
 
 def _cli(args: argparse.Namespace) -> list[str]:
-    cmd = [sys.executable, "-m", "commands.cli", "run", "-p", args.preset, "--frames", str(args.frames),
+    cmd = [sys.executable, "-m", "lltrace", "run", "-p", args.preset, "--frames", str(args.frames),
            "--profile-blocks", "none", "--regions", args.regions]
     for kv in args.set or ():
         cmd += ["--set", kv]

@@ -8,7 +8,7 @@ Each `Case` builds its input under a directory and says what each command must d
 - `Ok(absent)`: exit code 0, and no warning holding `absent`.
 A command a case does not name is not run on it (doctor only takes Python files).
 
-The commands run through `commands.cli.main` with stdout / stderr as strict UTF-8 text
+The commands run through `lltrace.commands.cli.main` with stdout / stderr as strict UTF-8 text
 streams (a terminal's encoding: printing a lone surrogate would raise there too).
 `view` is run up to the point where the app would take the screen (`run_view_app` is
 replaced by a stub that records what it was handed).
@@ -467,7 +467,7 @@ def _alarm(seconds: int):
 
 def invoke(command: str, path: Path, base: Path, work: Path) -> Result:
     """Run one command on `path` in this process (see the module docstring)."""
-    from commands.cli import main
+    from lltrace.commands.cli import main
 
     argv = {"budget": ["budget", str(path), "--depth", "2", "--by", "region"],
             "budget-json": ["budget", str(path), "--json"],

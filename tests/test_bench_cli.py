@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from commands.cli import main
+from lltrace.commands.cli import main
 
 
 @pytest.mark.slow

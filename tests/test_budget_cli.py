@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from commands.cli import main
+from lltrace.commands.cli import main
 from lltrace.analysis import hta
 from helpers.synthetic_trace import lltrace_run, write
 
@@ -140,7 +140,7 @@ def test_hta_missing_is_a_clear_error(capsys, trace_file, monkeypatch):
 def test_progress_bar_on_a_terminal(tmp_path, trace_file, monkeypatch):
     from rich.console import Console
 
-    import commands.budget as cmd
+    import lltrace.commands.budget as cmd
     from lltrace.trace.loader import load_trace, resolve_source
 
     monkeypatch.setattr(cmd, "PROGRESS_ABOVE", 0)

@@ -283,7 +283,7 @@ def test_interrupted_run_leaves_a_readable_run_directory(tmp_path, sig, capsys):
     assert {"ll/block[1]", "ll/block[4]", "ll/clock_sync"} <= names
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")]
     # ... and `lltrace budget` reads it.
-    from commands.cli import main
+    from lltrace.commands.cli import main
 
     capsys.readouterr()
     assert main(["budget", str(run), "--json"]) == 0, capsys.readouterr().err

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from commands.cli import main
+from lltrace.commands.cli import main
 from lltrace.analysis import noise
 from lltrace.analysis.diff import diff
 from lltrace.analysis.side import load_side

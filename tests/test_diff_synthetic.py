@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from commands.cli import main
+from lltrace.commands.cli import main
 from lltrace.analysis import noise
 from lltrace.analysis.diff import diff
 from lltrace.analysis.side import load_side

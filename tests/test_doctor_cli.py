@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from commands.cli import main
+from lltrace.commands.cli import main
 from lltrace.doctor.graph import diagnose_module
 from lltrace.ui.doctor_report import panel_lines, panel_verdict
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from commands.cli import main
+from lltrace.commands.cli import main
 from lltrace.trace.instances import measure
 from lltrace.trace.budget import build_budget
 from lltrace.trace.loader import load_trace

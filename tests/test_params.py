@@ -4,8 +4,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from commands.cli import main
-from commands.params import BLOCKS, FRAME_PROMPT, MODULE_FACTORY, MS_WINDOW, NO_BLOCKS, PROFILE_BLOCKS
+from lltrace.commands.cli import main
+from lltrace.commands.params import BLOCKS, FRAME_PROMPT, MODULE_FACTORY, MS_WINDOW, NO_BLOCKS, PROFILE_BLOCKS
 
 
 @pytest.mark.parametrize("ptype,text,value", [

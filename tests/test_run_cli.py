@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from commands.cli import main
+from lltrace.commands.cli import main
 
 
 @pytest.fixture

@@ -87,7 +87,7 @@ def test_locate_rejects_what_is_not_a_run(tmp_path, monkeypatch):
 
 
 def test_view_command_errors_are_one_line(tmp_path, recorded_run, capsys):
-    from commands.cli import main
+    from lltrace.commands.cli import main
 
     assert main(["view", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()

@@ -118,7 +118,7 @@ def test_live_app_in_a_terminal_quits_with_a_final_run_directory(tmp_path):
 
 def test_view_command_in_a_terminal(tmp_path):
     run = make_recorded_run(tmp_path / "runs")
-    term = Terminal([sys.executable, "-m", "commands.cli", "view", str(run)], _env(tmp_path))
+    term = Terminal([sys.executable, "-m", "lltrace", "view", str(run)], _env(tmp_path))
     try:
         term.wait_for(b"events (1 recompile")
         term.wait_for(b"host time")

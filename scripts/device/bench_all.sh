@@ -10,7 +10,7 @@
 #     bash scripts/device/bench_all.sh
 # with carry [".whl"]; the files written under $OUT come back with the result.
 . scripts/device/setup.sh || exit 1
-python3 -m commands.cli bench -p baseline --set local_attn_size=15 --warmup 2 --blocks 4 --out $OUT/bench-window15.json --markdown 2>&1 | tail -4
+python3 -m lltrace bench -p baseline --set local_attn_size=15 --warmup 2 --blocks 4 --out $OUT/bench-window15.json --markdown 2>&1 | tail -4
 for p in baseline balanced turbo turbo-fp8 ultra; do
-  timeout ${PRESET_TIMEOUT:-150} python3 -m commands.cli bench -p $p --warmup 3 --blocks 6 --out $OUT/bench-$p.json --markdown 2>&1 | grep -v -E "torchao|_pytree|^W1" | tail -6
+  timeout ${PRESET_TIMEOUT:-150} python3 -m lltrace bench -p $p --warmup 3 --blocks 6 --out $OUT/bench-$p.json --markdown 2>&1 | grep -v -E "torchao|_pytree|^W1" | tail -6
 done

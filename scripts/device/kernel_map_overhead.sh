@@ -5,7 +5,7 @@
 export LLTRACE_TRACES=/tmp/ovh
 for i in 1 2 3 4 5; do
   for mode in kernel-map no-kernel-map; do
-    python3 -m commands.cli run -p ultra --headless --frames 129 --profile-blocks none --$mode --json \
+    python3 -m lltrace run -p ultra --headless --frames 129 --profile-blocks none --$mode --json \
       2>/dev/null > /tmp/s.json
     python3 - "$mode" "$i" <<'PY' | tee -a $OUT/overhead.txt
 import json, sys

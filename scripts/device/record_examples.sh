@@ -11,7 +11,7 @@ export LLTRACE_TRACES=/tmp/runs
 run() {  # name, timeout, args...
   local name=$1 limit=$2; shift 2
   echo "== $name: lltrace run $*"
-  timeout $limit python3 -m commands.cli run --headless "$@" 2>&1 | grep -v -E "torchao|_pytree|^W1|USDT" | tail -14
+  timeout $limit python3 -m lltrace run --headless "$@" 2>&1 | grep -v -E "torchao|_pytree|^W1|USDT" | tail -14
   local d=$(ls -td /tmp/runs/* | head -1)
   mv "$d" /tmp/runs-$name && tar -C /tmp -cf $OUT/$name.tar runs-$name && ls -la /tmp/runs-$name
 }
