@@ -24,6 +24,11 @@ GRAPH_CAPTURE, GRAPH = "graph_capture", "graph"
 # `a+b` for a kernel fused from regions a and b, which take no name() call)
 MODULATION, GRAPH_LAUNCH = "modulation", "graph_launch"
 
+# a zero-length marker that lltrace.capture.syncs leaves inside each host sync of a profiler
+# window: `ll/sync_site:<file>:<line> <function>`, the Python line that made the sync
+SYNC_SITE_KIND = "sync_site"
+_SYNC_SITE = f"ll/{SYNC_SITE_KIND}:"
+
 INDEXED = frozenset({BLOCK, STEP, LAYER, GRAPH_CAPTURE, GRAPH})
 KINDS = frozenset({RUN, TEXT_ENCODE, BLOCK, NOISE, STEP, CONTEXT, DECODE, RECACHE, EMBED, LAYER, NORM,
                    SELF_ATTN, KV_UPDATE, CROSS_ATTN, FFN, HEAD, CLOCK_SYNC_KIND, GRAPH_CAPTURE, GRAPH,
@@ -43,6 +48,19 @@ def name(kind: str, index: int | None = None) -> str:
 
 
 CLOCK_SYNC = name(CLOCK_SYNC_KIND)   # zero-length marker at the start of each profiler window
+
+
+def sync_site(path: str, line: int, function: str) -> str:
+    """`sync_site("model.py", 230, "forward")` -> `ll/sync_site:model.py:230 forward`."""
+    return f"{_SYNC_SITE}{path}:{int(line)} {function}"
+
+
+def parse_sync_site(full_name: str) -> tuple[str, str] | None:
+    """`ll/sync_site:model.py:230 forward` -> ("model.py:230", "forward"); else None."""
+    if not full_name.startswith(_SYNC_SITE):
+        return None
+    where, _, function = full_name[len(_SYNC_SITE):].rpartition(" ")
+    return (where, function) if where else (function, "")
 
 
 def is_lltrace(full_name: str) -> bool:

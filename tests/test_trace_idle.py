@@ -129,3 +129,71 @@ def test_real_runs_classify_their_idle_time(run):
     assert idle["total_ms"] == pytest.approx(b.idle_gpu_ms, rel=1e-6)
     named = idle["total_ms"] - idle["by_cause"]["other"]
     assert named >= 0.9 * idle["total_ms"]
+
+
+def test_a_sync_site_marker_inside_the_op_names_the_python_line(tmp_path):
+    """CUDA layout: lltrace.capture.syncs leaves `ll/sync_site:<file>:<line> <fn>` inside
+    aten::_local_scalar_dense, before its cudaStreamSynchronize; the site carries that line."""
+    from lltrace import names
+    data = json.loads(_trace(tmp_path, syncs_in_layer1=2).read_text())
+    ev = data["traceEvents"]
+    ops = [e for e in ev if e.get("name") == "aten::_local_scalar_dense"]
+    for op in ops:
+        ev.append({"ph": "X", "cat": "user_annotation", "name": names.sync_site("pipe/model.py", 231, "attend"),
+                   "pid": op["pid"], "tid": op["tid"], "ts": op["ts"] + 0.2, "dur": 0})
+    # a marker on another thread at the same time must not be taken
+    ev.append({"ph": "X", "cat": "user_annotation", "name": names.sync_site("other.py", 1, "f"),
+               "pid": HOST, "tid": 99, "ts": ops[0]["ts"] + 0.3, "dur": 0})
+    p = tmp_path / "marked.json"
+    p.write_text(json.dumps(data))
+    b = build_budget(load_trace(p))
+    (site,) = [s for s in b.idle["sync_sites"] if s["count"]]
+    assert site["line"] == "pipe/model.py:231 attend" and site["count"] == 2
+    # the marker is no region: the tree keeps its layers and has no sync_site node
+    assert "sync_site" not in json.dumps(b.to_dict()["tree"])
+
+
+PLANTED = "planted .item()"
+
+
+def _plant_item(pipe, layer: int):
+    """A layer whose forward reads a tensor on the host once per call (the planted sync)."""
+    block = pipe.generator.blocks[layer]
+    forward = block.forward
+
+    def forward_with_item(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        out.float().abs().mean().item()   # planted .item()
+        return out
+    block.forward = forward_with_item
+    return forward_with_item.__code__.co_firstlineno + 2   # the planted line
+
+
+def test_cpu_run_names_the_planted_item_line_and_its_count_per_block(tmp_path, monkeypatch):
+    """A real CPU run of the tiny pipeline with a planted `.item()` in layer 1's forward: the
+    budget's sync sites name this file's line, with exactly one per forward of every block."""
+    from lltrace.capture import syncs
+    from lltrace.capture.session import run_session
+    # this pipeline is eager; other tests in this worker process may have compiled graphs, which
+    # (rightly, test_syncs_cuda.py) keeps the CPU marker mode off in a real process
+    monkeypatch.setattr(syncs, "_compiled_anything", lambda: False)
+    from lltrace.pipeline.generator import StreamingPipeline
+    from lltrace.pipeline.presets import cpu_fallback, load_preset
+
+    p, _ = cpu_fallback(load_preset("baseline"))
+    pipe = StreamingPipeline(p, model="tiny", device="cpu")
+    line = _plant_item(pipe, layer=1)
+    run = tmp_path / "run"
+    result = run_session(pipe, num_blocks=4, prompt="a cat", run_dir=run, profile_blocks=(1, 3),
+                         handle_signals=False)
+    assert result.status == "completed"
+    b = load_budget(run)
+    here = f"{Path(__file__).name}:{line} forward_with_item"
+    planted = [s for s in b.idle["sync_sites"] if s["line"] and s["line"].endswith(here)]
+    assert planted, b.idle["sync_sites"]
+    forwards_per_block = len(p.denoising_steps) + 1     # the steps and the context forward
+    assert sum(s["count"] for s in planted) == 2 * forwards_per_block    # 2 profiled blocks
+    assert all("layer[1]" in s["where"] for s in planted)
+    assert sum(s["per_block"] for s in planted) == forwards_per_block
+    # every op that would sync on a GPU is named by its line (here: the scheduler's table lookups)
+    assert all(s["line"] for s in b.idle["sync_sites"]), b.idle["sync_sites"]

@@ -25,6 +25,7 @@ from torch.profiler import ProfilerAction, ProfilerActivity, profile, record_fun
 
 from lltrace import names
 from lltrace.capture.events import EventSink, RunEvent, TimeBase
+from lltrace.capture.syncs import SyncSites
 from lltrace.errors import LltraceError
 
 CLOCK_SYNC = names.CLOCK_SYNC
@@ -97,6 +98,7 @@ class ProfilerWindow:
         self._closing = False
         self._saved = False
         self._mid_block = False
+        self._syncs = None                     # SyncSites while a window records
 
     # -- state ----------------------------------------------------------------------------------
     @property
@@ -187,11 +189,19 @@ class ProfilerWindow:
         if self._window_start is None and self.recording:
             self._window_start = self._block
             self._mark_clock_sync()
+            self._syncs = SyncSites(cuda=torch.cuda.is_initialized())   # the pipeline's device
+            self._syncs.start()
             self._emit(RunEvent("profile_window", f"profiling from block {self._block}",
                                 {"phase": "start", "block": self._block,
                                  "blocks": list(self.blocks) if self._mode == "schedule" else None}))
 
+    def _stop_syncs(self) -> None:
+        if self._syncs is not None:
+            self._syncs.stop()
+            self._syncs = None
+
     def _release(self) -> None:
+        self._stop_syncs()
         self._prof, self._mode, self._window_start, self._saved = None, None, None, False
 
     def _mark_clock_sync(self) -> None:
@@ -203,6 +213,7 @@ class ProfilerWindow:
             self.on_clock_sync(base)
 
     def _trace_ready(self, prof: profile) -> None:
+        self._stop_syncs()
         start = self._window_start if self._window_start is not None else self._block
         stop = self._block + 1 if self._closing and self._mid_block else self._block
         n = len(self.traces) + 1

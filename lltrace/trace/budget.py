@@ -189,8 +189,10 @@ def budget_of(trace: Trace, inst: Instances) -> Budget:
         idle_by = idle.analyze(trace, att, ra.forest, lambda k: inst.regions[k].path,
                                blocks.count if blocks is not None else 1,
                                lambda path: inst.node(path).count if inst.node(path) is not None else 1)
-    else:
-        idle_by = None
+    else:   # no gaps to classify; the sync sites are the ops that would sync on a GPU
+        blocks = inst.node(("block",))
+        idle_by = idle.analyze(trace, None, ra.forest, lambda k: inst.regions[k].path,
+                               blocks.count if blocks is not None else 1)
         warnings.append("no GPU events in this trace: a CPU-only budget (host ms per region; "
                         "op classes of the top-level host ops)")
         classes = {labels[c]: float(v) for c, v in enumerate(inst.self_ms[:, :-1].sum(0)) if v > 0}

@@ -17,6 +17,10 @@ when activity N starts; N's launch (the runtime call that enqueued it) says why:
 - `gpu`: N was enqueued before the gap began, so the host was ahead: a stream dependency or the
   device's own scheduling (HTA's "kernel wait").
 - `other`: no launch is known for N (a foreign trace without correlation ids).
+A sync site's `line` is the Python line that made the sync, from the `ll/sync_site` marker that
+lltrace leaves inside it while it records (lltrace.capture.syncs); traces without markers name
+the op and region only. A CPU-only trace has no syncs, but its sync sites are the ops that would
+sync on a GPU (`aten::_local_scalar_dense` under item / bool / int, `aten::nonzero`, ...).
 Hand-written: HolisticTraceAnalysis splits idle time into host/kernel wait only, per stream, and
 names no op or region.
 """
@@ -27,13 +31,17 @@ from typing import Any
 
 import numpy as np
 
+from lltrace import names as region_names
 from lltrace.trace.attribution import _top_level, host_op_of, thread_key
-from lltrace.trace.events import CPU_OP, MEMCPY, RUNTIME, Trace
+from lltrace.trace.events import CPU_OP, MEMCPY, RUNTIME, USER_ANNOTATION, Trace
 
 CAUSES = ("sync", "launch", "h2d", "gpu", "other")
 SYNC_CALLS = frozenset({"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
                         "cudaMemcpy", "cuStreamSynchronize", "cuCtxSynchronize", "cuEventSynchronize",
                         "cuMemcpyDtoH_v2", "cuMemcpyHtoD_v2"})
+# the ops behind a sync (or that would make one, on a GPU): item / bool / int / float -> scalar read
+WOULD_SYNC_OPS = frozenset({"aten::_local_scalar_dense", "aten::nonzero", "aten::nonzero_static",
+                            "aten::masked_select"})
 _EPS_US = 2.0     # a sync "returned when the GPU drained" if it ended within this of the gap's start
 
 
@@ -59,23 +67,58 @@ def _prefix(starts: np.ndarray, ends: np.ndarray):
 FORWARDS = ("step[", "context", "recache")
 
 
+def _rows_named(trace: Trace, cat: int, wanted) -> np.ndarray:
+    ids = np.array([i for i, n in enumerate(trace.names) if wanted(n)], dtype=np.int64)
+    return np.nonzero((trace.x["cat"] == cat) & np.isin(trace.x["name"], ids))[0]
+
+
+def _site_lines(trace: Trace, syncs: np.ndarray, sync_th: np.ndarray, op_ts: np.ndarray) -> list[str | None]:
+    """Each sync's `file:line function` from the sync-site marker in it: on its thread, the latest
+    marker that started before the sync ended and either reaches into the sync (CPU: the marker
+    wraps the call) or started inside the sync's op (CUDA: the marker is left inside the op)."""
+    x = trace.x
+    marks = _rows_named(trace, USER_ANNOTATION, lambda n: region_names.parse_sync_site(n) is not None)
+    out: list[str | None] = [None] * len(syncs)
+    if not len(marks) or not len(syncs):
+        return out
+    m_th = thread_key(trace, marks)
+    s_ts, s_end = x["ts"][syncs], x["ts"][syncs] + x["dur"][syncs]
+    for th in np.unique(m_th).tolist():
+        m = marks[m_th == th]
+        m = m[np.argsort(x["ts"][m], kind="stable")]
+        m_ts, m_end = x["ts"][m], x["ts"][m] + x["dur"][m]
+        for i in np.nonzero(sync_th == th)[0].tolist():
+            k = int(np.searchsorted(m_ts, s_end[i], "right")) - 1
+            if k >= 0 and (m_end[k] >= s_ts[i] or m_ts[k] >= op_ts[i]):
+                where, function = region_names.parse_sync_site(trace.names[int(x["name"][m[k]])])
+                out[i] = f"{where} {function}".strip()
+    return out
+
+
 def analyze(trace: Trace, att, forest, region_path_of, blocks: int,
             instances_of=None) -> dict[str, Any]:
-    """The `idle` object of the budget (see the module docstring). `region_path_of(host row)`
-    gives a forest row's tree path; `blocks` normalises sync counts per block;
-    `instances_of(path)` counts a node's instances (for the per-forward bound)."""
+    """The `idle` object of the budget (see the module docstring). `att`: the GPU attribution,
+    None for a CPU-only trace (sync sites only); `region_path_of(host row)` gives a forest row's
+    tree path; `blocks` normalises sync counts per block; `instances_of(path)` counts a node's
+    instances (for the per-forward bound)."""
     x, names = trace.x, trace.names
     out: dict[str, Any] = {"total_ms": 0.0, "by_cause": {c: 0.0 for c in CAUSES},
                            "launch_host_ms": {"python": 0.0, "ops": 0.0, "runtime": 0.0},
                            "gaps": 0, "by_region": [], "sync_sites": [], "launch_bound_per_forward": []}
-    g = att.gpu
-    if not len(g):
-        return out
+    g = att.gpu if att is not None else np.zeros(0, np.int64)
     is_rt = x["cat"] == RUNTIME
-    sync_ids = np.array([i for i, n in enumerate(names) if n in SYNC_CALLS], dtype=np.int64)
-    syncs = np.nonzero(is_rt & np.isin(x["name"], sync_ids))[0]
+    if att is not None:
+        syncs = _rows_named(trace, RUNTIME, SYNC_CALLS.__contains__)
+        op_of_sync = host_op_of(trace, syncs)
+    else:   # CPU: the outermost ops that would sync on a GPU are the syncs and their own ops
+        syncs = _top_level(trace, _rows_named(trace, CPU_OP, WOULD_SYNC_OPS.__contains__))
+        syncs = syncs[np.argsort(x["ts"][syncs], kind="stable")]
+        op_of_sync = syncs
     sync_th = thread_key(trace, syncs) if len(syncs) else np.zeros(0, np.int64)
     sync_end = x["ts"][syncs] + x["dur"][syncs]
+    op_ts = np.where(op_of_sync >= 0, x["ts"][np.maximum(op_of_sync, 0)], x["ts"][syncs]) if len(syncs) \
+        else np.zeros(0)
+    lines = _site_lines(trace, syncs, sync_th, op_ts)
     # host-time splits per launch thread: top-level ops and runtime calls as sorted intervals
     covers: dict[int, tuple] = {}
 
@@ -93,12 +136,11 @@ def analyze(trace: Trace, att, forest, region_path_of, blocks: int,
 
     site_idle: dict[tuple, float] = defaultdict(float)
     by_region: dict[tuple, dict[str, float]] = defaultdict(lambda: {c: 0.0 for c in CAUSES})
-    # each sync call's site, once: (the op that made it, the region it ran in)
-    op_of_sync = host_op_of(trace, syncs)
+    # each sync call's site, once: (the op that made it, the region it ran in, the Python line)
     sync_host = forest.innermost(sync_th, x["ts"][syncs] + x["dur"][syncs] / 2) if len(syncs) else syncs
     site_of = [(names[int(x["name"][op])] if op >= 0 else names[int(x["name"][r])],
-                "/".join(region_path_of(int(h)) or ()) if h >= 0 else "")
-               for r, op, h in zip(syncs.tolist(), op_of_sync.tolist(), sync_host.tolist())]
+                "/".join(region_path_of(int(h)) or ()) if h >= 0 else "", line)
+               for r, op, h, line in zip(syncs.tolist(), op_of_sync.tolist(), sync_host.tolist(), lines)]
     # per launch thread, the syncs by end time: a gap looks up the few that ended inside it
     by_thread: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for th in np.unique(sync_th).tolist():
@@ -115,7 +157,7 @@ def analyze(trace: Trace, att, forest, region_path_of, blocks: int,
         hits = [int(i) for i in k[lo:hi] if x["ts"][syncs[i]] < g0 + _EPS_US]
         return max(hits) if hits else None
 
-    launch_th = thread_key(trace, np.maximum(att.launch, 0))
+    launch_th = thread_key(trace, np.maximum(att.launch, 0)) if att is not None else g
     pids = x["pid"][g]
     for pid in np.unique(pids):
         sel = np.nonzero(pids == pid)[0]
@@ -161,9 +203,10 @@ def analyze(trace: Trace, att, forest, region_path_of, blocks: int,
                 site_idle[site_of[site]] += ms
     site_count = Counter(site_of)   # every sync call counts, whether or not a gap followed it
     per = max(blocks, 1)
-    out["sync_sites"] = sorted(({"op": op, "where": where, "count": n, "per_block": n / per,
-                                 "idle_ms": site_idle.get((op, where), 0.0)}
-                                for (op, where), n in site_count.items()), key=lambda r: -r["idle_ms"])
+    out["sync_sites"] = sorted(({"op": op, "where": where, "line": line, "count": n, "per_block": n / per,
+                                 "idle_ms": site_idle.get((op, where, line), 0.0)}
+                                for (op, where, line), n in site_count.items()),
+                               key=lambda r: (-r["idle_ms"], -r["count"]))
     # what CUDA graphs (or fusion) could win at most: the launch-bound gaps of each forward
     per_forward: dict[tuple, float] = defaultdict(float)
     for path, v in by_region.items():

@@ -29,7 +29,7 @@ def node_key(name: str, lltrace: bool) -> str | None:
     """The tree node an instance named `name` belongs to; None if it is not a region."""
     if lltrace:
         p = names.parse(name)
-        if p is None:
+        if p is None or names.parse_sync_site(name) is not None:   # a sync-site marker is no region
             return None
         leaf = names.leaf(name)
         base, index = p

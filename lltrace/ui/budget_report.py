@@ -154,26 +154,33 @@ def summary_lines(budget: Budget) -> list[Text]:
 
 def idle_lines(idle: dict[str, Any] | None, top: int = 3) -> list[Text]:
     """Idle GPU time by cause, the regions where it sits and the sync sites (80 columns)."""
-    if not idle or not idle.get("total_ms"):
+    if not idle:
         return []
-    total = idle["total_ms"]
-    causes = "   ".join(f"{c} {v:,.1f}" for c, v in sorted(idle["by_cause"].items(), key=lambda kv: -kv[1]) if v > 0)
-    out = [Text(f"idle GPU {total:,.1f} ms in {idle['gaps']:,} gaps, by cause (ms): {causes}")]
-    host = idle.get("launch_host_ms") or {}
-    if idle["by_cause"].get("launch"):
-        out.append(Text("  launch-bound host time (ms): " + "   ".join(f"{k} {v:,.1f}" for k, v in host.items()),
-                        style="dim"))
-    fw = idle.get("launch_bound_per_forward") or []
-    if fw:
-        worst = fw[0]
-        out.append(Text(f"  CUDA graphs / fusion could win at most {worst['ms']:,.2f} ms per {worst['forward']} "
-                        "(its launch-bound gaps)", style="dim"))
-    for r in idle.get("by_region", [])[:top]:
-        out.append(Text(f"  {r['ms']:9,.2f} ms  {r['region']}", style="dim"))
+    out: list[Text] = []
+    total = idle.get("total_ms") or 0.0
+    if total:
+        causes = "   ".join(f"{c} {v:,.1f}" for c, v in sorted(idle["by_cause"].items(), key=lambda kv: -kv[1])
+                           if v > 0)
+        out.append(Text(f"idle GPU {total:,.1f} ms in {idle['gaps']:,} gaps, by cause (ms): {causes}"))
+        host = idle.get("launch_host_ms") or {}
+        if idle["by_cause"].get("launch"):
+            out.append(Text("  launch-bound host time (ms): " + "   ".join(f"{k} {v:,.1f}" for k, v in host.items()),
+                            style="dim"))
+        fw = idle.get("launch_bound_per_forward") or []
+        if fw:
+            worst = fw[0]
+            out.append(Text(f"  CUDA graphs / fusion could win at most {worst['ms']:,.2f} ms per {worst['forward']} "
+                            "(its launch-bound gaps)", style="dim"))
+        for r in idle.get("by_region", [])[:top]:
+            out.append(Text(f"  {r['ms']:9,.2f} ms  {r['region']}", style="dim"))
     sites = [s for s in idle.get("sync_sites", []) if s["count"]]
+    if sites and not total:
+        out.append(Text(f"{sum(s['count'] for s in sites):,} ops that would sync on a GPU (no GPU in this trace):"))
     for s in sites[:top]:
-        out.append(Text(f"  sync {s['op']} in {s['where'] or '(no region)'}: {s['count']} "
-                        f"({s['per_block']:.3g} per block), {s['idle_ms']:,.2f} ms idle after it"))
+        at = f"{s['line']}, " if s.get("line") else ""
+        idle_ms = f", {s['idle_ms']:,.2f} ms idle after it" if total else ""
+        out.append(Text(f"  sync {s['op']} at {at}{s['where'] or '(no region)'}: {s['count']:,} "
+                        f"({s['per_block']:.3g} per block){idle_ms}"))
     return out
 
 
