@@ -247,3 +247,23 @@ def test_the_gate_does_not_fail_open_on_too_few_instances(capsys):
     out = capsys.readouterr()
     assert code == 1
     assert "REGRESSION" in out.out + out.err and "too few instances" in out.out + out.err
+
+
+EXAMPLES = ROOT / "traces" / "examples"
+
+
+@pytest.mark.skipif(not (EXAMPLES / "h200-baseline-2").is_dir(), reason="example runs not in this checkout")
+def test_two_identical_h200_baseline_runs_differ_only_within_noise(capsys):
+    """Two runs of the same command on the H200 (the noise calibration of BENCHMARKS.md): no
+    region is called faster or slower, and the CI gate passes."""
+    a, b = str(EXAMPLES / "h200-baseline"), str(EXAMPLES / "h200-baseline-2")
+    assert main(["diff", a, b, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+
+    def walk(n):
+        yield n
+        for c in n.get("children", []):
+            yield from walk(c)
+    moved = [(n["path"], n["verdict"]) for n in walk(d["tree"]) if n["verdict"] in (noise.FASTER, noise.SLOWER)]
+    assert moved == []
+    assert main(["diff", a, b, "--fail-above", "5%"]) == 0

@@ -131,16 +131,19 @@ def test_real_runs_classify_their_idle_time(run):
     assert named >= 0.9 * idle["total_ms"]
 
 
-def test_a_sync_site_marker_inside_the_op_names_the_python_line(tmp_path):
-    """CUDA layout: lltrace.capture.syncs leaves `ll/sync_site:<file>:<line> <fn>` inside
-    aten::_local_scalar_dense, before its cudaStreamSynchronize; the site carries that line."""
+@pytest.mark.parametrize("at", ["inside", "after"])
+def test_a_sync_site_marker_names_the_python_line(tmp_path, at):
+    """CUDA layout: lltrace.capture.syncs leaves `ll/sync_site:<file>:<line> <fn>` as the sync's
+    op returns to Python (torch raises its sync warning then), or inside the op; the site
+    carries that line."""
     from lltrace import names
     data = json.loads(_trace(tmp_path, syncs_in_layer1=2).read_text())
     ev = data["traceEvents"]
     ops = [e for e in ev if e.get("name") == "aten::_local_scalar_dense"]
     for op in ops:
         ev.append({"ph": "X", "cat": "user_annotation", "name": names.sync_site("pipe/model.py", 231, "attend"),
-                   "pid": op["pid"], "tid": op["tid"], "ts": op["ts"] + 0.2, "dur": 0})
+                   "pid": op["pid"], "tid": op["tid"],
+                   "ts": op["ts"] + 0.2 if at == "inside" else op["ts"] + op["dur"] + 3, "dur": 0})
     # a marker on another thread at the same time must not be taken
     ev.append({"ph": "X", "cat": "user_annotation", "name": names.sync_site("other.py", 1, "f"),
                "pid": HOST, "tid": 99, "ts": ops[0]["ts"] + 0.3, "dur": 0})

@@ -6,9 +6,10 @@ with `with_stack` only the *definition* line of each Python function on the stac
 that called `.item()`. So the line is taken where it is known, at the sync itself:
 - CUDA: `torch.cuda.set_sync_debug_mode("warn")` makes every synchronizing call (item, nonzero,
   a blocking copy to the host, torch.cuda.synchronize) raise a Python warning from inside the op;
-  the handler walks the Python stack to the first frame outside torch and lltrace's wrappers, and
-  leaves a zero-length record_function marker there (inside the op, before the sync). It costs
-  nothing between syncs, so the recorded window keeps its launch gaps.
+  torch raises it as the op returns to Python, and the handler walks the Python stack to the
+  first frame outside torch and lltrace's wrappers and leaves a zero-length record_function
+  marker there, right after the op. It costs nothing between syncs, so the recorded window
+  keeps its launch gaps.
 - CPU (no syncs exist, but the same code would sync on a GPU): a TorchFunctionMode wraps the
   calls that would (`Tensor.item`, `tolist`, `__bool__`, `__int__`, `__float__`, `nonzero`,
 XX

@@ -72,10 +72,14 @@ def _rows_named(trace: Trace, cat: int, wanted) -> np.ndarray:
     return np.nonzero((trace.x["cat"] == cat) & np.isin(trace.x["name"], ids))[0]
 
 
+_MARK_AFTER_US = 1_000.0   # how late a sync's marker may come (torch emits the warning on return)
+
+
 def _site_lines(trace: Trace, syncs: np.ndarray, sync_th: np.ndarray, op_ts: np.ndarray) -> list[str | None]:
-    """Each sync's `file:line function` from the sync-site marker in it: on its thread, the latest
-    marker that started before the sync ended and either reaches into the sync (CPU: the marker
-    wraps the call) or started inside the sync's op (CUDA: the marker is left inside the op)."""
+    """Each sync's `file:line function`, from the sync-site markers on its thread, taken in
+    order: a sync gets the first unused marker that reaches into it (CPU: the marker wraps the
+    call) or starts after its op began and at most _MARK_AFTER_US after it ended (CUDA: torch
+    raises the sync warning when the op returns to Python, so the marker follows the op)."""
     x = trace.x
     marks = _rows_named(trace, USER_ANNOTATION, lambda n: region_names.parse_sync_site(n) is not None)
     out: list[str | None] = [None] * len(syncs)
@@ -86,12 +90,17 @@ def _site_lines(trace: Trace, syncs: np.ndarray, sync_th: np.ndarray, op_ts: np.
     for th in np.unique(m_th).tolist():
         m = marks[m_th == th]
         m = m[np.argsort(x["ts"][m], kind="stable")]
-        m_ts, m_end = x["ts"][m], x["ts"][m] + x["dur"][m]
-        for i in np.nonzero(sync_th == th)[0].tolist():
-            k = int(np.searchsorted(m_ts, s_end[i], "right")) - 1
-            if k >= 0 and (m_end[k] >= s_ts[i] or m_ts[k] >= op_ts[i]):
+        m_ts, m_end = x["ts"][m].tolist(), (x["ts"][m] + x["dur"][m]).tolist()
+        mine = np.nonzero(sync_th == th)[0]
+        mine = mine[np.argsort(s_ts[mine], kind="stable")]
+        k = 0
+        for i in mine.tolist():
+            while k < len(m) and m_end[k] < s_ts[i] and m_ts[k] < op_ts[i]:
+                k += 1          # a marker that ended before this sync (and its op) began
+            if k < len(m) and m_ts[k] <= s_end[i] + _MARK_AFTER_US:
                 where, function = region_names.parse_sync_site(trace.names[int(x["name"][m[k]])])
                 out[i] = f"{where} {function}".strip()
+                k += 1
     return out
 
 
