@@ -257,12 +257,15 @@ def check_source(source: Path):
 def import_longlive(source: Path, device: str):
     """Imports LongLive's pipeline modules without running its package __init__s."""
     for name in ("wan", "wan.modules", "utils", "pipeline"):
+        where = str(source.joinpath(*name.split(".")))
         old = sys.modules.get(name)
-        if old is not None and not str(getattr(old, "__path__", [""])[0]).startswith(str(source)):
+        if old is not None:
+            if list(getattr(old, "__path__", [])) == [where]:
+                continue   # registered by an earlier run in this process
             raise UsageError(f"a module named {name!r} is already imported from "
-                             f"{getattr(old, '__file__', old)}; LongLive's would clash with it")
+                             f"{getattr(old, '__file__', None) or old}; LongLive's would clash")
         pkg = types.ModuleType(name)
-        pkg.__path__ = [str(source.joinpath(*name.split(".")))]
+        pkg.__path__ = [where]
         sys.modules[name] = pkg
         if "." in name:
             setattr(sys.modules[name.rsplit(".", 1)[0]], name.rsplit(".", 1)[1], pkg)
