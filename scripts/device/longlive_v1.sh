@@ -5,12 +5,13 @@
 # Here first: bash scripts/device/fetch_wheels.sh (fills .whl/, now with diffusers and ftfy) and
 #             bash scripts/longlive_v1/fetch_source.sh <LongLive clone or mirror> (fills .longlive/).
 # Then the device tool's `run` with carry [".whl", ".longlive"] and the command
-#     PART=overhead bash scripts/device/longlive_v1.sh    # (a), about 5 minutes
+#     PART=overhead bash scripts/device/longlive_v1.sh    # (a), about 5-6 minutes
 #     PART=record bash scripts/device/longlive_v1.sh      # (b), about 2-3 minutes
 # (no PART: both, 7-8 minutes, close to a call's 10-minute limit).
 # Knobs: PAIRS (default 5), BLOCKS (default 12), EXTRA (more script args, e.g. "--lora").
 #
-# (a) overhead: PAIRS alternating pairs of the plain script and `lltrace run --script` at
+# (a) overhead: a warm-up run (the script's block clock printed beside LongLive's own
+#     profile=True times), then PAIRS alternating pairs of the plain script and `lltrace run --script` at
 #     --regions layer with no profiler window, then one run each at --regions block and op.
 #     Every run's block times are the script's own (CUDA events on the generator's calls, read
 #     after the run), so both sides are measured the same way. Prints a table of median block ms
@@ -40,6 +41,10 @@ NOREC="--profile-blocks none --headless"
 
 if [ "$PART" = all ] || [ "$PART" = overhead ]; then
   A="$ARGS --vae stub"
+  echo "== (a) warm-up run, not counted: this script's block clock next to LongLive's own"
+  echo "   (inference(profile=True), which syncs after each block)"
+  timeout 240 python3 $S $A --longlive-profile --timings-json $W/check.json 2>&1 \
+    | grep -E "^LongLive|^  |Block [0-9]+ gen|^block|^median"
   echo "== (a) overhead: $PAIRS alternating pairs, script args: $A"
   for i in $(seq 1 $PAIRS); do
     echo "-- pair $i"

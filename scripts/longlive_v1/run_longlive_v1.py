@@ -451,6 +451,10 @@ def parse_args(argv):
     p.add_argument("--low-memory", action="store_true",
                    help="inference(low_memory=True), as LongLive's inference.py passes: the "
                         "output latents live on the CPU")
+    p.add_argument("--longlive-profile", action="store_true",
+                   help="also pass profile=True to CausalInferencePipeline.inference, which "
+                        "prints LongLive's own per-block CUDA-event times (it syncs after each "
+                        "block); a cross-check of this script's clock. GPU, no --switch")
     p.add_argument("--layers", type=int, default=None, help="override the number of layers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--source", type=Path, default=DEFAULT_SOURCE,
@@ -490,6 +494,9 @@ def run(args) -> int:
         raise UsageError("the 1.3B model on the CPU would take minutes a block: add --tiny")
     if args.low_memory and device != "cuda":
         raise UsageError("--low-memory needs CUDA (it moves the text encoder to the GPU)")
+    if args.longlive_profile and (device != "cuda" or args.switch):
+        raise UsageError("--longlive-profile needs CUDA and no --switch (LongLive's profile "
+                         "option exists only in CausalInferencePipeline and uses CUDA events)")
     if args.lora and not _has("peft"):
         raise UsageError("--lora needs peft (pip install peft)")
     vae = args.vae or ("stub" if args.tiny else "random")
@@ -513,7 +520,7 @@ def run(args) -> int:
     else:
         used = "flash-attn 2"
     if getattr(ll.attention, "FLASH_ATTN_3_AVAILABLE", False):
-        used = "flash-attn 3 (flash_attn_interface, LongLive's own choice on Hopper)"
+        used = "flash-attn 3 (LongLive's own choice on Hopper)"
 
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
@@ -521,24 +528,28 @@ def run(args) -> int:
     build_s = time.perf_counter() - t0
     steps = len(pipe.denoising_step_list)
     n_params = sum(p.numel() for p in pipe.generator.parameters())
-    print(f"LongLive v1.0 {type(pipe).__name__}: {model_cfg['num_layers']} layers, "
-          f"{n_params / 1e9:.2f} B params, {dtype}, {device}; attention: {used}; "
-          f"vae: {vae}; steps {pipe.denoising_step_list.tolist()}; {fpb} frames/block, "
-          f"window {cfg.model_kwargs.local_attn_size}, sink {cfg.model_kwargs.sink_size}; "
-          f"{n_blocks} blocks; built in {build_s:.1f} s", flush=True)
+    steps_shown = ", ".join(f"{t:g}" for t in pipe.denoising_step_list.tolist())
+    print(f"LongLive v1.0 {type(pipe).__name__} ({(_commit(args.source) or '?')[:12]})\n"
+          f"  {model_cfg['num_layers']} layers, {n_params / 1e9:.2f} B params, "
+          f"{str(dtype).replace('torch.', '')}, {device}, built in {build_s:.1f} s\n"
+          f"  attention: {used}; vae: {vae}\n"
+          f"  steps [{steps_shown}], {fpb} latent frames/block\n"
+          f"  attention window {cfg.model_kwargs.local_attn_size} frames, sink "
+          f"{cfg.model_kwargs.sink_size}; {n_blocks} blocks", flush=True)
 
     noise = torch.randn([1, n_blocks * fpb, 16, h, w], device=device, dtype=dtype)
     switches = [s for s in args.switch if s < n_blocks * fpb]
     schedule = calls_per_block(n_blocks, fpb, steps, switches if args.switch else [])
     clock = BlockClock(pipe.generator, schedule, cuda=device == "cuda")
-    prompt = "A panda walks through a bamboo forest, cinematic lighting"
+    prompt = "a panda walking in a bamboo forest"
     with torch.no_grad():
         if args.switch:
             prompts = [[prompt]] + [[f"{prompt}, scene {i + 2}"] for i in range(len(switches))]
             video = pipe.inference(noise, text_prompts_list=prompts,
                                    switch_frame_indices=switches, low_memory=args.low_memory)
         else:
-            video = pipe.inference(noise, text_prompts=[prompt], low_memory=args.low_memory)
+            video = pipe.inference(noise, text_prompts=[prompt], low_memory=args.low_memory,
+                                   profile=args.longlive_profile)
     block_ms, decode_ms = clock.finish()
     if len(block_ms) != n_blocks or clock.calls != sum(schedule):
         raise RuntimeError(f"expected {sum(schedule)} generator calls in {n_blocks} blocks, saw "
@@ -550,7 +561,7 @@ def run(args) -> int:
     steady = block_ms[1:] or block_ms   # block 0 pays the first-call costs
     med = statistics.median(steady)
     span = f"blocks 1..{n_blocks - 1}" if n_blocks > 1 else "block 0"
-    print(f"median block {med:.1f} ms over {span} (block 0 {block_ms[0]:.1f} ms); "
+    print(f"median block {med:.1f} ms over {span} (block 0 {block_ms[0]:.1f} ms)\n"
           f"decode {decode_ms:.1f} ms -> video {tuple(video.shape)}", flush=True)
     if args.timings_json:
         write_json_atomic(args.timings_json, {
