@@ -15,6 +15,8 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 dest=$root/.longlive
 G() { git --git-dir="$git_dir" "$@"; }
 if [ -d "$git_dir/.git" ]; then git_dir=$git_dir/.git; fi
+G rev-parse --git-dir >/dev/null 2>&1 \
+  || { echo "error: $git_dir is not a git repository (a clone or mirror of NVlabs/LongLive)" >&2; exit 2; }
 G rev-parse -q --verify "$ref^{commit}" >/dev/null || ref=origin/$ref
 G rev-parse -q --verify "$ref^{commit}" >/dev/null \
   || { echo "error: $git_dir has no ref ${ref#origin/} (need LongLive's v1.0 branch)" >&2; exit 2; }
