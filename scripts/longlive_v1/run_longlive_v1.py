@@ -295,7 +295,6 @@ class RandomTextEncoder(torch.nn.Module):
         self.register_buffer("anchor", torch.zeros(()), persistent=False)
 
     def forward(self, text_prompts):
-
         embeds = []
         for prompt in text_prompts:
             g = torch.Generator().manual_seed(sum(map(ord, prompt)) % (2 ** 31))
@@ -312,13 +311,11 @@ class StubVAE(torch.nn.Module):
         self.register_buffer("anchor", torch.zeros(()), persistent=False)
 
     def decode_to_pixel(self, latent, use_cache=False):
-
         b, f, _, h, w = latent.shape
         return torch.zeros(b, 1 + 4 * (f - 1), 3, 8 * h, 8 * w, device=latent.device)
 
 
 def build_pipeline(ll, args, model_cfg: dict, cfg: Cfg, dev: str, dtype):
-
     vae_mod = sys.modules["wan.modules.vae"]
 
     def random_wan(cls):
@@ -373,7 +370,6 @@ class BlockClock:
     the CPU. Block i's time runs from block i-1's last call to its own (block 0 from its first)."""
 
     def __init__(self, generator, schedule: list[int], cuda: bool):
-
         self.schedule, self.cuda, self.calls = schedule, cuda, 0
         self.ends = [sum(schedule[:i + 1]) for i in range(len(schedule))]
         self.marks = []
@@ -399,8 +395,8 @@ class BlockClock:
             self._mark()
 
     def finish(self):
-        """Marks the end of the run (after the decode); returns (block ms list, decode ms)."""
-
+        """Marks the end of the run; returns (block ms list, ms from the last block's end to
+        the return of inference(), i.e. the decode)."""
         self._mark()
         for h in self._handles:
             h.remove()
@@ -486,7 +482,6 @@ def load_config(source: Path, interactive: bool) -> Cfg:
 
 
 def run(args) -> int:
-
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda needs CUDA, and torch sees no GPU (try --tiny --device cpu)")
