@@ -11,5 +11,6 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   --platform manylinux_2_5_x86_64 -d .whl \
   torchao==0.17.0 textual==8.2.8 textual-plotext==1.0.1 'plotext<6' nvtx==0.2.16 py-spy==0.4.3 \
   msgspec==0.22.0 mdit-py-plugins platformdirs rich==15.0.0 markdown-it-py linkify-it-py uc-micro-py \
-  pytest pytest-timeout pluggy iniconfig packaging pygments  # pytest: tests/test_doctor_cuda.py on the device
+  pytest pytest-timeout pluggy iniconfig packaging pygments \
+  diffusers==0.42.1 ftfy==6.3.1 wcwidth==0.9.4  # pytest: tests/test_doctor_cuda.py on the device; diffusers/ftfy: LongLive v1.0's modules (scripts/longlive_v1)
 ls .whl
