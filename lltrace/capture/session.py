@@ -181,12 +181,15 @@ class Session:
         arg = self._run_dir_arg
         if isinstance(arg, RunDirectory):
             return arg
-        preset = getattr(getattr(self.pipeline, "preset", None), "name", None) or "run"
         if arg is None:
-            return RunDirectory.create(preset)
+            return RunDirectory.create(self._run_name())
         path = Path(arg)
         path.mkdir(parents=True, exist_ok=True)
         return RunDirectory(path)
+
+    def _run_name(self) -> str:
+        """The last part of the run id (`YYYYmmdd-HHMMSS-<name>`): the preset's name."""
+        return getattr(getattr(self.pipeline, "preset", None), "name", None) or "run"
 
     def run(self) -> RunResult:
         """Drive the pipeline block by block; see the class doc."""
