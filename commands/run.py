@@ -1,6 +1,7 @@
 """`lltrace run`: the pipeline under regions, frame clock, recompile monitor and profiler."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -63,7 +64,8 @@ SCRIPT_ONLY = ("regions_map", "block_fn", "decode_fn", "recache_fn")
 @click.option("--tokenizer", type=click.Path(exists=True, file_okay=False), default=None,
               help="Local tokenizer directory (default: a built-in hashing tokenizer).")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout at the end (implies --headless).")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout at the end (implies --headless; "
+              "a --script's own output goes to stderr then).")
 @click.option("--doctor/--no-doctor", default=True, show_default=True,
               help="TUI only: check the built pipeline with `lltrace doctor` (denoise, kv_update) and show "
                    "its CUDA-graph verdict; costs a few seconds before the first frame (not counted in it).")
@@ -192,7 +194,9 @@ def _run_script(script, script_args, *, regions_map, block_fn, decode_fn, recach
     if kernel_map:
         from lltrace.capture import provenance
         provenance.recording()
-    result, session, error = run_script(script, script_args, **kwargs)
+    # --json: stdout is one JSON document, so what the script prints goes to stderr
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        result, session, error = run_script(script, script_args, **kwargs)
     if error is not None:   # the script's own bug: its traceback, exit 1 (or its sys.exit code)
         _print_user_traceback(error, script)
         click.echo(f"lltrace: {script} raised {type(error).__name__}; run directory {result.run_dir} "

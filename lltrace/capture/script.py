@@ -361,6 +361,7 @@ class Detector:
         s = self.s
         if s._signalled is not None:   # a Ctrl-C the user's code swallowed still ends the run
             raise s._interrupt(s._signalled)
+        self.sync_op_hooks()           # a window may have opened since (one at block 0: at the start)
         s.clock.profiled_next = s.profiler.state() != "idle" or s._saved_before < len(s.profiler.windows)
         s._saved_before = len(s.profiler.windows)
         self.block = s.observer.region(names.name(names.BLOCK, self.block_index))
@@ -390,6 +391,12 @@ class Detector:
     def finish(self) -> None:
         """The user's code returned: the last block is complete."""
         self.close_block()
+
+    def settle(self) -> None:
+        """The user's code raised (or was interrupted): a block whose context forward ran, with
+        no forward or decode of it still open, is complete; one cut mid-way is not."""
+        if self.block is not None and self.context_done and not self.forward and not self.decode_depth:
+            self.close_block()
 
     # -- root calls -----------------------------------------------------------------------------
     def _root_pre(self, module, args, kwargs):
@@ -565,7 +572,11 @@ class ForeignSession(Session):
     def capturing(self, *, reraise_interrupt: bool = False):
         with super().capturing(reraise_interrupt=reraise_interrupt):
             self.observer.run_started()   # the request: first-frame latency counts from here
-            yield self
+            try:
+                yield self
+            except BaseException:
+                self.detector.settle()
+                raise
             self.detector.finish()
 
     def notes(self) -> list[str]:
