@@ -8,7 +8,13 @@ from pathlib import Path
 
 import click
 
-from lltrace.commands.params import FRAME_PROMPT, NO_BLOCKS, PROFILE_BLOCKS, QUALNAME, REGIONS_MAP
+from lltrace.commands.params import (
+    FRAME_PROMPT,
+    NO_BLOCKS,
+    PROFILE_BLOCKS,
+    QUALNAME,
+    REGIONS_MAP,
+)
 from lltrace.errors import LltraceError
 
 DEFAULT_PRESET = "ultra"
@@ -80,7 +86,8 @@ def run(ctx, preset, script, script_args, regions_map, block_fn, decode_fn, reca
 
     \b
     Your own pipeline: lltrace run --script FILE.py [-- ARGS...]
-    runs FILE.py as `python FILE.py ARGS` would, under the same capture (headless).
+    runs FILE.py as `python FILE.py ARGS` would, under the same capture
+    (headless; --profile-blocks counts the blocks found in its calls).
     """
     given = {name for name in ctx.params if ctx.get_parameter_source(name) not in
              (click.core.ParameterSource.DEFAULT, None)}
@@ -186,11 +193,11 @@ def _run_script(script, script_args, *, regions_map, block_fn, decode_fn, recach
         notes.append("--script runs are headless (the live TUI drives only --preset runs); "
                      "`lltrace view` shows the run directory")
     profile = (2, 4) if profile_blocks is None else (None if profile_blocks == NO_BLOCKS else profile_blocks)
-    kwargs = dict(patterns=tuple(regions_map or ()) + DEFAULT_PATTERNS,
-                  boundaries=Boundaries(block_fn, decode_fn, recache_fn), profile_blocks=profile,
-                  regions_level=regions_level, py_spy=py_spy, kernel_map=kernel_map,
-                  run_dir=_fresh_dir(out_dir) if out_dir is not None else None,
-                  command=["lltrace", *sys.argv[1:]])
+    kwargs = {"patterns": tuple(regions_map or ()) + DEFAULT_PATTERNS,
+              "boundaries": Boundaries(block_fn, decode_fn, recache_fn), "profile_blocks": profile,
+              "regions_level": regions_level, "py_spy": py_spy, "kernel_map": kernel_map,
+              "run_dir": _fresh_dir(out_dir) if out_dir is not None else None,
+              "command": ["lltrace", *sys.argv[1:]]}
     if kernel_map:
         from lltrace.capture import provenance
         provenance.recording()
@@ -214,7 +221,6 @@ def _run_script(script, script_args, *, regions_map, block_fn, decode_fn, recach
     if result.status == "interrupted":
         err.print("lltrace: interrupted; the run directory is complete up to there")
         raise click.exceptions.Exit(130)
-    return None
 
 
 def _print_user_traceback(exc: BaseException, script: Path) -> None:

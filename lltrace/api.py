@@ -14,8 +14,9 @@ methods are found among its attributes); None finds the root among the modules c
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 
 @contextlib.contextmanager

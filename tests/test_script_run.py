@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.foreign_pipeline import FPB, ForeignPipeline, make_noise
 from torch import nn
 
 import lltrace
-from helpers.foreign_pipeline import FPB, ForeignPipeline, make_noise
 from lltrace.commands.cli import main
 from lltrace.pipeline.vae import video_frames
 from lltrace.trace.budget import load_budget
@@ -208,9 +208,9 @@ def test_api_op_hooks_are_on_only_while_the_profiler_window_is(tmp_path):
 
 def test_api_error_is_reraised_with_status_error(tmp_path):
     pipe = ForeignPipeline()
-    with pytest.raises(RuntimeError, match="on purpose"):
-        with lltrace.profile(pipe, out=tmp_path / "api", profile_blocks=None):
-            pipe.inference(make_noise(2), fail_at_block=1)
+    with pytest.raises(RuntimeError, match="on purpose"), \
+            lltrace.profile(pipe, out=tmp_path / "api", profile_blocks=None):
+        pipe.inference(make_noise(2), fail_at_block=1)
     meta = read(tmp_path / "api", "meta.json")
     assert meta["status"] == "error" and meta["num_blocks"] == 1
 

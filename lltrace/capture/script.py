@@ -41,15 +41,21 @@ import re
 import runpy
 import sys
 import types
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from lltrace import names
 from lltrace.capture.events import RunEvent
-from lltrace.capture.hooks import DEFAULT_PATTERNS, LEVEL_RANK, InstrumentHandle, instrument_module
+from lltrace.capture.hooks import (
+    DEFAULT_PATTERNS,
+    LEVEL_RANK,
+    InstrumentHandle,
+    instrument_module,
+)
 from lltrace.capture.regions import nvtx_enabled
 from lltrace.capture.session import RunResult, Session
 from lltrace.errors import LltraceError
@@ -186,18 +192,29 @@ class _Wrapped:
         self.names.append(label)
 
     def remove(self) -> None:
-        while self.removers:
-            try:
-                self.removers.pop()()
-            except Exception:   # one that fails must not keep the rest on
-                pass
+        removers, self.removers = self.removers[::-1], []
+        _each(removers)
+
+
+def _each(functions) -> None:
+    """Call every function, even when some raise: one failing must not leave the others on the
+    user's objects. The first error is raised after all ran (the session records it as a
+    finalize note)."""
+    first: Exception | None = None
+    for fn in functions:
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after the rest
+            first = first or exc
+    if first is not None:
+        raise first
 
 
 class Detector:
     """Finds the root model, instruments it, and turns its calls into lltrace's regions and the
     frame clock's block boundaries (module doc). Lives inside a ForeignSession."""
 
-    def __init__(self, session: "ForeignSession", *, patterns: Sequence[tuple[str, str]],
+    def __init__(self, session: ForeignSession, *, patterns: Sequence[tuple[str, str]],
                  boundaries: Boundaries, owners: Sequence[Any] = ()):
         self.s = session
         self.level = session.regions_level
@@ -232,6 +249,7 @@ class Detector:
         self.frames_from: set[str] = set()     # "decode" | "latent"
         self.decoders: list[str] = []
         self.recaches: list[str] = []
+        self.meta: dict[str, Any] | None = None   # meta.json keys, written at the end
 
     # -- setup ----------------------------------------------------------------------------------
     def install(self, model: Any = None) -> None:
@@ -295,8 +313,10 @@ class Detector:
             f = f.f_back
         for owner in owners:
             self._scan_owner(owner)
-        self.s.run_dir.write_meta(root={"class": self.root_name, "timestep_arg": spec[1] if spec else None},
-                                  decoders=self.decoders, recache=self.recaches)
+        # meta.json gets these at the end (an atomic rewrite with fsync is ~20 ms on a slow disk,
+        # in the middle of the user's first block); events.jsonl has them now
+        self.meta = {"root": {"class": self.root_name, "timestep_arg": spec[1] if spec else None},
+                     "decoders": self.decoders, "recache": self.recaches}
         found = f"root model {type(root).__qualname__} (forward's {spec[1] if spec else '?'!r})"
         extra = (f"; decode: {', '.join(self.decoders)}" if self.decoders else "; no decoder found") + \
             (f"; recache: {', '.join(self.recaches)}" if self.recaches else "")
@@ -339,22 +359,15 @@ class Detector:
 
     def remove(self) -> None:
         """Everything off again; regions still open (an exception, Ctrl-C) are closed."""
-        self._stop_finder()
-        for h in self._root_hooks:
-            h.remove()
-        self._root_hooks = []
-        self.handle.remove()
-        if self.op_handle is not None:
-            self.op_handle.remove()
-            self.op_handle = None
-        self.wrapped.remove()
-        for r in [*reversed(self.forward), self.decode_region, self.recache_region, self.block]:
-            if r is not None:
-                try:
-                    r.__exit__(None, None, None)
-                except Exception:
-                    pass
+        open_regions = [r for r in [*reversed(self.forward), self.decode_region, self.recache_region, self.block]
+                        if r is not None]
         self.forward, self.decode_region, self.recache_region, self.block = [], None, None, None
+        op_handle, self.op_handle = self.op_handle, None
+        hooks, self._root_hooks = self._root_hooks, []
+        steps = [self._stop_finder, *(h.remove for h in hooks), self.handle.remove,
+                 *([op_handle.remove] if op_handle is not None else []), self.wrapped.remove,
+                 *(functools.partial(r.__exit__, None, None, None) for r in open_regions)]
+        _each(steps)
 
     # -- blocks ---------------------------------------------------------------------------------
     def _open_block(self) -> None:
@@ -401,10 +414,10 @@ class Detector:
     # -- root calls -----------------------------------------------------------------------------
     def _root_pre(self, module, args, kwargs):
         if torch.compiler.is_compiling():
-            return None
+            return
         if self.forward or self.recache_depth or self.decode_depth:
             self.forward.append(None)   # nested, or part of a recache / decode: its layers only
-            return None
+            return
         spec = _timestep_param(type(module))
         t = _timestep_value(_timestep_arg(spec, args, kwargs)) if spec else None
         clean = t is not None and t <= 1e-6
@@ -427,21 +440,21 @@ class Detector:
         self.last_t = t
         if clean:
             self.context_done = True
-        return None
+        return
 
     def _root_post(self, module, args, output):
         if torch.compiler.is_compiling() or not self.forward:
-            return None
+            return
         r = self.forward.pop()
         if r is not None:
             r.__exit__(None, None, None)
-        return None
+        return
 
     # -- decode ---------------------------------------------------------------------------------
     def _decode_start(self, args, kwargs):
         self.decode_depth += 1
         if self.decode_depth > 1:
-            return None
+            return
         x = _first_tensor(args, kwargs)
         own = (self.block is not None and self.context_done and x is not None and self.block_latent is not None
                and x.numel() <= self.block_latent.numel())
@@ -450,7 +463,7 @@ class Detector:
         self.decode_own = own
         self.decode_region = self.s.observer.region(names.name(names.DECODE))
         self.decode_region.__enter__()
-        return None
+        return
 
     def _decode_end(self, token, out):
         self.decode_depth -= 1
@@ -467,14 +480,14 @@ class Detector:
     def _recache_start(self, args, kwargs):
         self.recache_depth += 1
         if self.recache_depth > 1:
-            return None
+            return
         self.close_block()
         self.prompt_index += 1
         self.s._script_switch(self.block_index)
         self.s.observer.switch_requested(self.prompt_index, "")
         self.recache_region = self.s.observer.region(names.name(names.RECACHE))
         self.recache_region.__enter__()
-        return None
+        return
 
     def _recache_end(self, token, out):
         self.recache_depth -= 1
@@ -559,8 +572,8 @@ class ForeignSession(Session):
         if d is not None:
             try:
                 self.run_dir.write_meta(num_blocks=d.block_index, frames_from=sorted(d.frames_from) or None,
-                                        root=(self.run_dir.meta.get("root") or None))
-            except Exception as exc:
+                                        **(d.meta or {"root": None}))
+            except Exception as exc:  # noqa: BLE001 - the rest of the finalize must run
                 self._event(RunEvent("note", f"meta: {exc}", {"source": "finalize"}))
             if d.root is None:
                 self._event(RunEvent("note", "no root model was called (no nn.Module forward with a "

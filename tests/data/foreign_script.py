@@ -6,7 +6,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from helpers.foreign_pipeline import ForeignPipeline, make_noise  # noqa: E402
+from helpers.foreign_pipeline import ForeignPipeline, make_noise
 
 
 def main() -> None:
@@ -17,8 +17,9 @@ def main() -> None:
     ap.add_argument("--switch-at", type=int, default=None, help="switch prompts before this block")
     ap.add_argument("--sleep", type=float, default=0.0, help="seconds to sleep per denoising step")
     ap.add_argument("--fail-at", type=int, default=None, help="raise at the start of this block")
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    pipe = ForeignPipeline(layers=args.layers)
+    pipe = ForeignPipeline(layers=args.layers, device=args.device)
     switch = {args.switch_at: "a dog"} if args.switch_at is not None else None
     video = pipe.inference(make_noise(args.blocks), "a fox", decode=args.decode, switch_at=switch,
                            sleep_s=args.sleep, fail_at_block=args.fail_at)

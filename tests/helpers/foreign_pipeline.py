@@ -15,6 +15,7 @@ patch_embedding, time_embedding, text_embedding, head. Latents are [B, F, C, H, 
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import torch
@@ -26,11 +27,12 @@ TOKENS = (HW // 2) * (HW // 2)          # per latent frame, after 2x2 patches
 TIMESTEPS = (1000.0, 750.0, 500.0, 250.0)
 
 
-def new_kv_cache(layers: int, max_frames: int, batch: int = 1) -> list[dict[str, torch.Tensor]]:
+def new_kv_cache(layers: int, max_frames: int, batch: int = 1, device="cpu") -> list[dict[str, torch.Tensor]]:
     n = max_frames * TOKENS
-    return [{"k": torch.zeros(batch, n, HEADS, DIM // HEADS), "v": torch.zeros(batch, n, HEADS, DIM // HEADS),
-             "global_end_index": torch.tensor([0], dtype=torch.long),
-             "local_end_index": torch.tensor([0], dtype=torch.long)} for _ in range(layers)]
+    z = functools.partial(torch.zeros, device=device)
+    return [{"k": z(batch, n, HEADS, DIM // HEADS), "v": z(batch, n, HEADS, DIM // HEADS),
+             "global_end_index": z(1, dtype=torch.long), "local_end_index": z(1, dtype=torch.long)}
+            for _ in range(layers)]
 
 
 def new_crossattn_cache(layers: int) -> list[dict]:
@@ -106,7 +108,7 @@ class TinyCausalDiT(nn.Module):
         b, f = x.shape[:2]
         tokens = self.patch_embedding(x.flatten(0, 1))                       # [B*F, D, H/2, W/2]
         tokens = tokens.flatten(2).transpose(1, 2).reshape(b, f * TOKENS, DIM)
-        freqs = torch.arange(8, dtype=x.dtype) / 8
+        freqs = torch.arange(8, dtype=x.dtype, device=x.device) / 8
         ang = t[:, :1].to(x.dtype) * freqs                                   # [B, 8]
         e = self.time_embedding(torch.cat([ang.sin(), ang.cos()], dim=-1))
         context = self.text_embedding(context)
@@ -153,24 +155,27 @@ class ForeignPipeline(nn.Module):
     `switch_at={block: prompt}` switches prompts before those blocks through
     `_recache_after_switch`. `sleep_s` per denoising step slows it down (the Ctrl-C test)."""
 
-    def __init__(self, layers: int = 2, seed: int = 0):
+    def __init__(self, layers: int = 2, seed: int = 0, device="cpu"):
         super().__init__()
         torch.manual_seed(seed)
         self.generator = DiffusionWrapper(layers)
         self.vae = TinyVAE()
         self.layers = layers
+        self.device = torch.device(device)
+        self.to(self.device)
 
     def encode_text(self, prompt: str) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(sum(map(ord, prompt)))
-        return {"prompt_embeds": torch.randn(1, TEXT, DIM, generator=g)}
+        return {"prompt_embeds": torch.randn(1, TEXT, DIM, generator=g).to(self.device)}
 
     @torch.no_grad()
     def inference(self, noise: torch.Tensor, prompt: str = "a fox", *, decode: str = "end",
                   switch_at: dict[int, str] | None = None, sleep_s: float = 0.0,
                   fail_at_block: int | None = None) -> torch.Tensor:
+        noise = noise.to(self.device)
         b, total = noise.shape[:2]
         num_blocks = total // FPB
-        self.kv_cache = new_kv_cache(self.layers, total, b)
+        self.kv_cache = new_kv_cache(self.layers, total, b, self.device)
         self.crossattn_cache = new_crossattn_cache(self.layers)
         cond = self.encode_text(prompt)
         output = torch.zeros_like(noise)
@@ -184,7 +189,7 @@ class ForeignPipeline(nn.Module):
             start = block * FPB
             x = noise[:, start:start + FPB]
             for j, t in enumerate(TIMESTEPS):
-                timestep = torch.full((b, FPB), t)
+                timestep = torch.full((b, FPB), t, device=self.device)
                 x0 = self.generator(noisy_image_or_video=x, conditional_dict=cond, timestep=timestep,
                                     kv_cache=self.kv_cache, crossattn_cache=self.crossattn_cache,
                                     current_start=start * TOKENS)
@@ -195,7 +200,7 @@ class ForeignPipeline(nn.Module):
                     x = (1 - s) * x0 + s * torch.randn_like(x0)
             output[:, start:start + FPB] = x0
             # the clean forward at timestep 0 writes the block into the KV cache
-            self.generator(noisy_image_or_video=x0, conditional_dict=cond, timestep=torch.zeros((b, FPB)),
+            self.generator(noisy_image_or_video=x0, conditional_dict=cond, timestep=torch.zeros((b, FPB), device=self.device),
                            kv_cache=self.kv_cache, crossattn_cache=self.crossattn_cache,
                            current_start=start * TOKENS)
             if decode == "block":
@@ -212,7 +217,7 @@ class ForeignPipeline(nn.Module):
         lo = max(0, current_start_frame - 2 * FPB)
         frames = output[:, lo:current_start_frame]
         self.generator(noisy_image_or_video=frames, conditional_dict=new_conditional_dict,
-                       timestep=torch.zeros(frames.shape[:2]), kv_cache=self.kv_cache,
+                       timestep=torch.zeros(frames.shape[:2], device=self.device), kv_cache=self.kv_cache,
                        crossattn_cache=self.crossattn_cache, current_start=lo * TOKENS)
         self.crossattn_cache = new_crossattn_cache(self.layers)
 
