@@ -99,6 +99,31 @@ def test_script_prompt_switch_is_a_recache(tmp_path, capsys):
     assert child(tree, "block").count == 2
 
 
+def test_block_fn_names_the_blocks_and_a_noisy_context_call_still_splits_them(tmp_path, capsys):
+    # the cache-writing call at timestep 100: not "clean", so it is no ll/context; the next
+    # block's first step (1000, not below 100) still starts a block
+    out = tmp_path / "detected"
+    assert main(["run", "--script", str(SCRIPT), "--profile-blocks", "1:2", "-o", str(out), "--json",
+                 "--", "--blocks", "3", "--context-noise", "100"]) == 0
+    capsys.readouterr()
+    block = child(load_budget(out).tree, "block")
+    assert read(out, "meta.json")["num_blocks"] == 3
+    assert names_of(block)[:5] == ["step[0]", "step[1]", "step[2]", "step[3]", "step[4]"]
+    # --block-fn: each call of generate_block is one block, its own decode included
+    out = tmp_path / "by-fn"
+    assert main(["run", "--script", str(SCRIPT), "--profile-blocks", "1:2", "-o", str(out), "--json",
+                 "--block-fn", "helpers.foreign_pipeline:ForeignPipeline.generate_block",
+                 "--", "--blocks", "3", "--decode", "block"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["blocks"] == 3 and summary["frames"] == 33
+    assert read(out, "meta.json")["frames_from"] == ["decode"]
+    block = child(load_budget(out).tree, "block")
+    assert names_of(block)[:5] == ["step[0]", "step[1]", "step[2]", "step[3]", "context"]
+    assert "decode" in names_of(block)
+    from helpers.foreign_pipeline import ForeignPipeline as P
+    assert not hasattr(P.generate_block, "_lltrace_wrapper")      # the class is restored
+
+
 def test_headless_summary_names_the_root_and_says_frames_are_latent_derived(tmp_path, capsys):
     assert main(["run", "--script", str(SCRIPT), "--profile-blocks", "none", "-o", str(tmp_path / "r"),
                  "--headless", "--", "--blocks", "2"]) == 0

@@ -160,7 +160,8 @@ class _Wrapped:
         self.names: list[str] = []
 
     def wrap(self, owner: Any, attr: str, before: Callable, after: Callable, label: str) -> None:
-        """Call `before(args, kwargs)` and `after(args, kwargs, out | None)` around owner.attr."""
+        """Call `token = before(args, kwargs)` and `after(token, out, ok)` around owner.attr
+        (`ok`: it returned; after runs when it raised too)."""
         own = vars(owner) if hasattr(owner, "__dict__") else {}
         current = getattr(owner, attr)
         if getattr(current, _WRAPPER, False):
@@ -172,12 +173,13 @@ class _Wrapped:
         @functools.wraps(target)
         def wrapper(*args, **kwargs):
             token = before(args, kwargs)
-            out = None
+            out, ok = None, False
             try:
                 out = target(*args, **kwargs)
+                ok = True
                 return out
             finally:
-                after(token, out)
+                after(token, out, ok)
 
         setattr(wrapper, _WRAPPER, True)
         setattr(owner, attr, wrapper)
@@ -234,6 +236,7 @@ class Detector:
         self.block_index = 0
         self.block_latent: torch.Tensor | None = None
         self.block_frames: int | None = None   # latent frames of the open block
+        self.block_decoded: int | None = None  # video frames its own decodes gave
         self.context_done = False
         self.step = 0
         self.last_t: float | None = None
@@ -380,14 +383,17 @@ class Detector:
         self.block = s.observer.region(names.name(names.BLOCK, self.block_index))
         self.block.__enter__()
         self.context_done, self.step, self.last_t = False, 0, None
-        self.block_frames, self.block_latent = None, None
+        self.block_frames, self.block_latent, self.block_decoded = None, None, None
 
-    def close_block(self, decoded_frames: int | None = None) -> None:
+    def close_block(self) -> None:
+        """The open block is complete: its region ends, the frame clock gets its frames (of its
+        own decodes, else those its latent frames make), the profiler its step."""
         if self.block is None:
             return
         s = self.s
         block, self.block = self.block, None
         block.__exit__(None, None, None)
+        decoded_frames, self.block_decoded = self.block_decoded, None
         if decoded_frames is not None:
             frames = decoded_frames
             self.frames_from.add("decode")
@@ -456,8 +462,9 @@ class Detector:
         if self.decode_depth > 1:
             return
         x = _first_tensor(args, kwargs)
-        own = (self.block is not None and self.context_done and x is not None and self.block_latent is not None
-               and x.numel() <= self.block_latent.numel())
+        own = self.block is not None and (self.block_fn_depth > 0 or (
+            self.context_done and x is not None and self.block_latent is not None
+            and x.numel() <= self.block_latent.numel()))
         if not own:
             self.close_block()
         self.decode_own = own
@@ -465,16 +472,22 @@ class Detector:
         self.decode_region.__enter__()
         return
 
-    def _decode_end(self, token, out):
+    def _decode_end(self, token, out, ok):
         self.decode_depth -= 1
         if self.decode_depth:
             return
         r, self.decode_region = self.decode_region, None
         if r is not None:
             r.__exit__(None, None, None)
-        if self.decode_own and out is not None:
+        if self.decode_own:
             self.decode_own = False
-            self.close_block(_video_frames_of(out))
+            if not ok:
+                return   # a decode that raised: its block is not complete
+            frames = _video_frames_of(out)
+            if frames is not None:
+                self.block_decoded = (self.block_decoded or 0) + frames
+            if self.block_fn_depth == 0:
+                self.close_block()   # detected blocks end with their own decode
 
     # -- recache --------------------------------------------------------------------------------
     def _recache_start(self, args, kwargs):
@@ -489,7 +502,7 @@ class Detector:
         self.recache_region.__enter__()
         return
 
-    def _recache_end(self, token, out):
+    def _recache_end(self, token, out, ok):
         self.recache_depth -= 1
         if self.recache_depth:
             return
@@ -505,10 +518,10 @@ class Detector:
             self.close_block()
             self._open_block()
 
-    def _block_fn_end(self, token, out):
+    def _block_fn_end(self, token, out, ok):
         self.block_fn_depth -= 1
-        if self.block_fn_depth == 0 and self.block is not None:
-            self.close_block(_video_frames_of(out))
+        if self.block_fn_depth == 0 and self.block is not None and ok:
+            self.close_block()   # frames: of the decodes inside it, else latent-derived
 
 
 class _Target:

@@ -18,11 +18,12 @@ def main() -> None:
     ap.add_argument("--sleep", type=float, default=0.0, help="seconds to sleep per denoising step")
     ap.add_argument("--fail-at", type=int, default=None, help="raise at the start of this block")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--context-noise", type=float, default=0.0, help="timestep of the cache-writing call")
     args = ap.parse_args()
     pipe = ForeignPipeline(layers=args.layers, device=args.device)
     switch = {args.switch_at: "a dog"} if args.switch_at is not None else None
     video = pipe.inference(make_noise(args.blocks), "a fox", decode=args.decode, switch_at=switch,
-                           sleep_s=args.sleep, fail_at_block=args.fail_at)
+                           sleep_s=args.sleep, fail_at_block=args.fail_at, context_noise=args.context_noise)
     print(f"video {tuple(video.shape)}")
 
 

@@ -171,7 +171,7 @@ class ForeignPipeline(nn.Module):
     @torch.no_grad()
     def inference(self, noise: torch.Tensor, prompt: str = "a fox", *, decode: str = "end",
                   switch_at: dict[int, str] | None = None, sleep_s: float = 0.0,
-                  fail_at_block: int | None = None) -> torch.Tensor:
+                  fail_at_block: int | None = None, context_noise: float = 0.0) -> torch.Tensor:
         noise = noise.to(self.device)
         b, total = noise.shape[:2]
         num_blocks = total // FPB
@@ -187,27 +187,35 @@ class ForeignPipeline(nn.Module):
                 cond = self.encode_text(switch_at[block])
                 self._recache_after_switch(output, block * FPB, cond)
             start = block * FPB
-            x = noise[:, start:start + FPB]
-            for j, t in enumerate(TIMESTEPS):
-                timestep = torch.full((b, FPB), t, device=self.device)
-                x0 = self.generator(noisy_image_or_video=x, conditional_dict=cond, timestep=timestep,
-                                    kv_cache=self.kv_cache, crossattn_cache=self.crossattn_cache,
-                                    current_start=start * TOKENS)
-                if sleep_s:
-                    time.sleep(sleep_s)
-                if j + 1 < len(TIMESTEPS):
-                    s = TIMESTEPS[j + 1] / 1000.0
-                    x = (1 - s) * x0 + s * torch.randn_like(x0)
+            x0, video = self.generate_block(noise[:, start:start + FPB], cond, start, decode=decode == "block",
+                                            sleep_s=sleep_s, context_noise=context_noise)
             output[:, start:start + FPB] = x0
-            # the clean forward at timestep 0 writes the block into the KV cache
-            self.generator(noisy_image_or_video=x0, conditional_dict=cond, timestep=torch.zeros((b, FPB), device=self.device),
-                           kv_cache=self.kv_cache, crossattn_cache=self.crossattn_cache,
-                           current_start=start * TOKENS)
-            if decode == "block":
-                videos.append(self.vae.decode_to_pixel(x0, first_chunk=block == 0))
+            if video is not None:
+                videos.append(video)
         if decode == "block":
             return torch.cat(videos, dim=1)
         return self.vae.decode_to_pixel(output)
+
+    def generate_block(self, x, cond, start, *, decode=False, sleep_s=0.0, context_noise=0.0):
+        """One block: the denoising steps, the context call that writes the cache, and the
+        block's decode if asked. Returns (clean latent, video or None)."""
+        b = x.shape[0]
+        for j, t in enumerate(TIMESTEPS):
+            timestep = torch.full((b, FPB), t, device=self.device)
+            x0 = self.generator(noisy_image_or_video=x, conditional_dict=cond, timestep=timestep,
+                                kv_cache=self.kv_cache, crossattn_cache=self.crossattn_cache,
+                                current_start=start * TOKENS)
+            if sleep_s:
+                time.sleep(sleep_s)
+            if j + 1 < len(TIMESTEPS):
+                s = TIMESTEPS[j + 1] / 1000.0
+                x = (1 - s) * x0 + s * torch.randn_like(x0)
+        # the clean forward (timestep 0, or a little noise) writes the block into the KV cache
+        self.generator(noisy_image_or_video=x0, conditional_dict=cond,
+                       timestep=torch.full((b, FPB), float(context_noise), device=self.device),
+                       kv_cache=self.kv_cache, crossattn_cache=self.crossattn_cache, current_start=start * TOKENS)
+        video = self.vae.decode_to_pixel(x0, first_chunk=start == 0) if decode else None
+        return x0, video
 
     def _recache_after_switch(self, output, current_start_frame, new_conditional_dict):
         """New prompt: reset the cross-attention cache and re-run the recent clean frames."""
