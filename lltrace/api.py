@@ -47,5 +47,6 @@ def profile(target: Any = None, *, out: str | Path | None = None,
                              run_dir=Path(out) if out is not None else None,
                              profile_blocks=profile_blocks, regions_level=regions,
                              record_shapes=record_shapes, kernel_map=kernel_map)
+    session.boundaries.check()
     with session.capturing(reraise_interrupt=True):
         yield session

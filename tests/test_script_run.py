@@ -177,6 +177,7 @@ def test_ctrl_c_finalizes_the_run_directory_and_exits_130(tmp_path):
     (["--script", "SCRIPT", "--preset", "ultra"], "mutually exclusive"),
     (["--script", "nope.py"], "no such file"),
     (["--script", "DIR"], "directory"),
+    (["--script", "FIFO"], "FIFO"),
     (["--script", "SCRIPT", "--frames", "9"], "--frames applies to --preset"),
     (["--preset", "ultra", "--", "--blocks", "2"], "go to a --script"),
     (["--preset", "ultra", "--block-fn", "a:b"], "--block-fn applies to --script"),
@@ -188,14 +189,16 @@ def test_ctrl_c_finalizes_the_run_directory_and_exits_130(tmp_path):
 ])
 def test_bad_flags_are_one_line_errors(tmp_path, capsys, args, needle):
     (tmp_path / "bad.yaml").write_text("blocks.{k}: [unclosed\n")
+    os.mkfifo(tmp_path / "fifo.py")
     (tmp_path / "region.yaml").write_text("transformer_blocks.{k}: my/layer[{k}]\n")
-    subs = {"SCRIPT": str(SCRIPT), "DIR": str(tmp_path), "MAP_BAD_YAML": str(tmp_path / "bad.yaml"),
+    subs = {"SCRIPT": str(SCRIPT), "DIR": str(tmp_path), "FIFO": str(tmp_path / "fifo.py"), "MAP_BAD_YAML": str(tmp_path / "bad.yaml"),
             "MAP_BAD_REGION": str(tmp_path / "region.yaml")}
     argv = ["run", *(subs.get(a, a) for a in args), "-o", str(tmp_path / "out")]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert nn.Module.__call__ is torch.nn.modules.module.Module._wrapped_call_impl
+    assert not (tmp_path / "out").exists()          # a mistake leaves no run directory behind
 
 
 def test_api_profiles_a_pipeline_object_into_the_same_run_directory(tmp_path):
@@ -257,3 +260,17 @@ def test_import_lltrace_stays_cheap_and_profile_is_lazy():
     code = ("import sys, lltrace; assert 'torch' not in sys.modules; assert callable(lltrace.profile); "
             "assert 'torch' not in sys.modules, 'torch comes with the first profile() call only'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_layer_and_op_regions_keep_nn_modules_fast_path():
+    """Host-bound code pays for every hook microsecond: plain modules get their forward wrapped
+    on the instance (no hooks, so nn.Module skips its hook machinery), and nothing is left after."""
+    from lltrace.capture.hooks import instrument_module
+
+    model = ForeignPipeline(layers=1).generator
+    handle = instrument_module(model, "op")
+    mods = [m for name, m in model.named_modules() if name in dict(handle.installed)]
+    assert len(mods) >= 6 and all("forward" in vars(m) for m in mods)
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())
+    handle.remove()
+    assert not any("forward" in vars(m) for m in model.modules())

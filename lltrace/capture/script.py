@@ -59,6 +59,7 @@ from lltrace.capture.hooks import (
 from lltrace.capture.regions import nvtx_enabled
 from lltrace.capture.session import RunResult, Session
 from lltrace.errors import LltraceError
+from lltrace.inputs import open_regular
 from lltrace.pipeline.vae import video_frames
 
 TIMESTEP_NAMES = ("timestep", "timesteps", "t", "sigma", "sigmas")
@@ -74,6 +75,12 @@ class Boundaries:
 
     def __init__(self, block: str | None = None, decode: str | None = None, recache: str | None = None):
         self.block, self.decode, self.recache = block, decode, recache
+
+    def check(self) -> None:
+        """LltraceError now (before any run directory exists) for one that does not resolve."""
+        for spec, flag in ((self.block, "--block-fn"), (self.decode, "--decode-fn"), (self.recache, "--recache-fn")):
+            if spec:
+                resolve(spec, flag)
 
 
 def resolve(spec: str, flag: str) -> tuple[Any, str]:
@@ -627,17 +634,18 @@ def script_name(path: Path) -> str:
 
 
 def check_script(path: str | os.PathLike) -> Path:
-    """The script to run: a readable Python file, else a one-line error."""
+    """The script to run: a readable regular file (a FIFO would block runpy forever), else a
+    one-line error."""
     p = Path(path)
     if not p.exists():
         raise LltraceError(f"--script {p}: no such file")
     if p.is_dir():
         raise LltraceError(f"--script {p}: is a directory", "give a .py file")
     try:
-        with open(p, "rb") as f:
-            f.read(1)
-    except OSError as exc:
-        raise LltraceError(f"--script {p}: cannot read it ({exc.strerror})") from None
+        with open_regular(p):
+            pass
+    except LltraceError as exc:
+        raise LltraceError(f"--script: {exc}") from None
     return p
 
 
@@ -657,6 +665,7 @@ def run_script(path: str | os.PathLike, args: Sequence[str] = (), **session_kwar
     error: BaseException | None = None
     started = False
     try:
+        session.boundaries.check()
         with session.capturing():
             started = True
             try:
