@@ -56,6 +56,52 @@ def hook_costs(n=100_000):
     return {"bare_us": bare, "lltrace_wrapper_us": lltrace_us - bare, "hook_pair_us": per_call(paired) - bare}
 
 
+class _Layer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.self_attn, self.cross_attn, self.ffn = nn.Identity(), nn.Identity(), nn.Identity()
+
+    def forward(self, x):
+        return self.ffn(self.cross_attn(self.self_attn(x)))
+
+
+class _Root(nn.Module):
+    """A root with Wan names and no compute: what lltrace adds per block, isolated."""
+
+    def __init__(self, layers):
+        super().__init__()
+        self.blocks = nn.ModuleList(_Layer() for _ in range(layers))
+
+    def forward(self, x, timestep):
+        for b in self.blocks:
+            x = b(x)
+        return x
+
+
+def lltrace_us_per_block(layers=30, blocks=200, repeat=5):
+    """us per block of lltrace's own work (4 steps + a context call, `layers` layers) at each
+    level, no profiler window: the same loop under lltrace.profile minus bare, min of repeats."""
+    root = _Root(layers)
+    x = torch.zeros(1, 3, 4, 2, 2)
+    steps = [torch.full((1, 3), t) for t in (1000.0, 750.0, 500.0, 250.0, 0.0)]   # 4 steps, then context
+
+    def loop():
+        t = time.perf_counter()
+        for _ in range(blocks):
+            for timestep in steps:
+                root(x, timestep=timestep)
+        return (time.perf_counter() - t) / blocks * 1e6
+
+    out = {}
+    bare = min(loop() for _ in range(repeat))
+    out["bare_us"] = bare
+    with tempfile.TemporaryDirectory() as tmp:
+        for level in ("block", "layer", "op"):
+            with lltrace.profile(root, out=Path(tmp) / level, profile_blocks=None, regions=level, kernel_map=False):
+                out[level] = min(loop() for _ in range(repeat)) - bare
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -77,7 +123,10 @@ def main():
     pipe = ForeignPipeline(layers=args.layers, device=dev)
     noise = make_noise(args.blocks)
     ms_per_block(pipe, noise, args.blocks, sync)   # warm-up
-    out = {"device": str(dev), "clock": clock, "layers": args.layers, "blocks": args.blocks, "pairs": args.pairs,
+    per_block = lltrace_us_per_block(layers=args.layers)
+    print(f"lltrace's own work per block ({args.layers} layers, 5 root calls, nothing recording): "
+          + ", ".join(f"--regions {k} {v:.0f} us" for k, v in per_block.items() if k != "bare_us"))
+    out = {"device": str(dev), "clock": clock, "per_block_us": per_block, "layers": args.layers, "blocks": args.blocks, "pairs": args.pairs,
            "torch": torch.__version__, "hooks": hook_costs(), "levels": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for level in args.levels.split(","):
