@@ -274,3 +274,33 @@ def test_layer_and_op_regions_keep_nn_modules_fast_path():
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())
     handle.remove()
     assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_api_ctrl_c_finalizes_the_run_and_is_reraised(tmp_path):
+    pipe = ForeignPipeline()
+    calls = []
+
+    def interrupt_in_block_1(module, args):   # Ctrl-C lands in the user's code, mid-block
+        calls.append(1)
+        if len(calls) == 7:                      # block 0 = 5 calls; the 2nd step of block 1
+            raise KeyboardInterrupt
+
+    h = pipe.generator.model.register_forward_pre_hook(interrupt_in_block_1)
+    with pytest.raises(KeyboardInterrupt), lltrace.profile(pipe, out=tmp_path / "api", profile_blocks=None):
+        pipe.inference(make_noise(3))
+    h.remove()
+    meta = read(tmp_path / "api", "meta.json")
+    assert meta["status"] == "interrupted" and meta["end"]["reason"] == "sigint"
+    assert meta["end"]["message"] == "interrupted during block 1" and meta["num_blocks"] == 1
+    assert read(tmp_path / "api", "summary.json")["blocks"] == 1
+
+
+def test_regions_map_file_parses_in_order(tmp_path):
+    from lltrace.commands.params import REGIONS_MAP
+
+    f = tmp_path / "map.yaml"
+    f.write_text("transformer_blocks.{k}: ll/layer[{k}]\ntransformer_blocks.*.attn1: ll/self_attn\n")
+    assert REGIONS_MAP.convert(str(f), None, None) == (("transformer_blocks.{k}", "ll/layer[{k}]"),
+                                                       ("transformer_blocks.*.attn1", "ll/self_attn"))
+    f.write_text("- [blocks.*.mlp, ll/ffn]\n")
+    assert REGIONS_MAP.convert(str(f), None, None) == (("blocks.*.mlp", "ll/ffn"),)
