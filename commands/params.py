@@ -102,8 +102,57 @@ class ModuleFactory(click.ParamType):
         return module, factory
 
 
+class QualName(click.ParamType):
+    """`MODULE:QUALNAME` -> the same string: a function or method by import path, e.g.
+    `mypkg.pipeline:Pipeline.inference` (resolved when the run starts, once the script's
+    directory is importable)."""
+
+    name = "MODULE:QUALNAME"
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip()
+        module, sep, qualname = text.rpartition(":")
+        if not sep or not module or not all(p.isidentifier() for p in qualname.split(".")) or \
+                not all(p.isidentifier() for p in module.split(".")):
+            self.fail(f"{value!r}: use MODULE:QUALNAME, e.g. mypkg.pipeline:Pipeline.inference", param, ctx)
+        return text
+
+
+class RegionsMap(click.ParamType):
+    """A YAML file of `module-name pattern: region` lines -> ((pattern, region), ...), tried
+    before the built-in Wan names (lltrace.capture.patterns; e.g. `transformer_blocks.{k}:
+    ll/layer[{k}]`). A missing file, bad YAML or a bad pattern is a one-line error."""
+
+    name = "FILE.yaml"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        import yaml
+
+        from lltrace.capture.patterns import parse_regions_map
+        from lltrace.errors import LltraceError
+        from lltrace.inputs import open_regular
+
+        try:
+            with open_regular(value) as f:
+                text = f.read().decode("utf-8", errors="replace")
+        except LltraceError as exc:   # it names the path
+            self.fail(str(exc), param, ctx)
+        try:
+            return parse_regions_map(yaml.safe_load(text))
+        except LltraceError as exc:
+            self.fail(f"{value}: {exc}", param, ctx)
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            line = f" (line {where.line + 1})" if where is not None else ""
+            self.fail(f"{value}: not valid YAML{line}", param, ctx)
+
+
 BLOCKS = BlockRange(single=True)
 PROFILE_BLOCKS = BlockRange(none_words=("none", "off", ""))
 MS_WINDOW = MsWindow()
 FRAME_PROMPT = FramePrompt()
 MODULE_FACTORY = ModuleFactory()
+QUALNAME = QualName()
+REGIONS_MAP = RegionsMap()

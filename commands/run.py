@@ -1,18 +1,46 @@
 """`lltrace run`: the pipeline under regions, frame clock, recompile monitor and profiler."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 import click
 
-from lltrace.commands.params import FRAME_PROMPT, NO_BLOCKS, PROFILE_BLOCKS
+from lltrace.commands.params import (
+    FRAME_PROMPT,
+    NO_BLOCKS,
+    PROFILE_BLOCKS,
+    QUALNAME,
+    REGIONS_MAP,
+)
 from lltrace.errors import LltraceError
 
+DEFAULT_PRESET = "ultra"
+# options that only mean something when lltrace builds and drives its own pipeline
+PRESET_ONLY = ("frames", "prompt", "switch_at", "model", "device", "overrides", "weights", "lora", "lora_alpha",
+               "vae_weights", "tokenizer", "seed", "doctor")
+SCRIPT_ONLY = ("regions_map", "block_fn", "decode_fn", "recache_fn")
 
-@click.command()
-@click.option("--preset", "-p", default="ultra", show_default=True, help="Preset from configs/ (see `lltrace presets`).")
+
+@click.command(context_settings={"ignore_unknown_options": False})
+@click.option("--preset", "-p", default=None, help=f"Preset from configs/ (see `lltrace presets`). Default: {DEFAULT_PRESET}.")
+@click.option("--script", "script", type=click.Path(dir_okay=True, path_type=Path), default=None,
+              help="Profile your own Python script instead: it runs in this process as __main__, with "
+                   "ARGS after `--` as its sys.argv; blocks, steps, context and decode are found from "
+                   "its calls (docs/FORMATS.md §7). Not with --preset.")
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- ARGS...]")
+@click.option("--regions-map", "regions_map", type=REGIONS_MAP, default=None,
+              help="--script: YAML of `module-name pattern: region` tried before the Wan names, "
+                   "e.g. `transformer_blocks.{k}: ll/layer[{k}]`.")
+@click.option("--block-fn", "block_fn", type=QUALNAME, default=None,
+              help="--script: each call of this function is one block (when detection does not fit).")
+@click.option("--decode-fn", "decode_fn", type=QUALNAME, default=None,
+              help="--script: this function is the decode (besides modules named like vae/decoder).")
+@click.option("--recache-fn", "recache_fn", type=QUALNAME, default=None,
+              help="--script: this function is the recache after a prompt switch (besides methods "
+                   "named like *recache*).")
 @click.option("--frames", type=click.IntRange(min=1), default=240, show_default=True, help="Video frames to generate (rounded up to whole blocks).")
 @click.option("--prompt", default="a red fox running through fresh snow, golden hour", show_default=True)
 @click.option("--switch-at", "switch_at", multiple=True, type=FRAME_PROMPT, metavar='F:"PROMPT"',
@@ -42,17 +70,46 @@ from lltrace.errors import LltraceError
 @click.option("--tokenizer", type=click.Path(exists=True, file_okay=False), default=None,
               help="Local tokenizer directory (default: a built-in hashing tokenizer).")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout at the end (implies --headless).")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout at the end (implies --headless; "
+              "a --script's own output goes to stderr then).")
 @click.option("--doctor/--no-doctor", default=True, show_default=True,
               help="TUI only: check the built pipeline with `lltrace doctor` (denoise, kv_update) and show "
                    "its CUDA-graph verdict; costs a few seconds before the first frame (not counted in it).")
-def run(preset, frames, prompt, switch_at, headless, profile_blocks, regions_level, py_spy, out_dir, kernel_map, model, device,
+@click.pass_context
+def run(ctx, preset, script, script_args, regions_map, block_fn, decode_fn, recache_fn, frames, prompt, switch_at,
+        headless, profile_blocks, regions_level, py_spy, out_dir, kernel_map, model, device,
         overrides, weights, lora, lora_alpha, vae_weights, tokenizer, seed, as_json, doctor):
     """Run the LongLive pipeline with full instrumentation; write traces/<run-id>/.
 
     On a terminal this opens the live TUI; without one (or with --headless) it prints a
     summary. On a machine without CUDA the tiny model runs on the CPU, GPU-only knobs off.
+
+    \b
+    Your own pipeline: lltrace run --script FILE.py [-- ARGS...]
+    runs FILE.py as `python FILE.py ARGS` would, under the same capture
+    (headless; --profile-blocks counts the blocks found in its calls).
     """
+    given = {name for name in ctx.params if ctx.get_parameter_source(name) not in
+             (click.core.ParameterSource.DEFAULT, None)}
+    if script is not None:
+        if preset is not None:
+            raise LltraceError("--script and --preset are mutually exclusive",
+                               "--preset runs lltrace's own pipeline, --script yours")
+        wrong = [n for n in PRESET_ONLY if n in given]
+        if wrong:
+            flag = "--" + wrong[0].replace("_", "-").replace("overrides", "set")
+            raise LltraceError(f"{flag} applies to --preset runs, not to --script",
+                               "pass your script its own options after `--`")
+        return _run_script(script, script_args, regions_map=regions_map, block_fn=block_fn, decode_fn=decode_fn,
+                           recache_fn=recache_fn, headless=headless, profile_blocks=profile_blocks,
+                           regions_level=regions_level, py_spy=py_spy, out_dir=out_dir, kernel_map=kernel_map,
+                           as_json=as_json)
+    if script_args:
+        raise LltraceError(f"unexpected argument {script_args[0]!r}", "arguments after `--` go to a --script")
+    wrong = [n for n in SCRIPT_ONLY if n in given]
+    if wrong:
+        raise LltraceError(f"--{wrong[0].replace('_', '-')} applies to --script runs")
+    preset = preset or DEFAULT_PRESET
     from rich.console import Console
 
     from lltrace.capture.session import blocks_for_frames, switch_block
@@ -118,6 +175,80 @@ def run(preset, frames, prompt, switch_at, headless, profile_blocks, regions_lev
     # Ctrl-C / SIGTERM: the shell convention 130. Quitting the TUI with `q` is a normal end.
     if result is not None and result.status == "interrupted" and result.reason != "stopped":
         raise click.exceptions.Exit(130)
+
+
+def _run_script(script, script_args, *, regions_map, block_fn, decode_fn, recache_fn, headless, profile_blocks,
+                regions_level, py_spy, out_dir, kernel_map, as_json):
+    """`--script`: the user's file under a ForeignSession (lltrace.capture.script), headless."""
+    from rich.console import Console
+
+    from lltrace.capture.hooks import DEFAULT_PATTERNS
+    from lltrace.capture.script import Boundaries, check_script, run_script
+    from lltrace.ui.run_summary import run_summary
+
+    check_script(script)
+    err = Console(stderr=True)
+    notes = []
+    if not (headless or as_json) and sys.stdout.isatty():
+        notes.append("--script runs are headless (the live TUI drives only --preset runs); "
+                     "`lltrace view` shows the run directory")
+    profile = (2, 4) if profile_blocks is None else (None if profile_blocks == NO_BLOCKS else profile_blocks)
+    kwargs = {"patterns": tuple(regions_map or ()) + DEFAULT_PATTERNS,
+              "boundaries": Boundaries(block_fn, decode_fn, recache_fn), "profile_blocks": profile,
+              "regions_level": regions_level, "py_spy": py_spy, "kernel_map": kernel_map,
+              "run_dir": _fresh_dir(out_dir) if out_dir is not None else None,
+              "command": ["lltrace", *sys.argv[1:]]}
+    if kernel_map:
+        from lltrace.capture import provenance
+        provenance.recording()
+    # --json: stdout is one JSON document, so what the script prints goes to stderr
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        result, session, error = run_script(script, script_args, **kwargs)
+    if error is not None:   # the script's own bug: its traceback, exit 1 (or its sys.exit code)
+        _print_user_traceback(error, script)
+        click.echo(f"lltrace: {script} raised {type(error).__name__}; run directory {result.run_dir} "
+                   f"(status {result.status})", err=True)
+        code = error.code if isinstance(error, SystemExit) and isinstance(error.code, int) else 1
+        raise click.exceptions.Exit(code)
+    notes = session.notes() + notes
+    if profile is not None and not result.traces:
+        notes.append(f"no profiler window: the script ran {session.detector.block_index} blocks "
+                     f"and --profile-blocks is {profile[0]}:{profile[1]}")
+    if as_json:
+        click.echo(json.dumps({"run_dir": str(result.run_dir), "status": result.status, **result.summary}, indent=2))
+    else:
+        Console().print(run_summary(result, _script_describe(session, script), notes))
+    if result.status == "interrupted":
+        err.print("lltrace: interrupted; the run directory is complete up to there")
+        raise click.exceptions.Exit(130)
+
+
+def _print_user_traceback(exc: BaseException, script: Path) -> None:
+    """The script's traceback from its own first frame on: lltrace's and runpy's frames above it
+    are not the user's business (their bug, their stack)."""
+    import traceback
+
+    if isinstance(exc, SystemExit):
+        return
+    tb = exc.__traceback__
+    target = str(Path(script).resolve())
+    t = tb
+    while t is not None and str(Path(t.tb_frame.f_code.co_filename).resolve()) != target:
+        t = t.tb_next
+    sys.stderr.write("".join(traceback.format_exception(type(exc), exc, t or tb)))
+    sys.stderr.flush()
+
+
+def _script_describe(session, script: Path) -> dict:
+    """run_summary's header for a script run."""
+    d = session.detector
+    root = d.root if d is not None else None
+    p = next(root.parameters(), None) if root is not None else None
+    return {"preset": f"script {Path(script).name}",
+            "model": {"name": type(root).__name__ if root is not None else "no root model"},
+            "device": {"type": str(p.device) if p is not None else "cpu"},
+            "dtype": str(p.dtype).replace("torch.", "") if p is not None else "-",
+            "attention_backend": "as the script runs it"}
 
 
 def _fresh_dir(path: Path) -> Path:

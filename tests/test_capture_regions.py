@@ -125,7 +125,7 @@ def test_an_exception_inside_forward_still_closes_its_ranges(tmp_path):
     def boom(module, args):
         raise RuntimeError("ffn broke")
 
-    model.blocks[0].ffn.register_forward_pre_hook(boom)
+    model.blocks[0].ffn[1].register_forward_pre_hook(boom)   # inside ffn's forward: ll/ffn is open
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         with pytest.raises(RuntimeError, match="ffn broke"):
             model(*model_inputs())

@@ -6,9 +6,10 @@ the name): `{k}` an integer index, captured for the region template; `*` any one
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from lltrace import names
+from lltrace.errors import LltraceError
 
 DEFAULT_PATTERNS: tuple[tuple[str, str], ...] = (
     ("blocks.{k}", names.PREFIX + names.LAYER + "[{k}]"),
@@ -20,6 +21,44 @@ DEFAULT_PATTERNS: tuple[tuple[str, str], ...] = (
     ("head", names.name(names.HEAD)),
 )
 """(module-name pattern, region name template) in Wan2.1 / LongLive module names."""
+
+
+def check_patterns(patterns: Sequence[Any]) -> tuple[tuple[str, str], ...]:
+    """The patterns as (pattern, region template) pairs, or LltraceError naming the bad one: a
+    pair of strings whose template fills from the pattern's `{k}` captures and gives an
+    lltrace region name (`ll/<kind>` of docs/FORMATS.md §1, `ll/layer[{k}]` for indexed kinds)."""
+    out = []
+    for item in patterns:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item)):
+            raise LltraceError(f"bad region pattern {item!r}", "use (module-name pattern, region name)")
+        path, template = item
+        keys = [s[1:-1] for s in path.split(".") if s.startswith("{") and s.endswith("}")]
+        try:
+            region = template.format(**{k: 0 for k in keys})
+        except (KeyError, IndexError, ValueError):
+            raise LltraceError(f"region {template!r} uses a placeholder that pattern {path!r} does not capture") from None
+        parsed = names.parse(region)
+        if parsed is None or parsed[0] not in names.KINDS or (parsed[1] is None) == (parsed[0] in names.INDEXED):
+            raise LltraceError(f"pattern {path!r}: {template!r} is not an lltrace region",
+                               "use ll/layer[{k}], ll/self_attn, ll/cross_attn, ll/ffn, ll/norm, ll/embed, ll/head")
+        out.append((path, template))
+    return tuple(out)
+
+
+def parse_regions_map(data: Any) -> tuple[tuple[str, str], ...]:
+    """A `--regions-map` YAML document: a mapping `pattern: region` (in order) or a list of
+    [pattern, region] pairs, e.g. `transformer_blocks.{k}: ll/layer[{k}]`. Checked with
+    check_patterns; LltraceError if it is neither."""
+    if isinstance(data, Mapping):
+        items = list(data.items())
+    elif isinstance(data, list):
+        items = data
+    else:
+        raise LltraceError("a regions map is a mapping `module-name pattern: region`",
+                           "e.g. `transformer_blocks.{k}: ll/layer[{k}]`")
+    if not items:
+        raise LltraceError("the regions map is empty")
+    return check_patterns([tuple(i) if isinstance(i, list) else i for i in items])
 
 
 def _match_segment(pattern: str, segment: str, captures: dict[str, str]) -> bool:

@@ -30,7 +30,9 @@ OP_REGIONS = frozenset({names.SELF_ATTN, names.CROSS_ATTN, names.FFN, names.KV_U
                         names.HEAD})
 
 _domain = nvtx.get_domain(DOMAIN)  # a dummy domain (no-op calls) unless nsys injected NVTX
-_nvtx_on = nvtx.enabled()
+# nvtx.enabled() is only "NVTX_DISABLE is unset" (True without any tool): a tool is attached
+# exactly when the domain is a real one. Read once: nsys injects itself at process start.
+_nvtx_on = nvtx.enabled() and type(_domain).__name__ != "DummyDomain"
 _profiler_on = torch._C._autograd._profiler_enabled  # True only while Kineto records
 _attrs: dict[str, object] = {}
 

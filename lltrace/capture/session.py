@@ -97,7 +97,7 @@ class Session:
     `instrument(pipeline, level) -> InstrumentHandle` for anything else; all removed at the end.
     """
 
-    def __init__(self, pipeline: Any, *, num_blocks: int, prompt: str,
+    def __init__(self, pipeline: Any, *, num_blocks: int | None, prompt: str | None,
                  switches: dict[int, str] | None = None,
                  run_dir: RunDirectory | Path | str | None = None,
                  profile_blocks: Sequence[int] | None = None,
@@ -107,11 +107,11 @@ class Session:
                  command: list[str] | None = None, handle_signals: bool = True,
                  instrument: Callable[[Any, str], InstrumentHandle] | None = None,
                  next_switch: Callable[[int], str | None] | None = None, kernel_map: bool = True):
-        if num_blocks < 1:
+        if num_blocks is not None and num_blocks < 1:
             raise LltraceError(f"a run needs at least one block (got {num_blocks})")
         self.switches = dict(switches or {})
-        for b in self.switches:
-            if not (isinstance(b, int) and 0 < b < num_blocks):
+        for b in self.switches:   # num_blocks None: the code driving the run decides (capture.script)
+            if not (isinstance(b, int) and 0 < b < (num_blocks or 0)):
                 raise LltraceError(f"a prompt switch before block {b} is outside the run",
                                    f"switch before a block in 1..{num_blocks - 1}")
         self.profile_blocks = check_blocks(profile_blocks, num_blocks)
@@ -141,6 +141,8 @@ class Session:
         self.monitor: RecompileMonitor | None = None
         self.observer: CaptureObserver | None = None
         self.provenance = None
+        self.ended: tuple[str, str, str] | None = None
+        self.result: RunResult | None = None
 
     # -- control from other threads ---------------------------------------------------------------
     def request_stop(self) -> None:
@@ -179,14 +181,28 @@ class Session:
         arg = self._run_dir_arg
         if isinstance(arg, RunDirectory):
             return arg
-        preset = getattr(getattr(self.pipeline, "preset", None), "name", None) or "run"
         if arg is None:
-            return RunDirectory.create(preset)
+            return RunDirectory.create(self._run_name())
         path = Path(arg)
         path.mkdir(parents=True, exist_ok=True)
         return RunDirectory(path)
 
+    def _run_name(self) -> str:
+        """The last part of the run id (`YYYYmmdd-HHMMSS-<name>`): the preset's name."""
+        return getattr(getattr(self.pipeline, "preset", None), "name", None) or "run"
+
     def run(self) -> RunResult:
+        """Drive the pipeline block by block; see the class doc."""
+        with self.capturing():
+            self._drive()
+        return self.result
+
+    @contextlib.contextmanager
+    def capturing(self, *, reraise_interrupt: bool = False):
+        """Every capture tool on around the body, which drives the run (`run()`: lltrace's own
+        loop; lltrace.capture.script: the user's code). Whatever ends the body (its end, Ctrl-C /
+        SIGTERM, an exception), the run directory is finalized and `self.result` is set; an
+        exception is re-raised after that, a KeyboardInterrupt only with `reraise_interrupt`."""
         pipeline = self.pipeline
         rd = self.run_dir = self._open_run_dir()
         meta = build_meta(pipeline, run_id=rd.run_id, command=self.command, extra={
@@ -210,10 +226,11 @@ class Session:
         spy = PySpyRecorder(rd.path, sinks=[self._event]) if self.py_spy else None
         handle = InstrumentHandle()
         previous_observer = getattr(pipeline, "observer", None)
-        status, reason, message = "completed", "finished", f"{self.num_blocks} blocks"
+        self.ended = None                    # (status, reason, message) set by the body, else "completed"
+        status, reason, message = "completed", "finished", ""
         error: BaseException | None = None
+        interrupted: BaseException | None = None
         interrupted_in_block = False
-        block_no = 0
         with self._signals():
             try:
                 handle = self._instrument(pipeline)
@@ -227,39 +244,17 @@ class Session:
                     self.profiler.start()
                 if self.clock.cuda:   # the run's peak: not whatever ran before it (the TUI's doctor pre-flight)
                     torch.cuda.reset_peak_memory_stats(device)
-                pipeline.start(self.prompt)  # -> observer.run_started() -> self._started(t0)
-                saved_before = 0
-                for block_no in range(self.num_blocks):
-                    live = self.next_switch(block_no) if self.next_switch is not None and block_no else None
-                    if self._signalled is not None:
-                        # The KeyboardInterrupt was caught by code it landed in (a library's
-                        # `except BaseException`, a finalizer): the signal still ends the run here.
-                        status, message = "interrupted", f"interrupted after {block_no} blocks"
-                        reason = "sigterm" if self._signalled == signal.SIGTERM else "sigint"
-                        self._event(RunEvent("note", f"{reason} was swallowed inside block {block_no - 1}: "
-                                                     "stopped at the block boundary", {"source": "session"}))
-                        break
-                    if self._stop.is_set():
-                        status, reason, message = "interrupted", "stopped", f"stopped after {block_no} blocks"
-                        break
-                    if live is not None:
-                        self._live_switch(block_no, live)
-                    if block_no in self.switches:
-                        pipeline.switch_prompt(self.switches[block_no])
-                    # a block the profiler warms up for or records, or the one after a window (it pays for the
-                    # trace's export), is no steady sample (FORMATS.md §2 `kind`)
-                    self.clock.profiled_next = self.profiler.state() != "idle" or saved_before < len(self.profiler.windows)
-                    saved_before = len(self.profiler.windows)
-                    out = pipeline.generate_block()
-                    with self._deferred():   # a window opening or being saved is not cut in half
-                        self.profiler.step()
-                    self._notify("on_block", out)
+                yield self
+                if self.ended is not None:
+                    status, reason, message = self.ended
+                else:
+                    message = f"{self.observer.blocks_done} blocks"
                 self.observer.run_finished()
             except KeyboardInterrupt as exc:
-                interrupted_in_block = self.observer.in_block
+                interrupted, interrupted_in_block = exc, self.observer.in_block
                 status = "interrupted"
                 reason = "sigterm" if isinstance(exc, Terminated) else "sigint"
-                message = f"interrupted during block {block_no}" if interrupted_in_block else \
+                message = f"interrupted during block {self.observer.blocks_done}" if interrupted_in_block else \
                     f"interrupted after {self.observer.blocks_done} blocks"
             except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised below
                 interrupted_in_block = self.observer.in_block
@@ -270,12 +265,44 @@ class Session:
                                      {"source": "session", "traceback": traceback.format_exc()[-4000:]}))
             finally:
                 with self._patient_sigint():
-                    result = self._finalize(status, reason, message, handle, previous_observer, spy,
-                                            interrupted_in_block)
-        self._notify("on_end", result)
+                    self.result = self._finalize(status, reason, message, handle, previous_observer, spy,
+                                                 interrupted_in_block)
+        self._notify("on_end", self.result)
         if error is not None:
             raise error
-        return result
+        if interrupted is not None and reraise_interrupt:
+            raise interrupted
+
+    def _drive(self) -> None:
+        """lltrace's own loop: start, then one `generate_block()` per block, switches before them."""
+        pipeline = self.pipeline
+        pipeline.start(self.prompt)  # -> observer.run_started() -> self._started(t0)
+        saved_before = 0
+        for block_no in range(self.num_blocks):
+            live = self.next_switch(block_no) if self.next_switch is not None and block_no else None
+            if self._signalled is not None:
+                # The KeyboardInterrupt was caught by code it landed in (a library's
+                # `except BaseException`, a finalizer): the signal still ends the run here.
+                self.ended = ("interrupted", "sigterm" if self._signalled == signal.SIGTERM else "sigint",
+                              f"interrupted after {block_no} blocks")
+                self._event(RunEvent("note", f"{self.ended[1]} was swallowed inside block {block_no - 1}: "
+                                             "stopped at the block boundary", {"source": "session"}))
+                return
+            if self._stop.is_set():
+                self.ended = ("interrupted", "stopped", f"stopped after {block_no} blocks")
+                return
+            if live is not None:
+                self._live_switch(block_no, live)
+            if block_no in self.switches:
+                pipeline.switch_prompt(self.switches[block_no])
+            # a block the profiler warms up for or records, or the one after a window (it pays for the
+            # trace's export), is no steady sample (FORMATS.md §2 `kind`)
+            self.clock.profiled_next = self.profiler.state() != "idle" or saved_before < len(self.profiler.windows)
+            saved_before = len(self.profiler.windows)
+            out = pipeline.generate_block()
+            with self._deferred():   # a window opening or being saved is not cut in half
+                self.profiler.step()
+            self._notify("on_block", out)
 
     def _live_switch(self, block_no: int, prompt: str) -> None:
         """A switch asked for during the run: recorded in meta.json like a scheduled one."""
