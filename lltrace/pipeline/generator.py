@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from lltrace import names
-from lltrace.errors import LltraceError
+from lltrace.errors import LltraceError, NeedsCudaError
 from lltrace.pipeline.config import ModelConfig, load_model_config
 from lltrace.pipeline.observer import NULL_OBSERVER, PipelineObserver
 from lltrace.pipeline.presets import Preset
@@ -87,7 +87,7 @@ class StreamingPipeline:
         from lltrace.pipeline.kv_cache import CrossAttnCache, make_kv_cache
         from lltrace.pipeline.model import CausalWanModel
         from lltrace.pipeline.text_encoder import TextEncoder
-        from lltrace.pipeline.decoders import build_decoder
+        from lltrace.pipeline.decoders import build_decoder, optimize_decoder
         from lltrace.pipeline.weights import init_random_weights, load_generator_weights
 
         self.preset = preset
@@ -120,11 +120,19 @@ class StreamingPipeline:
         self.text_encoder = TextEncoder(cfg, dtype=self.dtype, device=self.device, tokenizer_path=tokenizer,
                                         seed=seed)
         self.decoder = None
+        decoder_done: dict = {}
+        self._decode_stream = None   # decode_async: the decode's own CUDA stream
         if preset.decoder != "none":
             self.decoder = build_decoder(preset.decoder, cfg, self.dtype, self.device)
             if vae_weights:
                 from lltrace.pipeline.vae import load_vae_weights
                 load_vae_weights(self.decoder, vae_weights)
+            decoder_done = optimize_decoder(self.decoder, preset, self.device)
+            if preset.decode_async:
+                if self.device.type != "cuda":
+                    raise NeedsCudaError("decode_async (the decode on a second CUDA stream)")
+                self._decode_stream = torch.cuda.Stream(self.device)
+                decoder_done["decode_async"] = "decode on a second stream, overlapping the KV-update forward"
 
         self.ceiling_tflops: float | None = None  # measured matmul ceiling, for the roofline
         self.ceiling_fp8_tflops: float | None = None  # the same for fp8 GEMMs (presets with fp8 linears)
@@ -133,6 +141,7 @@ class StreamingPipeline:
                                       self.dtype, self.device)
         self.crossattn_cache = CrossAttnCache(cfg, batch, self.dtype, self.device)
         self.optimizations = optimize.apply(self)  # fp8, regional compile, CUDA graphs (per preset)
+        self.optimizations.update(decoder_done)    # the decoder_* knobs (decoders.optimize_decoder)
 
         self._hooks = StageHooks()
         self._noise_gen = torch.Generator(device=self.device)
@@ -253,11 +262,21 @@ class StreamingPipeline:
                         renoise = torch.randn(x0.shape, generator=self._noise_gen, device=self.device,
                                               dtype=self.dtype)
                         x = self.scheduler.add_noise(x0, renoise, self.timesteps[j + 1])
+            video = decoded = None
+            if self.decoder is not None and self._decode_stream is not None:
+                # decode_async: the decode needs only x0, like the KV-update forward below, so it
+                # is enqueued first, on its own stream, and the two run concurrently.
+                with obs.region(names.name(names.DECODE)):
+                    video, decoded = self._decode_on_side_stream(x0)
             with obs.region(names.name(names.CONTEXT)):
                 # The clean forward at context_noise writes this block's K/V into the cache.
                 _through(self._hooks.forward, self.forward, x0, float(self.preset.context_noise), start_frame)
-            video = None
-            if self.decoder is not None:
+            if decoded is not None:
+                # The block's frames are ready when its decode is: the current stream waits for it
+                # before block_done, where the frame clock records its event (and before anything
+                # the caller enqueues on it reads `video`).
+                torch.cuda.current_stream(self.device).wait_event(decoded)
+            elif self.decoder is not None:
                 with obs.region(names.name(names.DECODE)):
                     video = _through(self._hooks.decode, self.decoder.decode_block, x0)
         self._remember(x0)
@@ -267,6 +286,22 @@ class StreamingPipeline:
         self.block_index += 1
         self._after_switch = False
         return out
+
+    def _decode_on_side_stream(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event]:
+        """decode_async: enqueue the block's decode on the decode stream, after the current
+        stream's work so far (x0); returns the video and the event that marks it decoded."""
+        main, side = torch.cuda.current_stream(self.device), self._decode_stream
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            video = _through(self._hooks.decode, self.decoder.decode_block, x0)
+            decoded = torch.cuda.Event()
+            decoded.record(side)
+        # The caching allocator ties a block to the stream that allocated it: x0 (made on the
+        # current stream) is read on the decode stream, video (made there) is used on the
+        # current one; neither may be reused before the other stream is done with it.
+        x0.record_stream(side)
+        video.record_stream(main)
+        return video, decoded
 
     def _remember(self, x0: torch.Tensor) -> None:
         self._history.append(x0)
