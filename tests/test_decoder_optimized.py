@@ -16,7 +16,13 @@ from lltrace.pipeline import decoders
 from lltrace.pipeline.config import load_model_config
 from lltrace.pipeline.decoders import GraphedDecode, build_decoder
 from lltrace.pipeline.generator import StreamingPipeline
-from lltrace.pipeline.presets import DECODER_KNOBS, KNOBS, available_presets, cpu_fallback, load_preset
+from lltrace.pipeline.presets import (
+    DECODER_KNOBS,
+    KNOBS,
+    available_presets,
+    cpu_fallback,
+    load_preset,
+)
 
 KINDS = ["wan", "fast"]
 H, W = 4, 6          # latent size: non-square so a swapped h/w shows
@@ -53,7 +59,7 @@ def reference(request, tiny):
 
 
 def test_channels_last_gives_the_same_video(reference):
-    kind, dec, want = reference
+    _, dec, want = reference
     cl = copy.deepcopy(dec)
     cl.to_channels_last()
     assert cl.memory_format in (torch.channels_last, torch.channels_last_3d)

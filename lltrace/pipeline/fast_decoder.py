@@ -11,13 +11,19 @@ takes the normalised latents the DiT produces (TAEHV applies no latent mean/std)
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from lltrace.errors import LltraceError
-from lltrace.pipeline.vae import StreamingDecoder, init_conv_weights_, reusable, zeroed_or_none
+from lltrace.pipeline.vae import (
+    StreamingDecoder,
+    init_conv_weights_,
+    reusable,
+    zeroed_or_none,
+)
 
 if TYPE_CHECKING:
     from lltrace.pipeline.config import ModelConfig

@@ -11,9 +11,11 @@ first, then 4n.
 """
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -62,11 +64,28 @@ class StreamingDecoder(nn.Module):
         # set by lltrace.pipeline.decoders.optimize_decoder (the preset's decoder_* knobs)
         self.memory_format: torch.memory_format | None = None   # channels-last, when asked for
         self.graphed: Callable[[Tensor, bool], Tensor] | None = None   # per-block CUDA graphs
+        self._last_stream: torch.cuda.Stream | None = None   # the CUDA stream that last used the state
 
     def reset(self) -> None:
         """Start a new video: forget every cached activation."""
+        self._order_streams()
         self._first = True
         self._reset_state()
+
+    def _order_streams(self, device: torch.device | None = None) -> None:
+        """The streaming state is used by one CUDA stream at a time: a decode or reset on another
+        stream than the last one (decode_async decodes on its own stream) first waits for it."""
+        last = self._last_stream
+        if device is None:
+            if last is None:
+                return
+            device = last.device
+        if device.type != "cuda":
+            return
+        current = torch.cuda.current_stream(device)
+        if last is not None and last != current:
+            current.wait_stream(last)
+        self._last_stream = current
 
     def frames_for(self, num_latent_frames: int, first: bool) -> int:
         """Video frames that `num_latent_frames` latent frames decode to (`video_frames`)."""
@@ -77,6 +96,7 @@ class StreamingDecoder(nn.Module):
         """[B, 16, F, h, w] normalised latents -> [B, 3, T, 8h, 8w] video in [-1, 1]."""
         if latents.ndim != 5 or latents.shape[1] != self.latent_channels:
             raise ValueError(f"expected latents [B, {self.latent_channels}, F, h, w], got {tuple(latents.shape)}")
+        self._order_streams(latents.device)
         first = self._first
         video = self._decode(latents, first) if self.graphed is None else self.graphed(latents, first)
         self._first = False
@@ -167,7 +187,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
             sd = load_file(str(path), device="cpu")
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch/safetensors raise many types for a corrupt file
+    except Exception as e:  # noqa: BLE001 -- torch/safetensors raise many types for a corrupt file
         raise LltraceError(f"cannot read VAE weights {path}: {type(e).__name__}: {e}") from None
     for wrapper in ("state_dict", "model"):  # common checkpoint wrappers
         if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
@@ -272,7 +292,7 @@ class CausalConv3d(nn.Conv3d):
         return super().forward(x)
 
 
-class RMS_norm(nn.Module):  # noqa: N801 -- Wan's class name, kept for recognisability
+class RMS_norm(nn.Module):
     """Channel RMS norm: F.normalize over channels * sqrt(dim) * gamma (Wan's, no bias)."""
 
     def __init__(self, dim: int, images: bool = True):
@@ -363,7 +383,7 @@ class Decoder3d(nn.Module):
         self.middle = nn.Sequential(ResidualBlock(dims[0], dims[0]), AttentionBlock(dims[0]),
                                     ResidualBlock(dims[0], dims[0]))
         ups: list[nn.Module] = []
-        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+        for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
             if i > 0:
                 in_dim //= 2  # the previous Resample halved the channels
             for _ in range(num_res_blocks + 1):
