@@ -115,13 +115,13 @@ def _steady_block_ms(decode_async: bool, forward_ms: float, decode_ms: float) ->
 
 def test_decode_async_overlaps_the_next_block_and_the_clock_waits_for_the_pixels():
     steps = len(load_preset("baseline").denoising_steps) + 1     # forwards per block
-    fwd_ms, dec_ms = 10.0, 40.0
+    fwd_ms, dec_ms = 20.0, 80.0      # far above the tiny model's own few ms per forward
     sync_block, sync_first = _steady_block_ms(False, fwd_ms, dec_ms)
     async_block, async_first = _steady_block_ms(True, fwd_ms, dec_ms)
     assert sync_block >= steps * fwd_ms + dec_ms * 0.9          # serial: forwards + decode
     # overlapped: the slower of the two, not their sum; and never less than the decode, or the
     # clock would be counting frames before their pixels exist
-    assert dec_ms * 0.95 <= async_block <= max(steps * fwd_ms, dec_ms) * 1.25, async_block
+    assert dec_ms * 0.95 <= async_block <= max(steps * fwd_ms, dec_ms) * 1.3, (async_block, sync_block)
     # a video's first block waits for its own decode: first-frame latency is not hidden
     assert async_first >= steps * fwd_ms + dec_ms * 0.9
     assert sync_first >= steps * fwd_ms + dec_ms * 0.9

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import statistics
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from lltrace.pipeline.bench import _Timer
 from lltrace.pipeline.config import load_model_config
 from lltrace.pipeline.decoders import build_decoder, optimize_decoder
 from lltrace.pipeline.presets import load_preset
@@ -44,18 +46,21 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=200, help="skip the variants left after this long")
     ap.add_argument("--out", required=True)
     ap.add_argument("--winner", required=True)
+    ap.add_argument("--device", default="cuda", help="cpu: a dry run of this script (with --model tiny)")
     a = ap.parse_args()
-    assert torch.cuda.is_available(), "perf_decoder needs CUDA"
+    device = torch.device(a.device)
+    timer = _Timer(device)   # bench's: CUDA events on a GPU, perf_counter on a CPU
     cfg = load_model_config(a.model)
     base = load_preset("balanced")
     shape = (1, 16, a.frames_per_block, cfg.latent_height, cfg.latent_width)
-    g = torch.Generator(device="cuda").manual_seed(0)
+    g = torch.Generator(device=device).manual_seed(0)
     # bf16 latents, as the DiT hands them over; the first block is a video's first (eager)
-    blocks = [torch.randn(shape, generator=g, device="cuda").to(torch.bfloat16) for _ in range(1 + a.warmup + a.blocks)]
-    weights = build_decoder("wan", cfg, torch.float32, "cuda", seed=0).state_dict()
+    blocks = [torch.randn(shape, generator=g, device=device).to(torch.bfloat16) for _ in range(1 + a.warmup + a.blocks)]
+    weights = build_decoder("wan", cfg, torch.float32, device, seed=0).state_dict()
     t_start = time.perf_counter()
     rows: list[dict] = []
     ref: torch.Tensor | None = None
+    print(HEADER, flush=True)
     for name in a.variants.split(","):
         if time.perf_counter() - t_start > a.budget_s:
             rows.append({"variant": name, "error": f"skipped: over the {a.budget_s:.0f} s budget"})
@@ -65,28 +70,25 @@ def main() -> None:
         # the reference is plain float32 (cuDNN convs default to TF32, 10-bit mantissas)
         torch.backends.cudnn.allow_tf32 = dtype != torch.float32
         torch._dynamo.reset()
-        dec = build_decoder("wan", cfg, torch.float32, "cuda", seed=0)
+        dec = build_decoder("wan", cfg, torch.float32, device, seed=0)
         dec.load_state_dict(weights)             # the same weights for every variant, then cast
         dec.to(dtype)
         preset = dataclasses.replace(base, **knobs)
         row = {"variant": name, "dtype": str(dtype).removeprefix("torch."), "knobs": knobs}
         try:
-            row["optimizations"] = optimize_decoder(dec, preset, torch.device("cuda"))
+            row["optimizations"] = optimize_decoder(dec, preset, device)
             dec.reset()
             t0 = time.perf_counter()
             dec.decode_block(blocks[0])
             for z in blocks[1:1 + a.warmup]:
                 dec.decode_block(z)
-            torch.cuda.synchronize()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             row["setup_s"] = round(time.perf_counter() - t0, 1)
-            ms, last = [], None
+            ms, out = [], {}
             for z in blocks[1 + a.warmup:]:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                last = dec.decode_block(z)
-                end.record()
-                end.synchronize()
-                ms.append(start.elapsed_time(end))
+                ms.append(timer(functools.partial(_decode_into, out, dec, z)))
+            last = out["video"]
             row.update(ms_per_block=round(statistics.median(ms), 2), ms_min=round(min(ms), 2),
                        ms_max=round(max(ms), 2))
             video = last.float()
@@ -103,20 +105,30 @@ def main() -> None:
         print(_line(row), flush=True)
         Path(a.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
                                            "cudnn": torch.backends.cudnn.version(),
-                                           "gpu": torch.cuda.get_device_name(), "shape": list(shape),
+                                           "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None, "shape": list(shape),
                                            "rows": rows}, indent=1))
         del dec
-        torch.cuda.empty_cache()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     Path(a.winner).write_text(_winner(rows))
     print(f"winner: {Path(a.winner).read_text().strip() or '(none: eager bf16 is fastest)'}")
 
 
+def _decode_into(out: dict, dec, z: torch.Tensor) -> None:
+    out["video"] = dec.decode_block(z)
+
+
+HEADER = f"{'variant':<14}{'dtype':<6}{'ms/block':>9}{'min':>9}{'max|d|':>8}{'mean|d|':>9}{'setup s':>8}"
+
+
 def _line(r: dict) -> str:
+    """One row of the table (80 columns); |d| = |video - eager fp32| on the same latents."""
     if "error" in r:
-        return f"{r['variant']:<14} {r['error']}"
-    return (f"{r['variant']:<14} {r['dtype']:<9} {r['ms_per_block']:8.2f} ms/block (min {r['ms_min']:.2f}) "
-            f"max|d| {r.get('max_abs_diff', float('nan')):.4f} mean|d| {r.get('mean_abs_diff', float('nan')):.5f} "
-            f"setup {r['setup_s']:.1f} s")
+        return f"{r['variant']:<14}{r['error']}"[:200]
+    dtype = "bf16" if r["dtype"] == "bfloat16" else "fp32"
+    return (f"{r['variant']:<14}{dtype:<6}{r['ms_per_block']:>9.2f}{r['ms_min']:>9.2f}"
+            f"{r.get('max_abs_diff', float('nan')):>8.4f}{r.get('mean_abs_diff', float('nan')):>9.5f}"
+            f"{r['setup_s']:>8.1f}")
 
 
 def _winner(rows: list[dict]) -> str:
