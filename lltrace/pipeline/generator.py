@@ -288,7 +288,7 @@ class StreamingPipeline:
                         renoise = torch.randn(x0.shape, generator=self._noise_gen, device=self.device,
                                               dtype=self.dtype)
                         x = self.scheduler.add_noise(x0, renoise, self.timesteps[j + 1])
-            video = decoded = None
+            video = decode_done = None
             # decode_async (not while a tool examines the decode in place: it gets it on this stream)
             side = self._decode_stream if self._hooks.decode is None else None
             if self.decoder is not None and side is not None:
@@ -296,27 +296,27 @@ class StreamingPipeline:
                 # first, on its own stream, and overlaps that forward and the next block's
                 # denoising.
                 with obs.region(names.name(names.DECODE)):
-                    video, decoded = self._decode_on_side_stream(x0, side)
+                    video, decode_done = self._decode_on_side_stream(x0, side)
             with obs.region(names.name(names.CONTEXT)):
                 # The clean forward at context_noise writes this block's K/V into the cache.
                 _through(self._hooks.forward, self.forward, x0, float(self.preset.context_noise), start_frame)
-            if decoded is not None:
-                # The current stream goes on once the *previous* block is decoded: one decode in
+            if decode_done is not None:
+                # The current stream goes on once the *previous* block is decode_done: one decode in
                 # flight, overlapping this block's tail and the next block. A video's first block
                 # and the first after a switch wait for their own decode instead: those are the
                 # latencies a user waits through, and an overlap would only slow them down.
                 latency = i == 0 or self._after_switch
-                wait = decoded if latency else self._decoding
+                wait = decode_done if latency else self._decoding
                 if wait is not None:
                     torch.cuda.current_stream(self.device).wait_event(wait)
-                self._decoding = decoded
+                self._decoding = decode_done
             elif self.decoder is not None:
                 with obs.region(names.name(names.DECODE)):
                     video = _through(self._hooks.decode, self.decoder.decode_block, x0)
         self._remember(x0)
         num_frames = 0 if video is None else video.shape[2]
-        out = BlockOutput(i, num_frames, self.prompt_index, self._after_switch, x0, video, decoded)
-        if decoded is not None:
+        out = BlockOutput(i, num_frames, self.prompt_index, self._after_switch, x0, video, decode_done)
+        if decode_done is not None:
             # The frame clock records its event on the current stream: here the decode stream,
             # right after this block's decode, so a frame counts when its pixels are written.
             with torch.cuda.stream(side):
@@ -335,14 +335,14 @@ class StreamingPipeline:
         side.wait_stream(main)
         with torch.cuda.stream(side):
             video = self.decoder.decode_block(x0)
-            decoded = torch.cuda.Event()
-            decoded.record(side)
+            decode_done = torch.cuda.Event()
+            decode_done.record(side)
         # The caching allocator ties a block to the stream that allocated it: x0 (made on the
         # current stream) is read on the decode stream, video (made there) is used on the
         # current one; neither may be reused before the other stream is done with it.
         x0.record_stream(side)
         video.record_stream(main)
-        return video, decoded
+        return video, decode_done
 
     def _remember(self, x0: torch.Tensor) -> None:
         self._history.append(x0)
