@@ -161,13 +161,15 @@ def test_decoder_knobs_are_preset_knobs_and_off_in_every_shipped_preset():
     assert set(DECODER_KNOBS) <= set(KNOBS)
     for name in available_presets():
         p = load_preset(name)
-        assert not any(getattr(p, k) for k in DECODER_KNOBS), name
+        assert p.decoder_layout == "contiguous", name
+        assert not any(getattr(p, k) for k in DECODER_KNOBS if k != "decoder_layout"), name
 
 
 @pytest.mark.parametrize("knob,value,needle", [
     ("decoder_graph", "maybe", "bool"),
     ("decode_async", "2x", "bool"),
     ("decoder_compile", "fast", "bool"),
+    ("decoder_layout", "nhwc", "channels_last"),
 ])
 def test_bad_decoder_knob_values_are_explained(knob, value, needle):
     with pytest.raises(LltraceError) as e:
@@ -181,15 +183,15 @@ def test_decoder_knobs_need_a_decoder():
 
 
 def test_set_turns_decoder_knobs_on():
-    p = load_preset("balanced", {"decoder_channels_last": "on", "decoder_graph": "true", "decode_async": "1"})
-    assert p.decoder_channels_last and p.decoder_graph and p.decode_async and not p.decoder_compile
+    p = load_preset("balanced", {"decoder_layout": "channels_last", "decoder_graph": "true", "decode_async": "1"})
+    assert p.decoder_layout == "channels_last" and p.decoder_graph and p.decode_async and not p.decoder_compile
 
 
 def test_cpu_fallback_turns_the_gpu_only_decoder_knobs_off_with_a_note():
-    p = load_preset("balanced", {k: "on" for k in DECODER_KNOBS})
+    p = load_preset("balanced", {**{k: "on" for k in DECODER_KNOBS}, "decoder_layout": "channels_last"})
     cpu, notes = cpu_fallback(p)
     assert not (cpu.decoder_graph or cpu.decode_async or cpu.decoder_compile)
-    assert cpu.decoder_channels_last and cpu.decoder_cudnn_benchmark   # these run on a CPU
+    assert cpu.decoder_layout == "channels_last" and cpu.cudnn_benchmark   # these run on a CPU
     for knob in ("decoder_graph", "decode_async", "decoder_compile"):
         assert f"{knob} needs CUDA: off on this CPU run" in notes
 
@@ -221,15 +223,43 @@ def test_pipeline_with_the_cpu_decoder_knobs_decodes_the_same_video(monkeypatch)
     torch._dynamo.reset()
     base = dataclasses.replace(load_preset("baseline"), local_attn_size=6, sink_size=2)
     plain = StreamingPipeline(base, model="tiny", device="cpu")
-    knobs = dataclasses.replace(base, decoder_channels_last=True, decoder_compile=True,
-                                decoder_cudnn_benchmark=True)
+    knobs = dataclasses.replace(base, decoder_layout="channels_last", decoder_compile=True,
+                                cudnn_benchmark=True)
     tuned = StreamingPipeline(knobs, model="tiny", device="cpu")
-    assert tuned.optimizations["decoder_channels_last"] == "channels_last_3d"
+    assert tuned.optimizations["decoder_layout"] == "channels_last_3d"
     assert tuned.optimizations["decoder_compile"]
-    assert "decoder_cudnn_benchmark" not in tuned.optimizations   # a cuDNN setting: no-op on a CPU
+    assert "cudnn_benchmark" not in tuned.optimizations   # a cuDNN setting: no-op on a CPU
     assert tuned.describe()["knobs"]["decoder_compile"] is True
     want = [b.video for b in plain.stream("a cat", 3)]
     got = [b.video for b in tuned.stream("a cat", 3)]
     assert [v.shape[2] for v in got] == [1 + 4 * (BLOCK - 1), 4 * BLOCK, 4 * BLOCK]
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_a_bad_decoder_knob_on_the_command_line_is_one_line_and_exit_2(tmp_path, capsys):
+    from lltrace.commands.cli import main
+
+    rc = main(["bench", "-p", "balanced", "--set", "decoder_graph=maybe", "--out", str(tmp_path / "b.json")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lltrace: error:")]
+    assert rc == 2 and len(errors) == 1
+    assert "decoder_graph" in errors[0] and "bool" in errors[0] and "Traceback" not in errors[0]
+    assert not (tmp_path / "b.json").exists()     # validated before anything runs
+
+
+def test_presets_at_80_columns_tells_the_decoder_knobs_apart(capsys):
+    """`lltrace presets` cuts knob names to fit 80 columns: each decoder knob's row must still
+    name it unambiguously (a prefix no other knob shares)."""
+    from lltrace.commands.cli import main
+
+    assert main(["presets"]) == 0   # not a terminal: rich renders 80 columns
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    labels = [line.split("│")[1].strip().rstrip("…") for line in out.splitlines() if line.startswith("│")]
+    for knob in DECODER_KNOBS:
+        mine = [lab for lab in labels if lab and knob.startswith(lab) and (lab == knob or lab not in KNOBS)]
+        assert len(mine) == 1, (knob, mine)
+        assert sum(k.startswith(mine[0]) for k in KNOBS) == 1, (knob, mine[0])

@@ -4,9 +4,9 @@
 It sits above both decoder modules so that neither imports the other.
 
 Decoder knobs (presets.py, "decoder knobs" group); none changes the decoder's architecture:
-- decoder_channels_last: conv weights and activations channels-last (NDHWC for the Wan VAE's
+- decoder_layout: channels_last puts conv weights and activations in channels-last (NDHWC for the Wan VAE's
   Conv3d, NHWC for its 2-D convs and the fast decoder). The same arithmetic in another layout.
-- decoder_cudnn_benchmark: `torch.backends.cudnn.benchmark = True` (process-wide: cuDNN times
+- cudnn_benchmark: `torch.backends.cudnn.benchmark = True` (process-wide: cuDNN times
   its conv algorithms once per shape and keeps the fastest).
 - decoder_compile: torch.compile (static shapes) of the steady decode, the part that repeats:
   per latent frame for the Wan VAE, per block for the fast decoder. The first frame of a video
@@ -58,12 +58,12 @@ def optimize_decoder(decoder: StreamingDecoder, preset, device: torch.device) ->
     done: dict = {}
     if preset.decoder_graph and device.type != "cuda":
         raise NeedsCudaError("decoder_graph (a CUDA graph of the per-block decode)")
-    if preset.decoder_cudnn_benchmark and device.type == "cuda":
+    if preset.cudnn_benchmark and device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        done["decoder_cudnn_benchmark"] = "process-wide"
-    if preset.decoder_channels_last:
+        done["cudnn_benchmark"] = "process-wide"
+    if preset.decoder_layout == "channels_last":
         decoder.to_channels_last()
-        done["decoder_channels_last"] = str(decoder.memory_format).removeprefix("torch.")
+        done["decoder_layout"] = str(decoder.memory_format).removeprefix("torch.")
     if preset.decoder_compile:
         decoder.compile_steady(COMPILE_BACKEND)
         done["decoder_compile"] = "steady decode, static shapes"

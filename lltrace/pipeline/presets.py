@@ -35,11 +35,11 @@ class Preset:
     decoder: str = "wan"
     attention: str = "auto"
     # --- decoder knobs (issue #17; lltrace.pipeline.decoders.optimize_decoder) -----------------
-    decoder_channels_last: bool = False    # conv weights + activations channels-last
-    decoder_cudnn_benchmark: bool = False  # torch.backends.cudnn.benchmark (process-wide)
+    decoder_layout: str = "contiguous"     # "channels_last": conv weights + activations NDHWC/NHWC
+    cudnn_benchmark: bool = False          # torch.backends.cudnn.benchmark (process-wide)
     decoder_compile: bool = False          # torch.compile of the steady decode, static shapes
     decoder_graph: bool = False            # CUDA graph of a steady block's decode (CUDA only)
-    decode_async: bool = False             # decode on a 2nd CUDA stream, overlapping the KV update
+    decode_async: bool = False             # decode on a 2nd CUDA stream, overlapping the next block
     # --- end of decoder knobs ---------------------------------------------------------------
 
     @property
@@ -92,14 +92,19 @@ def _validate(p: Preset, where: str) -> None:
 
 
 # --- decoder knobs (issue #17) -------------------------------------------------------------------
-DECODER_KNOBS = ("decoder_channels_last", "decoder_cudnn_benchmark", "decoder_compile", "decoder_graph",
+DECODER_KNOBS = ("decoder_layout", "cudnn_benchmark", "decoder_compile", "decoder_graph",
                  "decode_async")
 DECODER_GPU_ONLY_KNOBS = ("decoder_graph", "decode_async", "decoder_compile")
 
 
+DECODER_LAYOUTS = ("contiguous", "channels_last")
+
+
 def _validate_decoder_knobs(p: Preset, bad) -> None:
+    if p.decoder_layout not in DECODER_LAYOUTS:
+        raise bad("decoder_layout", f"{p.decoder_layout!r} is not one of {', '.join(DECODER_LAYOUTS)}")
     if p.decoder == "none":
-        on = [k for k in DECODER_KNOBS if getattr(p, k)]
+        on = [k for k in DECODER_KNOBS if getattr(p, k) not in (False, "contiguous")]
         if on:
             raise bad(on[0], "there is no decoder to optimize (decoder: none)")
 # --- end of decoder knobs ----------------------------------------------------------------------

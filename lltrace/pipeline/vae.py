@@ -235,7 +235,7 @@ class FeatureCache:
     def __init__(self) -> None:
         self.frames: list[Tensor | None] = []
         self.idx = 0
-        self.memory_format = torch.contiguous_format  # channels_last_3d with decoder_channels_last
+        self.memory_format = torch.contiguous_format  # channels_last_3d with decoder_layout: channels_last
         self.ready = False  # every slot allocated for input `ready_for` (after a frame that runs every conv)
         self.ready_for: tuple | None = None
 

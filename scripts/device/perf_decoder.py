@@ -27,11 +27,11 @@ from lltrace.pipeline.presets import load_preset
 VARIANTS = {
     "eager-fp32": (torch.float32, {}),
     "eager-bf16": (torch.bfloat16, {}),
-    "cudnn-bench": (torch.bfloat16, {"decoder_cudnn_benchmark": True}),
-    "channels-last": (torch.bfloat16, {"decoder_channels_last": True, "decoder_cudnn_benchmark": True}),
+    "cudnn-bench": (torch.bfloat16, {"cudnn_benchmark": True}),
+    "channels-last": (torch.bfloat16, {"decoder_layout": "channels_last", "cudnn_benchmark": True}),
     "compile": (torch.bfloat16, {"decoder_compile": True}),
     "graph": (torch.bfloat16, {"decoder_graph": True}),
-    "all": (torch.bfloat16, {"decoder_channels_last": True, "decoder_cudnn_benchmark": True,
+    "all": (torch.bfloat16, {"decoder_layout": "channels_last", "cudnn_benchmark": True,
                              "decoder_compile": True, "decoder_graph": True}),
 }
 
@@ -140,7 +140,7 @@ def _winner(rows: list[dict]) -> str:
     limit = 2 * eager.get("max_abs_diff", 0.0) + 0.01
     good = [r for r in ok if r.get("max_abs_diff", 0.0) <= limit]
     best = min(good, key=lambda r: r["ms_per_block"])
-    return " ".join(f"--set {k}=on" for k in best["knobs"]) + "\n"
+    return " ".join(f"--set {k}={'on' if v is True else v}" for k, v in best["knobs"].items()) + "\n"
 
 
 if __name__ == "__main__":
