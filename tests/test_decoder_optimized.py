@@ -112,6 +112,7 @@ def test_compiled_steady_decode_matches_eager_and_compiles_once(reference, backe
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)   # inductor's C++ build: about 4 minutes on a busy 2-core machine
 def test_inductor_compiled_channels_last_bf16_decode_within_tolerance(tiny):
     """The combination the presets would turn on, with inductor's real (CPU) codegen."""
     torch._dynamo.reset()

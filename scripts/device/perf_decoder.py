@@ -22,6 +22,7 @@ from lltrace.pipeline.bench import _Timer
 from lltrace.pipeline.config import load_model_config
 from lltrace.pipeline.decoders import build_decoder, optimize_decoder
 from lltrace.pipeline.presets import load_preset
+from lltrace.trace.roofline import measure_matmul_tflops
 
 # name: (dtype, decoder knobs). "graph" replays a CUDA graph; "all" is every knob at once.
 VARIANTS = {
@@ -57,6 +58,14 @@ def main() -> None:
     # bf16 latents, as the DiT hands them over; the first block is a video's first (eager)
     blocks = [torch.randn(shape, generator=g, device=device).to(torch.bfloat16) for _ in range(1 + a.warmup + a.blocks)]
     weights = build_decoder("wan", cfg, torch.float32, device, seed=0).state_dict()
+    # the floor: FLOPs of one steady block (counted by torch on a small twin: conv FLOPs scale
+    # with the pixels; the attention is ~0.1% at 60x104) against the measured matmul ceiling
+    flops = _steady_block_flops(cfg, a.frames_per_block)
+    ceiling = measure_matmul_tflops() if device.type == "cuda" else None
+    floor_ms = None if ceiling is None else flops / 1e12 / ceiling * 1e3
+    print(f"steady block: {flops / 1e12:.1f} TFLOP; bf16 matmul ceiling "
+          f"{'-' if ceiling is None else f'{ceiling:.0f}'} TFLOP/s -> floor "
+          f"{'-' if floor_ms is None else f'{floor_ms:.1f}'} ms/block", flush=True)
     t_start = time.perf_counter()
     rows: list[dict] = []
     ref: torch.Tensor | None = None
@@ -90,7 +99,7 @@ def main() -> None:
                 ms.append(timer(functools.partial(_decode_into, out, dec, z)))
             last = out["video"]
             row.update(ms_per_block=round(statistics.median(ms), 2), ms_min=round(min(ms), 2),
-                       ms_max=round(max(ms), 2))
+                       ms_max=round(max(ms), 2), tflops=round(flops / 1e9 / statistics.median(ms), 1))
             video = last.float()
             if ref is None and name == "eager-fp32":
                 ref = video
@@ -105,7 +114,9 @@ def main() -> None:
         print(_line(row), flush=True)
         Path(a.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
                                            "cudnn": torch.backends.cudnn.version(),
-                                           "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None, "shape": list(shape),
+                                           "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+                                           "shape": list(shape), "tflop_per_block": flops / 1e12,
+                                           "ceiling_tflops": ceiling, "floor_ms": floor_ms,
                                            "rows": rows}, indent=1))
         del dec
         if device.type == "cuda":
@@ -114,11 +125,27 @@ def main() -> None:
     print(f"winner: {Path(a.winner).read_text().strip() or '(none: leave the decoder knobs off)'}")
 
 
+def _steady_block_flops(cfg, frames: int) -> float:
+    """FLOPs of a steady block's decode at cfg's latent size (FlopCounterMode on a CPU twin a
+    tenth the size in each spatial dimension, times 100)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    dec = build_decoder("wan", cfg, torch.float32, "cpu", seed=0)
+    h, w = max(1, cfg.latent_height // 10), max(1, cfg.latent_width // 10)
+    scale = cfg.latent_height * cfg.latent_width / (h * w)
+    z = torch.randn(1, 16, frames, h, w)
+    dec.reset()
+    dec.decode_block(z)
+    with FlopCounterMode(display=False) as fc:
+        dec.decode_block(z)
+    return fc.get_total_flops() * scale
+
+
 def _decode_into(out: dict, dec, z: torch.Tensor) -> None:
     out["video"] = dec.decode_block(z)
 
 
-HEADER = f"{'variant':<14}{'dtype':<6}{'ms/block':>9}{'min':>9}{'max|d|':>8}{'mean|d|':>9}{'setup s':>8}"
+HEADER = f"{'variant':<14}{'dtype':<6}{'ms/block':>9}{'min':>9}{'TFLOP/s':>8}{'max|d|':>8}{'mean|d|':>9}{'setup s':>8}"
 
 
 def _line(r: dict) -> str:
@@ -126,7 +153,7 @@ def _line(r: dict) -> str:
     if "error" in r:
         return f"{r['variant']:<14}{r['error']}"[:200]
     dtype = "bf16" if r["dtype"] == "bfloat16" else "fp32"
-    return (f"{r['variant']:<14}{dtype:<6}{r['ms_per_block']:>9.2f}{r['ms_min']:>9.2f}"
+    return (f"{r['variant']:<14}{dtype:<6}{r['ms_per_block']:>9.2f}{r['ms_min']:>9.2f}{r['tflops']:>8.0f}"
             f"{r.get('max_abs_diff', float('nan')):>8.4f}{r.get('mean_abs_diff', float('nan')):>9.5f}"
             f"{r['setup_s']:>8.1f}")
 
