@@ -139,7 +139,10 @@ class GraphedDecode:
             raise LltraceError(f"decoder_graph: {type(dec).__name__}'s streaming state was reallocated "
                                "during the warm-up; a graph would replay into stale tensors")
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        # thread_local: the frame clock's poller thread queries CUDA events during a run; in the
+        # default "global" mode those queries would be errors (and its marks dropped) while
+        # this thread captures. Nothing else runs on that thread, so they cannot touch the capture.
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             video = dec._decode(static_in, False)
         self.pool = graph.pool()
         return _Graph(graph, static_in, video)
