@@ -18,7 +18,8 @@
 # TEST_TIMEOUT seconds) so one slow compile cannot use up the call; expected about 6 minutes
 # (the benches after the first reuse inductor's on-disk cache), at most 9.5. PARTS picks
 # parts to run in one call, e.g. PARTS="micro tests" then PARTS=bench (the bench part reads
-# $OUT/decoder-winner.txt, or WIN="--set ..." given by hand).
+# $OUT/decoder-winner.txt, or WIN="--set ..." given by hand); PARTS=ultra (not run by default)
+# benches ultra with and without decoder_graph (its fast decoder).
 . scripts/device/setup.sh || exit 1
 : "${OUT:?OUT must be set (the device tool sets it)}"
 PARTS=${PARTS:-micro bench tests}
@@ -52,6 +53,15 @@ for k in keys:
     cells = [r.get(k) for r in runs.values()]
     print(f"{k:<18}" + "".join(f"{c:>12.1f}" if isinstance(c, (int, float)) else f"{'-':>12}" for c in cells))
 PY
+fi
+if [[ " $PARTS " == *" ultra "* ]]; then   # optional (not in the default PARTS): the fast decoder
+echo "== lltrace bench -p ultra: before / decoder_graph=on (its small decoder is launch-bound)"
+for v in before graph; do
+  set_flags=""; [ $v = graph ] && set_flags="--set decoder_graph=on"
+  timeout ${BENCH_TIMEOUT:-100} python3 -m lltrace bench -p ultra --warmup 3 --blocks 6 $set_flags \
+    --out $OUT/ultra-$v.json 2>&1 | tail -1
+  python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results'][0]; print(sys.argv[2], {k: r.get(k) for k in ('ms_per_frame', 'ms_decode', 'error')})" $OUT/ultra-$v.json $v
+done
 fi
 if [[ " $PARTS " == *" tests "* ]]; then
 echo "== device tests"
