@@ -53,6 +53,25 @@ def test_graphed_decode_replays_the_eager_decode(kind):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m, i=i: f"block {i}: {m}")
 
 
+def test_a_reallocated_state_is_captured_again_not_replayed_stale():
+    """State made under torch.inference_mode cannot be reused outside it: a reset there drops
+    it and the next decode allocates new tensors. The graph must not replay into the old ones."""
+    z = latents(2 * BLOCK, seed=3)
+    dec = fresh("wan")
+    dec.graphed = GraphedDecode(dec)
+    with torch.inference_mode():
+        dec.reset()
+        dec.decode_block(z[:, :, :BLOCK])
+        dec.decode_block(z[:, :, BLOCK:])         # captured and replayed
+    dec.reset()                                   # outside inference mode: the state is dropped
+    dec.decode_block(z[:, :, :BLOCK])
+    got = dec.decode_block(z[:, :, BLOCK:])
+    ref = fresh("wan")
+    ref.reset()
+    ref.decode_block(z[:, :, :BLOCK])
+    torch.testing.assert_close(got, ref.decode_block(z[:, :, BLOCK:]), rtol=1e-4, atol=1e-4)
+
+
 def test_graph_over_compiled_channels_last_bf16_decode_within_tolerance():
     want = two_videos(fresh("wan"))
     torch._dynamo.reset()

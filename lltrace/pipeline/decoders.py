@@ -78,6 +78,7 @@ class _Graph:
     graph: torch.cuda.CUDAGraph
     latents: Tensor   # static input, copied into before each replay
     video: Tensor     # static output, overwritten by each replay
+    state: list[int]  # the addresses of the state tensors it reads and writes
 
 
 class GraphedDecode:
@@ -107,6 +108,8 @@ class GraphedDecode:
             raise NeedsCudaError("decoder_graph (a CUDA graph of the per-block decode)")
         key = (tuple(latents.shape), latents.dtype)
         g = self.graphs.get(key)
+        if g is not None and g.state != [t.data_ptr() for t in dec.state_tensors()]:
+            g = None   # the state was reallocated (e.g. a reset outside the inference mode it was made in)
         if g is None:
             g = self.graphs[key] = self._capture(latents)
         g.latents.copy_(latents)
@@ -145,4 +148,4 @@ class GraphedDecode:
         with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             video = dec._decode(static_in, False)
         self.pool = graph.pool()
-        return _Graph(graph, static_in, video)
+        return _Graph(graph, static_in, video, [t.data_ptr() for t in state])

@@ -292,7 +292,7 @@ class CausalConv3d(nn.Conv3d):
         return super().forward(x)
 
 
-class RMS_norm(nn.Module):
+class RMS_norm(nn.Module):  # Wan's class name, kept for recognisability
     """Channel RMS norm: F.normalize over channels * sqrt(dim) * gamma (Wan's, no bias)."""
 
     def __init__(self, dim: int, images: bool = True):
