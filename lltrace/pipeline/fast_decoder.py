@@ -11,13 +11,19 @@ takes the normalised latents the DiT produces (TAEHV applies no latent mean/std)
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from lltrace.errors import LltraceError
-from lltrace.pipeline.vae import StreamingDecoder, init_conv_weights_, reusable, zeroed_or_none
+from lltrace.pipeline.vae import (
+    StreamingDecoder,
+    init_conv_weights_,
+    reusable,
+    zeroed_or_none,
+)
 
 if TYPE_CHECKING:
     from lltrace.pipeline.config import ModelConfig
@@ -84,6 +90,10 @@ class FastDecoder(StreamingDecoder):
         self.decoder = nn.Sequential(*layers)
         # per MemBlock index: its input at the last frame decoded, [B, C, H, W]
         self.memory: dict[int, Tensor] = {}
+        self._mem_blocks = sum(isinstance(m, MemBlock) for m in self.decoder)
+        self._steady: Callable[[Tensor, bool], Tensor] | None = None  # compile_steady's compiled _decode
+        self._ready = False                 # every memory exists and fits input `_ready_for`
+        self._ready_for: tuple | None = None
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> FastDecoder:
@@ -112,10 +122,42 @@ class FastDecoder(StreamingDecoder):
 
     def _reset_state(self) -> None:
         self.memory = {i: m for i, m in self.memory.items() if zeroed_or_none(m) is not None}
+        self._ready = self._ready and len(self.memory) == self._mem_blocks
+
+    def state_tensors(self) -> list[Tensor]:
+        return list(self.memory.values())
+
+    def state_ready(self) -> bool:
+        return self._ready
+
+    def compile_steady(self, backend: str) -> None:
+        # The whole block: this decoder runs all of a block's frames at once (2-D convs).
+        self._steady = torch.compile(self._decode_frames, dynamic=False, backend=backend)
+
+    def to_channels_last(self) -> None:
+        super().to_channels_last()
+        self.memory_format = torch.channels_last
+        self.memory = {i: m.contiguous(memory_format=torch.channels_last) for i, m in self.memory.items()}
 
     def _decode(self, latents: Tensor, first: bool) -> Tensor:
+        # Once per block, outside any compiled code: keep `_ready` only if every memory still fits
+        # (shape, dtype, device, inference mode); `_past` skips its own check while it holds.
+        b, _, _, h, w = latents.shape
+        key = (b, h, w, next(self.parameters()).dtype, latents.device)
+        self._ready = self._ready and self._ready_for == key and len(self.memory) == self._mem_blocks \
+            and not any(m.is_inference() and not torch.is_inference_mode_enabled() for m in self.memory.values())
+        steady = self._steady is not None and not first and self._ready
+        # (contiguous: a compiled decode is specialised on its input's strides, and a block may
+        # come as a slice of a longer latent tensor)
+        video = (self._steady if steady else self._decode_frames)(latents.contiguous(), first)
+        self._ready, self._ready_for = len(self.memory) == self._mem_blocks, key
+        return video
+
+    def _decode_frames(self, latents: Tensor, first: bool) -> Tensor:
         b, c, f, h, w = latents.shape
         x = latents.to(next(self.parameters()).dtype).permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)
         for i, layer in enumerate(self.decoder):
             if isinstance(layer, MemBlock):
                 x = layer(x, self._past(i, x, b))
@@ -133,8 +175,9 @@ class FastDecoder(StreamingDecoder):
         bt, c, h, w = x.shape
         frames = x.reshape(b, bt // b, c, h, w)
         mem = self.memory.get(i)
-        if not reusable(mem, (b, c, h, w), x):
-            mem = x.new_zeros(b, c, h, w)  # an empty past: TAEHV pads with zeros
+        if not self._ready and not reusable(mem, (b, c, h, w), x):
+            mem = x.new_zeros(b, c, h, w).contiguous(memory_format=self.memory_format or torch.contiguous_format)
+            # (an empty past: TAEHV pads with zeros)
             self.memory[i] = mem
         past = torch.cat([mem.unsqueeze(1), frames[:, :-1]], dim=1).reshape(bt, c, h, w)
         mem.copy_(frames[:, -1])

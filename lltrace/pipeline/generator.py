@@ -7,17 +7,32 @@ clean latent frames with the new prompt, block-causally ("recache"), as LongLive
 `SwitchCausalInferencePipeline._recache_after_switch` does. (LongLive's shipped configs also set
 `global_sink`, which keeps the sink slots during a recache; here the re-run frames overwrite
 their slots, sink included, as with `global_sink: false`.)
+
+Decode and frame readiness. `generate_block()` returns block N's output, and the observer's
+`block_done` marks where on the device its frames are ready (the frame clock records a CUDA
+event there). Normally the decode runs on the current stream at the end of the block. With
+`decode_async` it runs on its own stream, enqueued as soon as x0 exists, so it overlaps the
+block's KV-update forward and the next block's denoising; then
+- `block_done` is called on the decode stream, right after the decode: the frame clock's
+  event completes when the pixels are written, not when the call returns;
+- the current stream goes on once the previous block's decode is done (one decode in
+  flight), so a timed `generate_block()` on it (lltrace bench) measures the steady period;
+- a video's first block and the first block after a switch wait for their own decode before
+  the call returns: first-frame and switch latency are not hidden by the overlap;
+- `BlockOutput.video` makes the reading stream wait for the decode (device-side, no sync);
+  `BlockOutput.decoded` is the raw tensor, `ready` its event.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
 from lltrace import names
-from lltrace.errors import LltraceError
+from lltrace.errors import LltraceError, NeedsCudaError
 from lltrace.pipeline.config import ModelConfig, load_model_config
 from lltrace.pipeline.observer import NULL_OBSERVER, PipelineObserver
 from lltrace.pipeline.presets import Preset
@@ -33,7 +48,17 @@ class BlockOutput:
     prompt_index: int
     after_switch: bool       # first block after a prompt switch
     latents: torch.Tensor    # [B, C, F, h, w] clean latents
-    video: torch.Tensor | None  # [B, 3, T, H, W] in [-1, 1]
+    decoded: torch.Tensor | None  # [B, 3, T, H, W] in [-1, 1], as the decode wrote it: read `video`
+    ready: torch.cuda.Event | None = None   # decode_async: recorded on the decode stream after it
+
+    @property
+    def video(self) -> torch.Tensor | None:
+        """The block's frames, [B, 3, T, H, W] in [-1, 1]. With decode_async they are written on
+        the decode stream, possibly still being written when generate_block returns: reading
+        them here makes the current CUDA stream wait for them (on the device: no host sync)."""
+        if self.ready is not None and self.decoded is not None:
+            torch.cuda.current_stream(self.decoded.device).wait_event(self.ready)
+        return self.decoded
 
 
 @dataclass
@@ -84,10 +109,10 @@ class StreamingPipeline:
                  observer: PipelineObserver = NULL_OBSERVER):
         from lltrace.pipeline import optimize
         from lltrace.pipeline.attention import resolve_backend
+        from lltrace.pipeline.decoders import build_decoder, optimize_decoder
         from lltrace.pipeline.kv_cache import CrossAttnCache, make_kv_cache
         from lltrace.pipeline.model import CausalWanModel
         from lltrace.pipeline.text_encoder import TextEncoder
-        from lltrace.pipeline.decoders import build_decoder
         from lltrace.pipeline.weights import init_random_weights, load_generator_weights
 
         self.preset = preset
@@ -120,11 +145,20 @@ class StreamingPipeline:
         self.text_encoder = TextEncoder(cfg, dtype=self.dtype, device=self.device, tokenizer_path=tokenizer,
                                         seed=seed)
         self.decoder = None
+        decoder_done: dict = {}
+        self._decode_stream = None   # decode_async: the decode's own CUDA stream
+        self._decoding = None        # decode_async: the event of the last block's decode
         if preset.decoder != "none":
             self.decoder = build_decoder(preset.decoder, cfg, self.dtype, self.device)
             if vae_weights:
                 from lltrace.pipeline.vae import load_vae_weights
                 load_vae_weights(self.decoder, vae_weights)
+            decoder_done = optimize_decoder(self.decoder, preset, self.device)
+            if preset.decode_async:
+                if self.device.type != "cuda":
+                    raise NeedsCudaError("decode_async (the decode on a second CUDA stream)")
+                self._decode_stream = torch.cuda.Stream(self.device)
+                decoder_done["decode_async"] = "decode on a second stream, overlapping the next block"
 
         self.ceiling_tflops: float | None = None  # measured matmul ceiling, for the roofline
         self.ceiling_fp8_tflops: float | None = None  # the same for fp8 GEMMs (presets with fp8 linears)
@@ -133,6 +167,7 @@ class StreamingPipeline:
                                       self.dtype, self.device)
         self.crossattn_cache = CrossAttnCache(cfg, batch, self.dtype, self.device)
         self.optimizations = optimize.apply(self)  # fp8, regional compile, CUDA graphs (per preset)
+        self.optimizations.update(decoder_done)    # the decoder_* knobs (decoders.optimize_decoder)
 
         self._hooks = StageHooks()
         self._noise_gen = torch.Generator(device=self.device)
@@ -253,20 +288,61 @@ class StreamingPipeline:
                         renoise = torch.randn(x0.shape, generator=self._noise_gen, device=self.device,
                                               dtype=self.dtype)
                         x = self.scheduler.add_noise(x0, renoise, self.timesteps[j + 1])
+            video = decode_done = None
+            # decode_async (not while a tool examines the decode in place: it gets it on this stream)
+            side = self._decode_stream if self._hooks.decode is None else None
+            if self.decoder is not None and side is not None:
+                # The decode needs only x0, like the KV-update forward below: it is enqueued
+                # first, on its own stream, and overlaps that forward and the next block's
+                # denoising.
+                with obs.region(names.name(names.DECODE)):
+                    video, decode_done = self._decode_on_side_stream(x0, side)
             with obs.region(names.name(names.CONTEXT)):
                 # The clean forward at context_noise writes this block's K/V into the cache.
                 _through(self._hooks.forward, self.forward, x0, float(self.preset.context_noise), start_frame)
-            video = None
-            if self.decoder is not None:
+            if decode_done is not None:
+                # The current stream goes on once the *previous* block is decode_done: one decode in
+                # flight, overlapping this block's tail and the next block. A video's first block
+                # and the first after a switch wait for their own decode instead: those are the
+                # latencies a user waits through, and an overlap would only slow them down.
+                latency = i == 0 or self._after_switch
+                wait = decode_done if latency else self._decoding
+                if wait is not None:
+                    torch.cuda.current_stream(self.device).wait_event(wait)
+                self._decoding = decode_done
+            elif self.decoder is not None:
                 with obs.region(names.name(names.DECODE)):
                     video = _through(self._hooks.decode, self.decoder.decode_block, x0)
         self._remember(x0)
         num_frames = 0 if video is None else video.shape[2]
-        out = BlockOutput(i, num_frames, self.prompt_index, self._after_switch, x0, video)
-        obs.block_done(i, num_frames, self.prompt_index, self._after_switch)
+        out = BlockOutput(i, num_frames, self.prompt_index, self._after_switch, x0, video, decode_done)
+        if decode_done is not None:
+            # The frame clock records its event on the current stream: here the decode stream,
+            # right after this block's decode, so a frame counts when its pixels are written.
+            with torch.cuda.stream(side):
+                obs.block_done(i, num_frames, self.prompt_index, self._after_switch)
+        else:
+            obs.block_done(i, num_frames, self.prompt_index, self._after_switch)
         self.block_index += 1
         self._after_switch = False
         return out
+
+    def _decode_on_side_stream(self, x0: torch.Tensor, side: torch.cuda.Stream
+                               ) -> tuple[torch.Tensor, torch.cuda.Event]:
+        """decode_async: enqueue the block's decode on the decode stream, after the current
+        stream's work so far (x0); returns the video and the event that marks it decoded."""
+        main = torch.cuda.current_stream(self.device)
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            video = self.decoder.decode_block(x0)
+            decode_done = torch.cuda.Event()
+            decode_done.record(side)
+        # The caching allocator ties a block to the stream that allocated it: x0 (made on the
+        # current stream) is read on the decode stream, video (made there) is used on the
+        # current one; neither may be reused before the other stream is done with it.
+        x0.record_stream(side)
+        video.record_stream(main)
+        return video, decode_done
 
     def _remember(self, x0: torch.Tensor) -> None:
         self._history.append(x0)

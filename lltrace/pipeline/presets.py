@@ -34,6 +34,13 @@ class Preset:
     kv_cache: str = "dynamic"
     decoder: str = "wan"
     attention: str = "auto"
+    # --- decoder knobs (issue #17; lltrace.pipeline.decoders.optimize_decoder) -----------------
+    decoder_layout: str = "contiguous"     # "channels_last": conv weights + activations NDHWC/NHWC
+    cudnn_benchmark: bool = False          # torch.backends.cudnn.benchmark (process-wide)
+    decoder_compile: bool = False          # torch.compile of the steady decode, static shapes
+    decoder_graph: bool = False            # CUDA graph of a steady block's decode (CUDA only)
+    decode_async: bool = False             # decode on a 2nd CUDA stream, overlapping the next block
+    # --- end of decoder knobs ---------------------------------------------------------------
 
     @property
     def steps(self) -> int:
@@ -78,9 +85,29 @@ def _validate(p: Preset, where: str) -> None:
                         ("kv_cache", KV_CACHES)):
         if getattr(p, knob) not in valid:
             raise bad(knob, f"{getattr(p, knob)!r} is not one of {', '.join(valid)}")
+    _validate_decoder_knobs(p, bad)
     if p.cuda_graphs and p.kv_cache != "static":
         raise bad("cuda_graphs", "CUDA graphs need kv_cache: static (the dynamic cache moves by "
                                  "Python ints; see `lltrace doctor`)")
+
+
+# --- decoder knobs (issue #17) -------------------------------------------------------------------
+DECODER_KNOBS = ("decoder_layout", "cudnn_benchmark", "decoder_compile", "decoder_graph",
+                 "decode_async")
+DECODER_GPU_ONLY_KNOBS = ("decoder_graph", "decode_async", "decoder_compile")
+
+
+DECODER_LAYOUTS = ("contiguous", "channels_last")
+
+
+def _validate_decoder_knobs(p: Preset, bad) -> None:
+    if p.decoder_layout not in DECODER_LAYOUTS:
+        raise bad("decoder_layout", f"{p.decoder_layout!r} is not one of {', '.join(DECODER_LAYOUTS)}")
+    if p.decoder == "none":
+        on = [k for k in DECODER_KNOBS if getattr(p, k) not in (False, "contiguous")]
+        if on:
+            raise bad(on[0], "there is no decoder to optimize (decoder: none)")
+# --- end of decoder knobs ----------------------------------------------------------------------
 
 
 def _coerce(knob: str, value: Any, where: str) -> Any:
@@ -147,10 +174,10 @@ GPU_ONLY_KNOBS = ("fp8", "cuda_graphs", "compile")
 def cpu_fallback(preset: Preset) -> tuple[Preset, list[str]]:
     """The preset as it can run on a CPU: GPU-only knobs off, with a note for each.
 
-    compile is turned off too: inductor's CPU C++ build of even the tiny model takes minutes,
-    which is not what someone trying the tool on a laptop wants. `lltrace doctor` and the tests
+    compile (and decoder_compile) is turned off too: inductor's CPU C++ build of even the tiny
+    model takes minutes, which is not what someone trying the tool on a laptop wants. `lltrace doctor` and the tests
     exercise compile on CPU explicitly.
     """
-    changes = {k: False for k in GPU_ONLY_KNOBS if getattr(preset, k)}
+    changes = {k: False for k in GPU_ONLY_KNOBS + DECODER_GPU_ONLY_KNOBS if getattr(preset, k)}
     notes = [f"{k} needs CUDA: off on this CPU run" for k in changes]
     return dataclasses.replace(preset, **changes), notes

@@ -11,7 +11,9 @@ first, then 4n.
 """
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,11 +61,31 @@ class StreamingDecoder(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self._first = True
+        # set by lltrace.pipeline.decoders.optimize_decoder (the preset's decoder_* knobs)
+        self.memory_format: torch.memory_format | None = None   # channels-last, when asked for
+        self.graphed: Callable[[Tensor, bool], Tensor] | None = None   # per-block CUDA graphs
+        self._last_stream: torch.cuda.Stream | None = None   # the CUDA stream that last used the state
 
     def reset(self) -> None:
         """Start a new video: forget every cached activation."""
+        self._order_streams()
         self._first = True
         self._reset_state()
+
+    def _order_streams(self, device: torch.device | None = None) -> None:
+        """The streaming state is used by one CUDA stream at a time: a decode or reset on another
+        stream than the last one (decode_async decodes on its own stream) first waits for it."""
+        last = self._last_stream
+        if device is None:
+            if last is None:
+                return
+            device = last.device
+        if device.type != "cuda":
+            return
+        current = torch.cuda.current_stream(device)
+        if last is not None and last != current:
+            current.wait_stream(last)
+        self._last_stream = current
 
     def frames_for(self, num_latent_frames: int, first: bool) -> int:
         """Video frames that `num_latent_frames` latent frames decode to (`video_frames`)."""
@@ -74,20 +96,44 @@ class StreamingDecoder(nn.Module):
         """[B, 16, F, h, w] normalised latents -> [B, 3, T, 8h, 8w] video in [-1, 1]."""
         if latents.ndim != 5 or latents.shape[1] != self.latent_channels:
             raise ValueError(f"expected latents [B, {self.latent_channels}, F, h, w], got {tuple(latents.shape)}")
+        self._order_streams(latents.device)
         first = self._first
-        video = self._decode(latents, first)
+        video = self._decode(latents, first) if self.graphed is None else self.graphed(latents, first)
         self._first = False
         b, _, f, h, w = latents.shape
         expected = (b, 3, self.frames_for(f, first), h * self.spatial_scale, w * self.spatial_scale)
         assert tuple(video.shape) == expected, f"decoder produced {tuple(video.shape)}, expected {expected}"
         return video
 
-    # subclasses implement these two
+    # subclasses implement these
     def _decode(self, latents: Tensor, first: bool) -> Tensor:
         raise NotImplementedError
 
     def _reset_state(self) -> None:
         raise NotImplementedError
+
+    def state_tensors(self) -> list[Tensor]:
+        """The tensors that carry the stream from block to block (updated in place)."""
+        raise NotImplementedError
+
+    def state_ready(self) -> bool:
+        """True once every state tensor exists: from here on a non-first block allocates no
+        state and updates it in place, at fixed addresses (what a CUDA graph replay needs)."""
+        raise NotImplementedError
+
+    def compile_steady(self, backend: str) -> None:
+        """torch.compile (static shapes) of the steady decode: non-first frames with the state
+        allocated. The first frame of a video and the state's allocation stay eager."""
+        raise NotImplementedError
+
+    def to_channels_last(self) -> None:
+        """Conv weights and activations in channels-last (NDHWC / NHWC) memory format: the same
+        numbers, a layout cuDNN's fastest conv kernels want."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last_3d)
+            elif isinstance(m, nn.Conv2d):
+                m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
 
     def init_weights(self, seed: int = 0) -> None:
         raise NotImplementedError
@@ -141,7 +187,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
             sd = load_file(str(path), device="cpu")
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch/safetensors raise many types for a corrupt file
+    except Exception as e:  # noqa: BLE001 -- torch/safetensors raise many types for a corrupt file
         raise LltraceError(f"cannot read VAE weights {path}: {type(e).__name__}: {e}") from None
     for wrapper in ("state_dict", "model"):  # common checkpoint wrappers
         if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
@@ -189,6 +235,9 @@ class FeatureCache:
     def __init__(self) -> None:
         self.frames: list[Tensor | None] = []
         self.idx = 0
+        self.memory_format = torch.contiguous_format  # channels_last_3d with decoder_layout: channels_last
+        self.ready = False  # every slot allocated for input `ready_for` (after a frame that runs every conv)
+        self.ready_for: tuple | None = None
 
     def begin_frame(self) -> None:
         self.idx = 0
@@ -210,8 +259,11 @@ class FeatureCache:
         i = self._take()
         b, c, _, h, w = x.shape
         cached = self.frames[i]
-        if not reusable(cached, (b, c, CACHE_T, h, w), x):
-            cached = x.new_zeros(b, c, CACHE_T, h, w)
+        # Once `ready`, every slot fits this input (WanDecoder._decode checks that once per block):
+        # the per-conv check is skipped, which also keeps it out of a compiled frame (dynamo
+        # cannot trace Tensor.is_inference).
+        if not self.ready and not reusable(cached, (b, c, CACHE_T, h, w), x):
+            cached = x.new_zeros(b, c, CACHE_T, h, w).contiguous(memory_format=self.memory_format)
             self.frames[i] = cached
         xx = torch.cat([cached, x], dim=2)
         cached.copy_(xx[:, :, -CACHE_T:])
@@ -220,6 +272,7 @@ class FeatureCache:
     def reset(self) -> None:
         self.frames = [zeroed_or_none(f) for f in self.frames]
         self.idx = 0
+        self.ready = self.ready and all(f is not None for f in self.frames)
 
 
 class CausalConv3d(nn.Conv3d):
@@ -239,7 +292,7 @@ class CausalConv3d(nn.Conv3d):
         return super().forward(x)
 
 
-class RMS_norm(nn.Module):  # noqa: N801 -- Wan's class name, kept for recognisability
+class RMS_norm(nn.Module):  # Wan's class name, kept for recognisability
     """Channel RMS norm: F.normalize over channels * sqrt(dim) * gamma (Wan's, no bias)."""
 
     def __init__(self, dim: int, images: bool = True):
@@ -330,7 +383,7 @@ class Decoder3d(nn.Module):
         self.middle = nn.Sequential(ResidualBlock(dims[0], dims[0]), AttentionBlock(dims[0]),
                                     ResidualBlock(dims[0], dims[0]))
         ups: list[nn.Module] = []
-        for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+        for i, (in_dim, out_dim) in enumerate(itertools.pairwise(dims)):
             if i > 0:
                 in_dim //= 2  # the previous Resample halved the channels
             for _ in range(num_res_blocks + 1):
@@ -372,6 +425,7 @@ class WanDecoder(StreamingDecoder):
         self.register_buffer("latent_mean", torch.empty(z_dim), persistent=False)
         self.register_buffer("latent_std", torch.empty(z_dim), persistent=False)
         self.cache = FeatureCache()
+        self._steady_frame: Callable[..., Tensor] | None = None  # compile_steady's compiled Decoder3d
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> WanDecoder:
@@ -395,12 +449,51 @@ class WanDecoder(StreamingDecoder):
     def _reset_state(self) -> None:
         self.cache.reset()
 
+    def state_tensors(self) -> list[Tensor]:
+        return [f for f in self.cache.frames if f is not None]
+
+    def state_ready(self) -> bool:
+        return self.cache.ready
+
+    def compile_steady(self, backend: str) -> None:
+        # Per latent frame, not per block: one frame's graph is what repeats (a block unrolled
+        # would compile F copies of it). Only frames with every cache slot allocated take it, so
+        # the compiled code sees one cache layout: in-place updates of fixed tensors.
+        # (the bound forward, not the module: an OptimizedModule attribute would be a submodule,
+        # and its keys would leak into state_dict)
+        self._steady_frame = torch.compile(self.decoder.forward, dynamic=False, backend=backend)
+
+    def to_channels_last(self) -> None:
+        super().to_channels_last()
+        self.memory_format = torch.channels_last_3d
+        self.cache.memory_format = torch.channels_last_3d
+        self.cache.frames = [None if f is None else f.contiguous(memory_format=torch.channels_last_3d)
+                             for f in self.cache.frames]
+
+    def _check_ready(self, z: Tensor) -> None:
+        """Keep `cache.ready` only if every slot still fits this block's input (shape, dtype,
+        device, inference mode): the per-conv checks it stands for are skipped while it holds."""
+        c = self.cache
+        key = (tuple(z.shape[:2]) + tuple(z.shape[3:]), z.dtype, z.device)
+        if c.ready and (c.ready_for != key or any(
+                f is None or (f.is_inference() and not torch.is_inference_mode_enabled()) for f in c.frames)):
+            c.ready = False
+        c.ready_for = key
+
     def _decode(self, latents: Tensor, first: bool) -> Tensor:
         z = latents.to(self.latent_std.dtype)
+        self._check_ready(z)
+        if self.memory_format is not None:
+            z = z.contiguous(memory_format=self.memory_format)
         z = z * self.latent_std.view(1, -1, 1, 1, 1) + self.latent_mean.view(1, -1, 1, 1, 1)
         x = self.conv2(z)
         out = []
         for i in range(x.shape[2]):
             self.cache.begin_frame()
-            out.append(self.decoder(x[:, :, i:i + 1], self.cache, first=first and i == 0))
+            first_frame = first and i == 0
+            steady = self._steady_frame is not None and not first_frame and self.cache.ready
+            out.append((self._steady_frame if steady else self.decoder)(x[:, :, i:i + 1], self.cache,
+                                                                        first=first_frame))
+            # a non-first frame runs every causal conv: each slot exists from here on
+            self.cache.ready = self.cache.ready or not first_frame
         return torch.cat(out, dim=2).clamp_(-1.0, 1.0)
