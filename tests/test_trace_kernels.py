@@ -39,12 +39,12 @@ KERNELS = [
 
 
 def test_short_kernel_names_keep_the_functor():
-    from lltrace.ui.budget_report import short_kernel_name
+    from lltrace.trace.kernels import short_name, short_names
 
     name = ("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<c10::BFloat16, float, false>"
             "(int, float, c10::BFloat16 const*)")
-    assert short_kernel_name(name) == "vectorized_layer_norm_kernel<c10::BFloat16, float, false>"
-    assert short_kernel_name("nvjet_sm90_tst_192x144_64x5_2x1_v_bz_coopB_bias_TNT", 10) == "nvjet_sm9…"
+    assert short_name(name) == "vectorized_layer_norm_kernel<bf16,float,false>"
+    assert short_names(["nvjet_sm90_tst_192x144_64x5_2x1_v_bz_coopB_bias_TNT"], 10) == ["nvjet …TNT"]
 
 
 @pytest.mark.parametrize("name, cls", KERNELS)
