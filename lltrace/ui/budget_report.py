@@ -16,7 +16,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from lltrace import names
 from lltrace.trace.budget import GPU, LABEL, UNATTRIBUTED, Budget, Node
 from lltrace.trace.kernels import fit, short_names
 from lltrace.ui import siblings
@@ -226,40 +225,17 @@ def tree_table(budget: Budget, depth: int | None = 3, width: int = 200, expand: 
 
 # ----------------------------------------------------------------------------- kernels
 
-def where_text(k: dict[str, Any], tree: Node | None = None) -> str:
-    """Where a kernel ran, from its budget row's `regions` (path, ms): the paths grouped with
-    their indices pooled (`step[0..3]/layer[0..29]/self_attn`), the largest group named with
-    its share of the kernel's time. Rows without `regions` (older budget JSONs) give `region`."""
+def where_text(k: dict[str, Any]) -> str:
+    """Where a kernel ran, from its budget row's `regions` (path, ms): the paths pooled over
+    their indices (`step[0..3]/layer[0..29]/self_attn`, lltrace.ui.siblings.pool_paths), the
+    largest pool named with its share of the kernel's time. Rows without `regions` (older
+    budget JSONs) give `region`."""
     spread = k.get("regions")
     if not spread:
         return k.get("region", "")
-    groups: dict[tuple[str, ...], list[Any]] = {}
-    for path, ms in spread:
-        segs = path.split("/")
-        split = [names.split(s) for s in segs]
-        key = tuple(kind if i is not None else s for s, (kind, i) in zip(segs, split))
-        g = groups.setdefault(key, [0.0, [set() for _ in segs]])
-        g[0] += ms
-        for j, (_, i) in enumerate(split):
-            if i is not None:
-                g[1][j].add(i)
-    key, (ms, idx) = max(groups.items(), key=lambda kv: kv[1][0])
-    parts = []
-    for j, seg in enumerate(key):
-        if j == 0 and seg == "block" and len(key) > 1:   # every region of a run is inside the block
-            continue
-        ids = sorted(idx[j])
-        if not ids:
-            parts.append(seg)
-        elif len(ids) == 1:
-            parts.append(f"{seg}[{ids[0]}]")
-        elif ids == list(range(ids[0], ids[-1] + 1)):
-            parts.append(f"{seg}[{ids[0]}..{ids[-1]}]")
-        else:
-            parts.append(f"{seg}[{len(ids)}×]")
-    text = "/".join(parts) or UNATTRIBUTED
+    text, ms, _ = siblings.pool_paths([(p.split("/"), ms) for p, ms in spread])[0]
     share = ms / k["gpu_ms"] if k.get("gpu_ms") else 1.0
-    return text if share >= 0.995 else f"{text} {share:.0%}"
+    return (text or UNATTRIBUTED) if share >= 0.995 else f"{text or UNATTRIBUTED} {share:.0%}"
 
 
 def kernel_table(budget: Budget, top: int = 20, width: int = 120) -> Table:

@@ -6,7 +6,13 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from lltrace.doctor.report import COMPATIBLE, INCOMPATIBLE, DoctorReport, Finding, StageReport
+from lltrace.doctor.report import (
+    COMPATIBLE,
+    INCOMPATIBLE,
+    DoctorReport,
+    Finding,
+    StageReport,
+)
 
 MAX_REASONS = 6
 STYLE = {COMPATIBLE: "bold green", INCOMPATIBLE: "bold red"}

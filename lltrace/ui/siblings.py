@@ -25,9 +25,7 @@ class Group(Generic[T]):
 
     @property
     def label(self) -> str:
-        idx = [i for i, _ in self.members]
-        contiguous = idx == list(range(idx[0], idx[0] + len(idx)))
-        return f"{self.kind}[{idx[0]}..{idx[-1]}]" if contiguous else f"{self.kind}[{len(idx)} of {idx[0]}..{idx[-1]}]"
+        return self.kind + index_range([i for i, _ in self.members])
 
 
 def group(children: Sequence[T], name_of: Callable[[T], str]) -> list[T | Group[T]]:
@@ -61,7 +59,7 @@ def spread_line(g: Group[T], value: Callable[[T], float | None], unit: str = "ms
         return ""
     med = statistics.median(v for _, v in vals)
     lo, hi = min(v for _, v in vals), max(v for _, v in vals)
-    line = f"median {fmt(med)} {unit} per {g.kind}, {fmt(lo)}–{fmt(hi)}"
+    line = f"median {fmt(med)}{' ' + unit if unit else ''} per {g.kind}, {fmt(lo)}–{fmt(hi)}"
     if med <= 0:
         return line
     off = sorted(((v - med) / med, i) for i, v in vals if abs(v - med) > OUTLIER * abs(med))
@@ -73,3 +71,39 @@ def spread_line(g: Group[T], value: Callable[[T], float | None], unit: str = "ms
     else:
         line += f"; none >{OUTLIER:.0%} off"
     return line
+
+
+def pool_paths(items: Sequence[tuple[Sequence[str], float]]) -> list[tuple[str, float, int]]:
+    """(path, ms) pairs pooled over their indices: `block/step[2]`, `block/step[3]` ->
+    ("step[2..3]", ms of both, 2); largest first. A leading `block/` is dropped (every
+    region of a run is inside the block)."""
+    groups: dict[tuple[str, ...], list] = {}
+    for path, ms in items:
+        split = [names.split(s) for s in path]
+        key = tuple(kind if i is not None else s for s, (kind, i) in zip(path, split))
+        g = groups.setdefault(key, [0.0, [set() for _ in path], 0])
+        g[0] += ms
+        g[2] += 1
+        for j, (_, i) in enumerate(split):
+            if i is not None:
+                g[1][j].add(i)
+    out = []
+    for key, (ms, idx, n) in groups.items():
+        parts = []
+        for j, seg in enumerate(key):
+            if j == 0 and seg == "block" and len(key) > 1:
+                continue
+            parts.append(seg + index_range(sorted(idx[j])))
+        out.append(("/".join(parts), ms, n))
+    return sorted(out, key=lambda r: -r[1])
+
+
+def index_range(ids: Sequence[int]) -> str:
+    """`[3]`, `[0..29]` for a contiguous run, `[12 of 0..29]` otherwise, "" for none."""
+    if not ids:
+        return ""
+    if len(ids) == 1:
+        return f"[{ids[0]}]"
+    if list(ids) == list(range(ids[0], ids[-1] + 1)):
+        return f"[{ids[0]}..{ids[-1]}]"
+    return f"[{len(ids)} of {ids[0]}..{ids[-1]}]"
