@@ -206,8 +206,8 @@ def short_name(name: str) -> str:
     128x128x64 tn`; Triton kernels (`triton_poi_fused_add_mul_0`) keep their name."""
     s = name.removeprefix("void ")
     s = _cut_arguments(s.strip())
-    if "<" not in s:
-        return _library(s) or _NAMESPACE.sub("", s)
+    if "<" not in s:   # a library kernel name, or a host op (`aten::conv3d` keeps its namespace)
+        return _library(s) or s
     i = s.index("<")
     base, args = _NAMESPACE.sub("", s[:i]), s[i + 1:s.rindex(">")] if s.endswith(">") else s[i + 1:]
     if base in _GENERIC_BASES:            # cutlass::Kernel2<cutlass_80_simt_sgemm_...>: the argument is the name
