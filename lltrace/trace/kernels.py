@@ -233,6 +233,7 @@ def _detailed(name: str) -> str:
 
 # shorter kernel-family names for narrow tables, tried in order until the label fits
 _COMPACT = ((re.compile(r"^triton_(poi|red|per|tem)_fused_"), r"triton_\1_"),
+            (re.compile(r"^nvjet sm\d+ "), "nvjet "),
             (re.compile(r"^(\w+?)_kernel(?=<)"), r"\1"),
             (re.compile(r"^(vectorized|unrolled|index)_elementwise(?=<)"), r"\1"),
             (re.compile(r"^elementwise(?=<)"), "ew"),
@@ -248,11 +249,25 @@ def _compact(label: str) -> str:
 
 def fit(label: str, width: int) -> str:
     """`label` cut to `width` characters with "…" in the middle: the head names the kernel
-    or region, the tail holds a Triton kernel's index or a path's leaf."""
+    or region, the tail holds a Triton kernel's index or a path's leaf. Words of a spaced
+    label (`nvjet 192x144x64 2x1 bias TNT`) are dropped whole, never cut inside a number."""
     if len(label) <= width:
         return label
     if width <= 1:
         return "…"[:width]
+    m = re.match(r"^(.*?/.*?)( \d+%)?$", label)
+    if m and " " not in m.group(1):                # a region path: keep its last segments
+        segs, share = m.group(1).split("/"), m.group(2) or ""
+        for keep in range(len(segs) - 1, 0, -1):
+            s = "…/" + "/".join(segs[-keep:]) + share
+            if len(s) <= width:
+                return s
+    words = label.split(" ")
+    if len(words) > 2:
+        for keep in range(len(words) - 2, 0, -1):     # the last word, and as many first ones as fit
+            s = " ".join(words[:keep] + ["…", words[-1]])
+            if len(s) <= width:
+                return s
     tail = (width - 1) * 2 // 5
     return label[:width - 1 - tail] + "…" + (label[-tail:] if tail else "")
 
@@ -282,4 +297,9 @@ def short_names(names, width: int | None = None) -> list[str]:
         for i in idx:
             tag = f" #{distinct.index(names[i]) + 1}"
             out[i] = (fit(s, width - len(tag)) if width is not None else s) + tag
+    # a tagged label can meet another label: then every one still shared ends with its own row number
+    for s, idx in collisions(out).items():
+        for i in idx:
+            tag = f" #{i + 1}"
+            out[i] = (fit(s.rsplit(" #", 1)[0], max(0, width - len(tag))) if width is not None else s) + tag
     return out

@@ -65,15 +65,16 @@ def _per(d: Diff) -> str:
     return f"/{d.unit}" if d.unit != "trace" else ""
 
 
-def _counts(n: NodeDiff, d: Diff) -> str:
-    """Instances per unit, A -> B, when they differ (a count change explains a Δ by itself)."""
+def _counts(n: NodeDiff, d: Diff, per: bool = True) -> str:
+    """Instances per unit, A -> B, when they differ (a count change explains a Δ by itself);
+    `per=False` leaves out the unit (the table's "n" header names it)."""
     ua, ub = d.units
     if n.a_count is None or n.b_count is None:
         return str(n.a_count if n.a_count is not None else n.b_count or "")
     ca, cb = n.a_count / ua, n.b_count / ub
     if abs(ca - cb) <= 1e-9:
         return f"{n.a_count}" if n.a_count == n.b_count else f"{n.a_count}→{n.b_count}"
-    return f"{ca:.3g}→{cb:.3g}" + _per(d)
+    return f"{ca:.3g}→{cb:.3g}" + (_per(d) if per else "")
 
 
 def _header_lines(d: Diff) -> list[str]:
@@ -120,11 +121,13 @@ class GroupRow:
         return None if d is None or not self.a else 100.0 * d / abs(self.a)
 
     def verdicts(self) -> str:
+        """The members' verdict when they agree, else the most common one and how many share it."""
         counts: dict[str, int] = {}
         for m in self.members:
             v = _SHORT.get(m.judgement.verdict, m.judgement.verdict)
             counts[v] = counts.get(v, 0) + 1
-        return ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        top, n = max(counts.items(), key=lambda kv: kv[1])
+        return top if n == len(self.members) else f"{top} ({n}/{len(self.members)})"
 
 
 def _visible(d: Diff, depth: int | None, expand: bool = False,
@@ -183,7 +186,7 @@ def _metric_style(m: Metric) -> str:
 def _tree_cols(d: Diff) -> list[Col]:
     per = _per(d)
     return [Col("region", "left"), Col(f"A ms\n{per}" if per else "A ms"), Col(f"B ms\n{per}" if per else "B ms"),
-            Col("Δ ms"), Col("Δ %"), Col("n"), Col("verdict\n(per instance)", "left")]
+            Col("Δ ms"), Col("Δ %"), Col(f"n\n{per}" if per else "n"), Col("verdict\n(per instance)", "left")]
 
 
 def tree_table(d: Diff, depth: int | None = 3, width: int = 200, expand: bool = False,
@@ -193,7 +196,7 @@ def tree_table(d: Diff, depth: int | None = 3, width: int = 200, expand: bool = 
         label = Text(guide, style="dim")
         if folded:
             small = [c for c in n.children if max(c.a or 0, c.b or 0) < HIDE_BELOW * max(d.tree.a or 0, d.tree.b or 0)]
-            label.append(f"({len(small)} row{'s' if len(small) != 1 else ''} under {HIDE_BELOW:.1%})",
+            label.append(f"({len(small)} under {HIDE_BELOW:.1%})",
                          style="dim italic")
             rows.append([label, "", "", "", "", "", ""])
             continue
@@ -205,16 +208,16 @@ def tree_table(d: Diff, depth: int | None = 3, width: int = 200, expand: bool = 
         dim = n.kind in ("class", "other", "unattributed")
         label.append(n.name, style=("dim" if dim else "bold" if level <= 1 else "") + (" italic" if n.kind == "class"
                                                                                         else ""))
-        rows.append([label, _num(n.a), _num(n.b), _delta(n.delta), _pct(n.pct), _counts(n, d),
+        rows.append([label, _num(n.a), _num(n.b), _delta(n.delta), _pct(n.pct), _counts(n, d, False),
                      Text(verdict_text(n.judgement, width < WIDE), style=_STYLE.get(n.judgement.verdict, ""))])
-    return fitted_table(_tree_cols(d), rows, width, label={0: 0.6, 6: 0.4})
+    return fitted_table(_tree_cols(d), rows, width)
 
 
 def by_name_table(d: Diff, top: int = 15, width: int = 200) -> Table:
-    rows = [[n.name, _num(n.a), _num(n.b), _delta(n.delta), _pct(n.pct), _counts(n, d),
+    rows = [[n.name, _num(n.a), _num(n.b), _delta(n.delta), _pct(n.pct), _counts(n, d, False),
              Text(verdict_text(n.judgement, width < WIDE), style=_STYLE.get(n.judgement.verdict, ""))]
             for n in d.by_name[:top]]
-    t = fitted_table(_tree_cols(d), rows, width, label={0: 0.6, 6: 0.4})
+    t = fitted_table(_tree_cols(d), rows, width)
     t.title, t.title_justify = "regions by name (all instances pooled)", "left"
     return t
 
