@@ -42,12 +42,13 @@ CUT_NUMBER = re.compile(r"(?<![\w\[.])[-+]?\d[\d,.]*…|…[\d,.]*\d[\d,.]*%?(?!
 
 
 def render(renderable_or_fn, width: int) -> str:
-    console = Console(width=width, record=True, file=open(os.devnull, "w"), color_system=None)
-    if callable(renderable_or_fn):
-        renderable_or_fn(console)
-    else:
-        console.print(renderable_or_fn)
-    return console.export_text()
+    with open(os.devnull, "w") as sink:
+        console = Console(width=width, record=True, file=sink, color_system=None)
+        if callable(renderable_or_fn):
+            renderable_or_fn(console)
+        else:
+            console.print(renderable_or_fn)
+        return console.export_text()
 
 
 def check_fits(text: str, width: int) -> None:
@@ -268,3 +269,18 @@ def test_doctor_is_one_block_per_stage_at_80_columns():
     wide = render(doctor_renderable(report), 200)
     check_fits(wide, 200)
     assert len(wide.splitlines()) < len(lines)
+
+
+# ----------------------------------------------------------------------------- bench
+
+def test_bench_table_fits_80_columns_with_large_numbers():
+    from lltrace.ui.bench_report import bench_table
+    rows = [dict(preset="baseline", ms_per_forward=55.21, ms_per_block=1029.9, ms_decode=218.8, ms_per_frame=57.5,
+                 fps=17.4, first_frame_ms=30419.2, prompt_switch_ms=464.7, peak_mem_bytes=30 * 2**30, error=None),
+            dict(preset="turbo-fp8", error="fp8 needs CUDA")]
+    text = render(bench_table(rows, 80), 80)
+    check_fits(text, 80)
+    assert "30,419.2" in text and "1,029.9" in text
+    assert "turbo-fp8: fp8 needs CUDA" in text
+    table_lines = [line for line in text.splitlines() if line.startswith("baseline")]
+    assert len(table_lines) == 1      # one line per preset: no wrapped row
