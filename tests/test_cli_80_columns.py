@@ -124,7 +124,7 @@ def test_budget_of_a_wan_run_fits_80_columns_and_a_screen(budgets):
     assert len(lines) < 90, len(lines)
     assert any("layer[0..29]" in line for line in lines)
     assert not any("layer[17]" in line for line in lines)
-    assert any("median" in line and "per layer" in line for line in lines)
+    assert any(line.startswith("context/layer[0..29]: median") and "a call" in line for line in lines)
     assert "GPU activity" in text and "memcpy/memset" in text and "% of" in text and "parent" in text
     snapshot("budget-h200-baseline-80.txt", text)
 
@@ -137,6 +137,18 @@ def test_budget_tree_rows_never_wrap_at_80(budgets, name):
         text = render(budget_report.tree_table(b, depth, 80, rows=rows), 80)
         check_fits(text, 80)
         assert len(text.splitlines()) == len(rows) + 2     # a two-line header, then one line per row
+
+
+def test_repeated_siblings_fold_and_the_outliers_are_named():
+    from lltrace.ui import siblings
+    kids = [(f"layer[{i}]", 5.0 + 0.01 * i) for i in range(30)] + [("norm", 1.0)]
+    kids[3] = ("layer[3]", 8.1)                     # 60% slower than the others
+    items = siblings.group(kids, lambda c: c[0])
+    assert [i if not isinstance(i, siblings.Group) else i.label for i in items] == ["layer[0..29]", ("norm", 1.0)]
+    line = siblings.spread_line(items[0], lambda c: c[1])
+    assert line.startswith("median 5.155 ms per layer, 5.000–8.100") and "layer[3] +57%" in line
+    assert siblings.group(kids[:2], lambda c: c[0]) == kids[:2]       # two siblings stay as they are
+    assert siblings.pool_paths([(("block", "step[2]"), 1.0), (("block", "step[3]"), 2.0)]) == [("step[2..3]", 3.0, 2)]
 
 
 def test_budget_expand_lists_each_layer(budgets):
@@ -275,9 +287,10 @@ def test_doctor_is_one_block_per_stage_at_80_columns():
 
 def test_bench_table_fits_80_columns_with_large_numbers():
     from lltrace.ui.bench_report import bench_table
-    rows = [dict(preset="baseline", ms_per_forward=55.21, ms_per_block=1029.9, ms_decode=218.8, ms_per_frame=57.5,
-                 fps=17.4, first_frame_ms=30419.2, prompt_switch_ms=464.7, peak_mem_bytes=30 * 2**30, error=None),
-            dict(preset="turbo-fp8", error="fp8 needs CUDA")]
+    rows = [{"preset": "baseline", "ms_per_forward": 55.21, "ms_per_block": 1029.9, "ms_decode": 218.8,
+             "ms_per_frame": 57.5, "fps": 17.4, "first_frame_ms": 30419.2, "prompt_switch_ms": 464.7,
+             "peak_mem_bytes": 30 * 2**30, "error": None},
+            {"preset": "turbo-fp8", "error": "fp8 needs CUDA"}]
     text = render(bench_table(rows, 80), 80)
     check_fits(text, 80)
     assert "30,419.2" in text and "1,029.9" in text

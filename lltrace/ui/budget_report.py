@@ -170,7 +170,9 @@ def tree_rows(budget: Budget, depth: int | None = 3, expand: bool = False) -> tu
             if isinstance(item, siblings.Group):
                 label = item.label
                 where = f"{path}/{label}" if path and path != "block" else label
-                line = siblings.spread_line(item, lambda n: n.value(metric), fmt=_ms)
+                # per call (value / instances): folded steps hold each layer 4× as often as the context
+                line = siblings.spread_line(item, lambda n: n.value(metric) / max(1, n.count), fmt=_ms,
+                                            over="call")
                 spreads.append(f"{where}: {line}")
                 add(merge([n for _, n in item.members], label), child_prefix, is_last, level + 1, True, where)
             else:

@@ -50,16 +50,17 @@ def group(children: Sequence[T], name_of: Callable[[T], str]) -> list[T | Group[
 
 
 def spread_line(g: Group[T], value: Callable[[T], float | None], unit: str = "ms",
-                fmt: Callable[[float], str] = lambda v: f"{v:,.3f}") -> str:
+                fmt: Callable[[float], str] = lambda v: f"{v:,.3f}", over: str = "") -> str:
     """`median 5.40 ms per layer, 5.37–5.42; layer[0] +12%` (members more than OUTLIER
-    off the median, slowest first; 3 at most)."""
+    off the median, slowest first; 3 at most). `over` qualifies the unit ("call")."""
     vals = [(i, value(n)) for i, n in g.members]
     vals = [(i, v) for i, v in vals if v is not None]
     if not vals:
         return ""
     med = statistics.median(v for _, v in vals)
     lo, hi = min(v for _, v in vals), max(v for _, v in vals)
-    line = f"median {fmt(med)}{' ' + unit if unit else ''} per {g.kind}, {fmt(lo)}–{fmt(hi)}"
+    per = f"a {over}" if over else f"per {g.kind}"
+    line = f"median {fmt(med)}{' ' + unit if unit else ''} {per}, {fmt(lo)}–{fmt(hi)}"
     if med <= 0:
         return line
     off = sorted(((v - med) / med, i) for i, v in vals if abs(v - med) > OUTLIER * abs(med))
