@@ -22,6 +22,7 @@ from lltrace.ui import siblings
 
 _DIM_KINDS = {"class", "other", "unattributed"}
 WIDE = 110          # from this width on: p95 and host ms columns
+HIDE_BELOW = 0.001  # sibling rows under 0.1% of the run are one row (not with expand)
 
 
 def _ms(v: float | None) -> str:
@@ -158,12 +159,24 @@ def tree_rows(budget: Budget, depth: int | None = 3, expand: bool = False) -> tu
     rows: list[Row] = []
     spreads: list[str] = []
     metric = budget.metric
+    small = HIDE_BELOW * budget.tree.value(metric)
 
     def add(node: Node, prefix: str, last: bool, level: int, merged: bool, path: str) -> None:
         rows.append(Row(node, level, "" if level == 0 else prefix + ("└─ " if last else "├─ "), merged))
         if depth is not None and level >= depth:
             return
-        items = node.children if expand else siblings.group(node.children, lambda c: c.name)
+        kids = node.children
+        if not expand:   # rows under 0.1% of the run become one "(n under 0.1%)" row with their sum
+            tiny = [c for c in kids if c.value(metric) < small]
+            if len(tiny) == len(kids):   # a small node: its own row says enough
+                kids = []
+            elif len(tiny) > 1:
+                kids = [c for c in kids if c.value(metric) >= small]
+                rest = Node(f"({len(tiny)} under {HIDE_BELOW:.1%})", kind="other", count=node.count,
+                            share=math.fsum(c.share for c in tiny))
+                rest.set_value(metric, math.fsum(c.value(metric) for c in tiny))
+                kids.append(rest)
+        items = kids if expand else siblings.group(kids, lambda c: c.name)
         child_prefix = "" if level == 0 else prefix + ("   " if last else "│  ")
         for i, item in enumerate(items):
             is_last = i == len(items) - 1
@@ -380,7 +393,7 @@ def render(budget: Budget, console: Console, depth: int | None = 3, by: str = "r
             console.print()
             for s in spreads:
                 console.print(Text(s, style="dim"))
-            hints.append("--expand lists each repeated region")
+            hints.append("--expand lists each repeated region and the small rows")
         if console.width < WIDE:
             hints.append(f"{WIDE}+ columns add p95 and host ms")
         console.print(Text("(" + "; ".join(hints) + ")", style="dim") if hints else "")
