@@ -297,3 +297,13 @@ def test_bench_table_fits_80_columns_with_large_numbers():
     assert "turbo-fp8: fp8 needs CUDA" in text
     table_lines = [line for line in text.splitlines() if line.startswith("baseline")]
     assert len(table_lines) == 1      # one line per preset: no wrapped row
+
+
+def test_diff_cli_piped_is_80_columns(capsys, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert main(["diff", str(EXAMPLES / "h200-baseline"), str(EXAMPLES / "h200-balanced")]) == 0
+    out = capsys.readouterr().out
+    check_fits(out, 80)
+    assert "layer[0..29]" in out and "GPU ms per block (whole run)" in out
+    assert main(["diff", str(EXAMPLES / "h200-baseline"), str(EXAMPLES / "h200-balanced"), "--expand"]) == 0
+    assert "layer[29]" in capsys.readouterr().out
