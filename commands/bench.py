@@ -82,7 +82,8 @@ def bench(presets, model, device, overrides, warmup, blocks, out_path, as_json, 
     elif markdown:
         click.echo(bench_markdown(rows))
     else:
-        Console().print(bench_table(rows))
+        console = Console()
+        console.print(bench_table(rows, console.width))
         err.print(f"results: {out}")
     if any(r.get("error") for r in rows):
         raise click.exceptions.Exit(1)

@@ -12,9 +12,12 @@ PROGRESS_ABOVE = 20 << 20   # show a progress bar for files larger than this
 @click.command()
 @click.argument("path")
 @click.option("--depth", type=click.IntRange(0, 64), default=None,
-              help="Levels of the tree under the root to show [default: 3 on a terminal, all in --json].")
+              help="Levels of the tree under the root to show [default: 4 on a terminal, all in --json].")
 @click.option("--by", type=click.Choice(["region", "kernel"]), default="region", show_default=True,
               help="The region tree, or a table of kernels.")
+@click.option("--expand", is_flag=True,
+              help="List repeated regions one by one (layer[0], layer[1], …) instead of one "
+                   "layer[0..29] row with its spread.")
 @click.option("--json", "as_json", is_flag=True, help="Print the budget JSON (docs/FORMATS.md §3) to stdout.")
 @click.option("--top", type=click.IntRange(1, None), default=None,
               help="Kernels to list [default: 20 on a terminal, all in --json].")
@@ -22,7 +25,7 @@ PROGRESS_ABOVE = 20 << 20   # show a progress bar for files larger than this
               help="Add HolisticTraceAnalysis: temporal breakdown, kernel launch delays, idle time.")
 @click.option("--ceiling", type=click.FloatRange(min=0, min_open=True), default=None,
               help="bf16 TFLOP/s ceiling for the roofline column (default: meta.json's measured one).")
-def budget(path, depth, by, as_json, top, with_hta, ceiling):
+def budget(path, depth, by, expand, as_json, top, with_hta, ceiling):
     """Hierarchical GPU/CPU time budget of PATH: a run directory (traces/<id>/), a run id,
     a torch-profiler trace (.json / .json.gz / *.pt.trace.json[.gz]) or a budget JSON.
 
@@ -68,14 +71,20 @@ def budget(path, depth, by, as_json, top, with_hta, ceiling):
         sys.stdout.write("\n")
         return
     out = Console()
-    budget_report.render(result, out, depth=3 if depth is None else depth, by=by, top=top)
+    budget_report.render(result, out, depth=4 if depth is None else depth, by=by, top=top, expand=expand)
 
 
 def _load_with_progress(load_trace, src, err):
     size = sum(p.stat().st_size for p in src.traces)
     if size <= PROGRESS_ABOVE or not err.is_terminal:
         return load_trace(src)
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(TextColumn("reading {task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                   console=err, transient=True) as bar:

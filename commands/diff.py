@@ -15,6 +15,8 @@ import click
               help="Tree levels under the root to show [default: 3 on a terminal, all in --json].")
 @click.option("--top", type=click.IntRange(1, None), default=10, show_default=True,
               help="Kernels (or host ops) listed per section.")
+@click.option("--expand", is_flag=True,
+              help="List repeated regions one by one (layer[0], layer[1], …) instead of one layer[0..29] row.")
 @click.option("--json", "as_json", is_flag=True, help="Print the diff as JSON (format lltrace-diff/1).")
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print the diff as GitHub markdown (for a PR comment).")
 @click.option("--fail-above", "fail_above", metavar="PCT", default=None,
@@ -28,7 +30,7 @@ import click
               help="Smallest change of a median that counts as a win or a loss.")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True,
               help="Significance level of the Mann-Whitney U test.")
-def diff(a, b, depth, top, as_json, as_markdown, fail_above, metric, strict, min_effect, alpha):
+def diff(a, b, depth, top, expand, as_json, as_markdown, fail_above, metric, strict, min_effect, alpha):
     """Compare A and B (run directories, run ids, trace files or budget JSONs): headline
     numbers, the budget tree side by side sorted by impact, kernels that appeared,
     disappeared or changed. Exit codes: 0 ok, 1 regression above --fail-above, 2 bad input."""
@@ -64,9 +66,11 @@ def diff(a, b, depth, top, as_json, as_markdown, fail_above, metric, strict, min
         json.dump(data, sys.stdout, indent=1)
         sys.stdout.write("\n")
     elif as_markdown:
-        sys.stdout.write(diff_report.markdown(result, depth=3 if depth is None else depth, top=top, gate=verdict))
+        sys.stdout.write(diff_report.markdown(result, depth=3 if depth is None else depth, top=top, gate=verdict,
+                                                 expand=expand))
     else:
-        diff_report.render(result, Console(), depth=3 if depth is None else depth, top=top, gate=verdict)
+        diff_report.render(result, Console(), depth=3 if depth is None else depth, top=top, gate=verdict,
+                           expand=expand)
     if verdict is not None:
         if as_json or as_markdown:   # the gate line goes to stderr so stdout stays parseable
             err.print(verdict.message, style="bold red" if verdict.failed else "green", highlight=False)

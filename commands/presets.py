@@ -10,6 +10,7 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print the presets as JSON.")
 def presets(as_json):
     """List the presets in configs/ with their knobs."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -19,10 +20,12 @@ def presets(as_json):
     if as_json:
         click.echo(json.dumps({p.name: p.to_dict() for p in loaded}, indent=2))
         return
-    table = Table(title="lltrace presets")
-    table.add_column("knob")
+    # At 80 columns the knob names stay whole (no_wrap, their own width); values wrap at
+    # ", " (a list of timesteps), never inside a number.
+    table = Table(title="lltrace presets", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("knob", no_wrap=True, min_width=max(len(k) for k in KNOBS), style="bold")
     for p in loaded:
-        table.add_column(p.name)
+        table.add_column(p.name, overflow="fold", min_width=min(9, max(len(p.name), 6)))
     for knob in KNOBS:
         if knob == "description":
             continue

@@ -93,7 +93,7 @@ def test_budget_nodes_carry_flops_and_achieved_tflops(tmp_path):
     assert budget.tree.flops == pytest.approx(block.flops)
     assert budget.ceiling_tflops == 774.0
     header = [c.header for c in tree_table(budget).columns]
-    assert "TFLOP/s (% ceil)" in header
+    assert "TFLOP/s\n(% ceil)" in header
 
 
 def test_measuring_the_ceiling_needs_cuda():

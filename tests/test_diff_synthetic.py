@@ -132,7 +132,7 @@ def test_markdown_lists_replaced_kernels(tmp_path, capsys, base):
     b = write(tmp_path, fp8(base), "b.json")
     assert main(["diff", str(a), str(b), "--markdown"]) == 0
     out = capsys.readouterr().out
-    assert "only in A (disappeared)" in out and FP8_GEMM[:40] in out and "| gemm | fp8 |" in out
+    assert "only in A (disappeared)" in out and "`sm90 gemm e4m3 128x128x128 tn`" in out and "| gemm | fp8 |" in out
     assert main(["diff", str(a), str(b), "--json", "--top", "1"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert len(data["kernels"]["changed"]) == 1

@@ -222,7 +222,10 @@ def _headline_values(side: Side, unit_node: str | None, unit: str, units: int, m
     if side.instances is not None and unit_node is not None:
         inst = _values(side, (unit_node,), metric)
     name, label = TREE_TOTAL[metric]
-    out[name] = (label + per, "ms", tree.value(metric) / units, inst, False)
+    # the whole run's GPU time divided by the units, not the tree's `block` row (which leaves
+    # out text encoding, recache and what runs outside the blocks): named apart from it
+    whole = " (whole run)" if unit != "trace" else ""
+    out[name] = (label + per + whole, "ms", tree.value(metric) / units, inst, False)
     # why the GPU waits (lltrace.trace.idle), per unit of work: one value per side (the gaps of a
     # window are not independent instances), so these carry no noise verdict
     idle = side.budget.idle

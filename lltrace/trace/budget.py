@@ -24,7 +24,7 @@ import numpy as np
 from lltrace.errors import LltraceError
 from lltrace.trace import idle, roofline
 from lltrace.trace.attribution import BY_GPU_ANNOTATION, NONE
-from lltrace.trace.events import Trace
+from lltrace.trace.events import MEMCPY, MEMSET, Trace
 from lltrace.trace.instances import CPU, GPU, LABEL, OTHER_NODE, UNATTRIBUTED, InstanceNode, Instances, measure
 from lltrace.trace.jsonround import rounded
 from lltrace.trace.loader import BUDGET_FORMAT, load_trace, resolve_source
@@ -319,12 +319,22 @@ def _kernel_table(trace, att, cls_idx, labels, paths) -> list[dict[str, Any]]:
     by_id = {v: k for k, v in path_ids.items()}
     first_cls = np.zeros(len(uniq), dtype=np.int64)
     first_cls[inv] = cls_idx
+    memory = np.zeros(len(uniq), dtype=bool)
+    memory[inv] = np.isin(x["cat"][g], (MEMCPY, MEMSET))
+    # where each kernel ran: (path, ms) per tree node, largest first, down to 0.1% of the kernel's
+    # time (the rest is left out), so "mostly in" can say "all 30 layers" instead of one of them
+    spread: dict[int, list[tuple[str, float]]] = {}
+    for j in np.argsort(-pt, kind="stable"):
+        k, w = int(pu[j] // (len(path_ids) + 1)), int(pu[j] % (len(path_ids) + 1)) - 1
+        if pt[j] >= 1e-3 * total[k]:
+            spread.setdefault(k, []).append(("/".join(by_id[w]) if w >= 0 else UNATTRIBUTED, float(pt[j])))
     rows = []
     for u in np.argsort(-total):
         pid = best.get(int(u), -1)
         rows.append({"name": trace.names[int(uniq[u])], "class": labels[int(first_cls[u])],
                      "gpu_ms": float(total[u]), "count": int(count[u]),
-                     "region": "/".join(by_id[pid]) if pid >= 0 else UNATTRIBUTED})
+                     "region": "/".join(by_id[pid]) if pid >= 0 else UNATTRIBUTED, "memory": bool(memory[u]),
+                     "regions": [[p, round(ms, 4)] for p, ms in spread.get(int(u), [])]})
     return rows
 
 

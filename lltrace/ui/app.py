@@ -33,9 +33,10 @@ import sys
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -45,12 +46,42 @@ from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.widgets import Footer, Header, Input
 
-from lltrace.ui.feeds import BudgetReady, LiveFeed, RecordedFeed, RecordedLoaded, window_budget
-from lltrace.ui.live import (BlockFinished, DoctorChecked, EventArrived, FrameReady, LiveControl, RunEnded,
-                             SessionBridge, SessionStarted, SwitchShown, is_pipeline)
-from lltrace.ui.widgets import (BudgetTree, EventLog, GraphsPanel, HelpScreen, KnobsPanel, LatencyPlot, MemoryPanel,
-                                StatsPanel)
-from lltrace.ui.widgets.panels import DOCTOR_CHECKING, DOCTOR_FAILED, GraphStatus, MemoryStatus, read_memory
+from lltrace.ui.feeds import (
+    BudgetReady,
+    LiveFeed,
+    RecordedFeed,
+    RecordedLoaded,
+    window_budget,
+)
+from lltrace.ui.live import (
+    BlockFinished,
+    DoctorChecked,
+    EventArrived,
+    FrameReady,
+    LiveControl,
+    RunEnded,
+    SessionBridge,
+    SessionStarted,
+    SwitchShown,
+    is_pipeline,
+)
+from lltrace.ui.widgets import (
+    BudgetTree,
+    EventLog,
+    GraphsPanel,
+    HelpScreen,
+    KnobsPanel,
+    LatencyPlot,
+    MemoryPanel,
+    StatsPanel,
+)
+from lltrace.ui.widgets.panels import (
+    DOCTOR_CHECKING,
+    DOCTOR_FAILED,
+    GraphStatus,
+    MemoryStatus,
+    read_memory,
+)
 
 FRAME_BUDGET_MS = 40.0      # 25 FPS per video frame (docs/DESIGN.md §1)
 DOCTOR_STATE = "checking CUDA graphs (lltrace doctor)…"

@@ -1,12 +1,21 @@
-"""Rendering of `lltrace doctor` reports: a rich table per run, and short lines for the TUI's
-CUDA-graph panel. Reads only lltrace.doctor.report (the same data `--json` prints)."""
+"""Rendering of `lltrace doctor` reports: one block per stage (verdict, reasons with
+file:line, torch.compile, fixes), and short lines for the TUI's CUDA-graph panel. Reads only lltrace.doctor.report (the same data `--json` prints)."""
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Group
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from lltrace.doctor.report import COMPATIBLE, INCOMPATIBLE, DoctorReport, Finding, StageReport
+from lltrace.doctor.report import (
+    COMPATIBLE,
+    INCOMPATIBLE,
+    DoctorReport,
+    Finding,
+    StageReport,
+)
 
 MAX_REASONS = 6
 STYLE = {COMPATIBLE: "bold green", INCOMPATIBLE: "bold red"}
@@ -16,66 +25,92 @@ def verdict_text(stage: StageReport) -> Text:
     return Text(stage.verdict_text(), style=STYLE.get(stage.verdict, "yellow"))
 
 
-def _reasons(stage: StageReport) -> Text:
-    t = Text()
+def _indented(text: Text, indent: int = 2, mark: str = "", mark_style: str = "") -> Padding:
+    """`text` indented; with a `mark` ("• ", "fix: "), wrapped lines hang under the text."""
+    if not mark:
+        return Padding(text, (0, 0, 0, indent), expand=False)
+    grid = Table.grid()
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    grid.add_row(Text(mark, style=mark_style), text)
+    return Padding(grid, (0, 0, 0, indent), expand=False)
+
+
+def stage_block(stage: StageReport) -> list[Any]:
+    """One stage: the verdict line, what was called, the reasons with file:line (and the
+    source line), torch.compile health, then the fixes. Readable at 80 columns."""
+    head = Text(stage.stage, style="bold")
+    head.append("  ")
+    head.append_text(verdict_text(stage))
+    if stage.seconds:
+        head.append(f"  ({stage.seconds:.1f} s)", style="dim")
+    out: list[Any] = [head]
     if stage.description:
-        t.append(stage.description + "\n", style="dim italic")
+        out.append(_indented(Text(stage.description, style="dim italic")))
     shown = stage.findings[:MAX_REASONS]
     for f in shown:
-        t.append("• ", style="red" if f.blocking else "yellow")
-        t.append(f.message + (" (caveat)" if not f.blocking else ""))
+        out.append(_indented(Text(f.message + (" (caveat)" if not f.blocking else "")), 2, "• ",
+                             "red" if f.blocking else "yellow"))
         if f.where:
-            t.append(f"\n  {f.where}", style="cyan")
-            if f.code:
-                t.append(f"  {f.code[:80]}", style="dim")
-        t.append("\n")
+            loc = Text(f.where, style="cyan")
+            if f.code and len(f.where) + 2 + len(f.code) <= 72:
+                loc.append(f"  {f.code}", style="dim")
+            elif f.code:   # the source line on its own line, cut at the width (never wrapped)
+                loc.append("\n")
+                loc.append(f.code[:120], style="dim")
+            loc.no_wrap, loc.overflow = True, "ellipsis"
+            out.append(_indented(loc, 4))
     if len(stage.findings) > len(shown):
-        t.append(f"… {len(stage.findings) - len(shown)} more (--json lists all)\n", style="dim")
+        out.append(_indented(Text(f"… {len(stage.findings) - len(shown)} more (--json lists all)", style="dim")))
     if stage.capture and stage.verdict == INCOMPATIBLE:   # NOT RUN already says why in its verdict
-        t.append(f"capture: {stage.capture}\n", style="dim")
-    elif stage.verdict == COMPATIBLE:
-        t.append(f"{stage.capture}\n", style="green")
-    t.rstrip()
-    return t if t.plain else Text("—")
+        out.append(_indented(Text(f"capture: {stage.capture}", style="dim")))
+    elif stage.verdict == COMPATIBLE and stage.capture:
+        out.append(_indented(Text(stage.capture, style="green")))
+    first, *rest = _compile(stage)
+    out.append(_indented(first, 2, "torch.compile: ", "bold"))
+    out.extend(_indented(line, 4, "- ", "dim") for line in rest)
+    for x in stage.fixes[:3]:
+        out.append(_indented(Text(x), 2, "fix: ", "bold green"))
+    return out
 
 
-def _compile(stage: StageReport) -> Text:
+def _compile(stage: StageReport) -> list[Text]:
+    """torch.compile health: the summary, then graph breaks and recompiles with file:line."""
     c = stage.compile
     if c is None:
-        return Text("not checked", style="dim")
-    t = Text(c.summary())
+        return [Text("not checked", style="dim")]
+    out = [Text(c.summary())]
     for b in c.breaks[:2]:
-        t.append(f"\nbreak: {b['reason'][:90]}", style="yellow")
+        t = Text(f"break: {b['reason'][:90]}", style="yellow")
         if b.get("where"):
             t.append(f" @ {b['where']}", style="cyan")
+        out.append(t)
     for label, items in (("within a call", c.recompiles_first_call), ("next position", c.recompiles_next_call)):
         for r in items[:2]:
-            t.append(f"\nrecompile ({label}): {r['guard'][:80]}", style="yellow")
+            t = Text(f"recompile ({label}): {r['guard'][:80]}", style="yellow")
             if r.get("where"):
                 t.append(f" @ {r['where']}", style="cyan")
+            out.append(t)
     if c.error:
-        t.append(f"\n{c.error}", style="red")
-    return t
-
-
-def doctor_table(report: DoctorReport) -> Table:
-    model = f", model {report.model}" if report.model else ""
-    table = Table(title=f"lltrace doctor: {report.target} on {report.device}{model}", show_lines=True,
-                  expand=True)
-    table.add_column("stage", no_wrap=True)
-    table.add_column("CUDA graph", no_wrap=True)
-    table.add_column("reasons (file:line)", ratio=5)
-    table.add_column("torch.compile", ratio=3)
-    table.add_column("fix", ratio=3)
-    for s in report.stages:
-        table.add_row(s.stage, verdict_text(s), _reasons(s), _compile(s),
-                      Text("\n".join(f"→ {x}" for x in s.fixes[:3]) or "—"))
-    return table
+        out.append(Text(c.error, style="red"))
+    return out
 
 
 def doctor_renderable(report: DoctorReport) -> Group:
-    notes = Text("\n".join(f"note: {n}" for n in report.notes), style="dim")
-    return Group(doctor_table(report), notes) if report.notes else Group(doctor_table(report))
+    """The report as a list of blocks, one per stage (was a 5-column table: 9-character
+    columns at 80 columns)."""
+    model = f", model {report.model}" if report.model else ""
+    items: list[Any] = [Text(f"lltrace doctor: {report.target} on {report.device}{model}", style="bold")]
+    overall = Text("CUDA graphs: ")
+    overall.append(panel_verdict(report), style=STYLE.get(report.verdict, "yellow"))
+    items.append(overall)
+    for s in report.stages:
+        items.append(Text(""))
+        items.extend(stage_block(s))
+    if report.notes:
+        items.append(Text(""))
+        items.extend(_indented(Text(f"note: {n}", style="dim"), 0) for n in report.notes)
+    return Group(*items)
 
 
 def panel_lines(report: DoctorReport) -> list[Text]:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from textual.message import Message
 
 from lltrace.capture.events import RunEvent
 from lltrace.capture.frame_clock import FrameRecord, SwitchRecord
-
 
 # -- messages (posted from the run's threads, handled on the UI thread) ---------------------------
 

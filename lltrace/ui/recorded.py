@@ -15,10 +15,10 @@ from typing import Any
 from lltrace.capture.events import EventRecord
 from lltrace.capture.frame_clock import ClockStats, FrameRecord
 from lltrace.capture.rundir import read_json, read_run
-from lltrace.errors import LltraceError
-from lltrace.trace.loader import resolve_source
 from lltrace.capture.schema import check_meta
+from lltrace.errors import LltraceError
 from lltrace.inputs import is_regular_file, os_error, what_is
+from lltrace.trace.loader import resolve_source
 
 TRACE_SUFFIXES = (".json", ".json.gz")
 

@@ -83,7 +83,7 @@ class GraphsPanel(Widget):
         return grid
 
 
-def _bytes(n: int | float | None) -> str:
+def _bytes(n: float | None) -> str:
     if n is None:
         return "–"
     for unit in ("B", "KiB", "MiB", "GiB"):
