@@ -11,7 +11,8 @@ A cut-off or damaged file keeps every complete event before the damage; the resu
 where it stopped. Errors that leave nothing to show raise LltraceError (one line).
 
 `read_events(..., raw=True)` is the same reader for tools that copy events (lltrace export):
-each event reaches the sink whole, as its own JSON bytes.
+each event reaches the sink whole, as its own JSON bytes. `read_events(..., copy=c)` decodes
+for the sink and hands `c` the same events as bytes in one pass (see `Copy`).
 """
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ import json
 import os
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Protocol
 
 import msgspec
 
@@ -41,9 +43,22 @@ _SEP = re.compile(rb"[ \t\r\n,]*")
 _AFTER_EVENT = re.compile(rb"[ \t\r\n]*,[ \t\r\n]*\{")
 _STR_SEP = re.compile(r"[ \t\r\n,]*")
 # Strings (maybe cut off at the end) and brackets: to step over a value too deep to decode.
-_SCAN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\Z)|[\[\]{}]', re.S)
+_SCAN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\Z)|[\[\]{}]', re.DOTALL)
 _NUMBER = re.compile(r"-?[0-9.eE+\-]+")
 _JSON = json.JSONDecoder()
+
+
+class Copy(Protocol):
+    """Receives the events as the file has them, alongside the sink (one parse for both)."""
+
+    def start(self, top: dict[str, Any]) -> None:
+        """The events array begins; `top` holds the keys read before it."""
+
+    def chunk(self, data: memoryview, n: int) -> None:
+        """`n` complete events, verbatim and comma-separated, exactly those of the sink's last batch."""
+
+    def add(self, items: list) -> None:
+        """Events of the event-by-event path: msgspec.Raw, or RawEvent (see _raw_item)."""
 
 
 class _Stop(Exception):
@@ -135,9 +150,10 @@ class ReadResult:
 
 
 class _Parser:
-    def __init__(self, src: _Bytes, sink: EventCollector):
+    def __init__(self, src: _Bytes, sink: EventCollector, copy: Copy | None = None):
         self.src = src
         self.sink = sink
+        self.copy = copy
         self.buf = bytearray()   # appended and cut from the front in place: one huge event costs O(size)
         self.pos = 0          # parse position in buf
         self.base = 0         # absolute offset of buf[0]
@@ -190,6 +206,8 @@ class _Parser:
         if first == ord("["):
             self.pos += 1
             self.result.found_events = True
+            if self.copy is not None:
+                self.copy.start(self.result.top)
             self._events()
             return self.result
         if first != ord("{"):
@@ -203,6 +221,8 @@ class _Parser:
         if where != "events":
             raise LltraceError("not a Chrome/Kineto trace: the JSON object has no traceEvents")
         self.result.found_events = True
+        if self.copy is not None:
+            self.copy.start(dict(self.result.top))
         if self._events():
             try:
                 if self._members() == "events":
@@ -316,6 +336,9 @@ class _Parser:
                     pass
                 else:
                     self.sink.add(batch)
+                    if self.copy is not None:
+                        with memoryview(self.buf) as view, view[start:cut + 1] as piece:
+                            self.copy.chunk(piece, len(batch))
                     self.pos = cut + 1
                     target = CHUNK
                     continue
@@ -350,7 +373,7 @@ class _Parser:
         (the next event does not end inside `piece`) or "bad" (invalid JSON).
         """
         text = piece.decode("utf-8", "surrogateescape")
-        n, i, batch = len(text), 0, []
+        n, i, batch, copied = len(text), 0, [], []
 
         def used(k: int) -> int:
             return len(text[:k].encode("utf-8", "surrogateescape"))
@@ -382,9 +405,13 @@ class _Parser:
                     self.sink.count_invalid()
                 else:
                     batch.append(event)
+                if self.copy is not None and (item := _raw_item(obj)) is not None:
+                    copied.append(item)
                 i = j
         finally:
             self.sink.add(batch)
+            if copied:
+                self.copy.add(copied)
 
     def _convert(self, obj):
         """One event decoded by the json module -> what the sink takes (None: invalid)."""
@@ -426,25 +453,32 @@ class _RawParser(_Parser):
         self.decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
     def _convert(self, obj):
-        """The event-by-event path: the event re-encoded whole, or (values JSON cannot hold:
-        NaN / Infinity, bytes that are not UTF-8) a RawEvent with the core fields only."""
-        if not isinstance(obj, dict):
-            return None
-        try:
-            return msgspec.Raw(json.dumps(obj, allow_nan=False).encode("utf-8", "surrogateescape"))
-        except (ValueError, UnicodeEncodeError):
-            return lenient_event(obj)
+        return _raw_item(obj)
+
+
+def _raw_item(obj):
+    """An event of the event-by-event path, for copying: re-encoded whole, or (values JSON
+    cannot hold: NaN / Infinity, bytes that are not UTF-8) a RawEvent with the core fields only."""
+    if not isinstance(obj, dict):
+        return None
+    try:
+        return msgspec.Raw(json.dumps(obj, allow_nan=False).encode("utf-8", "surrogateescape"))
+    except (ValueError, UnicodeEncodeError):
+        return lenient_event(obj)
 
 
 def read_events(path: Path, sink: EventCollector, progress: Progress | None = None, *,
-                raw: bool = False) -> ReadResult:
+                raw: bool = False, copy: Copy | None = None) -> ReadResult:
     """Stream `path` into `sink`; raises LltraceError when it is not a trace at all.
 
     `raw=True`: the sink's `add(batch)` gets msgspec.Raw items (each event's JSON bytes, every
-    field kept) and, for an event JSON cannot re-encode, a RawEvent (see _RawParser)."""
+    field kept) and, for an event JSON cannot re-encode, a RawEvent (see _RawParser).
+    `copy`: the sink gets decoded events as usual and `copy` the same events as bytes (Copy)."""
+    if raw and copy is not None:
+        raise ValueError("raw=True and copy are exclusive")
     src = open_bytes(path, progress)
     try:
-        result = (_RawParser if raw else _Parser)(src, sink).run()
+        result = _RawParser(src, sink).run() if raw else _Parser(src, sink, copy).run()
     except MemoryError:
         raise LltraceError(f"{path}: out of memory while reading the trace") from None
     except OSError as exc:

@@ -1,0 +1,117 @@
+"""Trace I/O near the floor (issue #18): the fast paths give the same results as the plain ones.
+
+- export reads the trace once and copies its events as they are decoded: the output is the
+  source's events exactly, and JSON-identical to the two-pass copy (the path a window takes);
+- the gzip backend (python-isal / zlib-ng when installed, else zlib) and `--gzip-level` change
+  only the compressed bytes, never the JSON;
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from lltrace.commands.cli import main
+from lltrace.export import perfetto as pe
+from lltrace.trace import deflate
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data" / "h100_plain_profiler_baseline.json.gz"
+EXAMPLES = sorted(p for p in (ROOT / "traces" / "examples").glob("*") if (p / "trace.json.gz").is_file())
+BACKENDS = [b for b in ("zlib", "isal", "zlib-ng") if deflate._load(b) is not None]
+
+
+def _json(path: Path):
+    raw = path.read_bytes()
+    return json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+
+
+def _two_pass(monkeypatch, *args, **kw):
+    """The export as it was before the one-pass copy (load, then copy in a second read)."""
+    def refilter(src, out, f, gz, progress):
+        raise pe._Refilter(pe.load_trace(src))
+    with monkeypatch.context() as m:
+        m.setattr(pe, "_one_pass", refilter)
+        return pe.export(*args, **kw)
+
+
+def _check_one_pass(src: Path, tmp_path: Path, monkeypatch) -> None:
+    one, two = tmp_path / "one.json.gz", tmp_path / "two.json.gz"
+    r1 = pe.export(src, one)
+    r2 = _two_pass(monkeypatch, src, two)
+    a, b = _json(one), _json(two)
+    assert a == b                                             # JSON-identical to the two-pass copy
+    source = _json(src / "trace.json.gz" if src.is_dir() else src)
+    n = len(source["traceEvents"])
+    assert a["traceEvents"][:n] == source["traceEvents"]      # every event copied as it was
+    assert {k: v for k, v in a.items() if k not in ("traceEvents", "lltraceExport")} == \
+        {k: v for k, v in source.items() if k != "traceEvents"}
+    assert (r1.events_read, r1.events_written, r1.lltrace_events, r1.warnings) == \
+        (r2.events_read, r2.events_written, r2.lltrace_events, r2.warnings)
+    assert r1.json_bytes == len(gzip.decompress(one.read_bytes()))
+
+
+def test_one_pass_export_equals_two_pass_copy(tmp_path, monkeypatch):
+    _check_one_pass(DATA, tmp_path, monkeypatch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", EXAMPLES, ids=lambda p: p.name)
+def test_one_pass_export_equals_two_pass_copy_examples(run, tmp_path, monkeypatch):
+    _check_one_pass(run, tmp_path, monkeypatch)
+
+
+def test_one_pass_export_of_a_cut_off_trace(tmp_path, monkeypatch):
+    """A trace cut mid-event: the events before the cut, the same warnings as the two-pass copy."""
+    raw = gzip.decompress(DATA.read_bytes())
+    cut = tmp_path / "cut.json"
+    cut.write_bytes(raw[: len(raw) * 2 // 3])
+    r1 = pe.export(cut, tmp_path / "one.json")
+    r2 = _two_pass(monkeypatch, cut, tmp_path / "two.json")
+    assert _json(tmp_path / "one.json") == _json(tmp_path / "two.json")
+    assert any("exported the events before it" in w for w in r1.warnings)
+    assert r1.warnings == r2.warnings and 0 < r1.events_written == r2.events_written
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gzip_backends_and_levels_change_only_the_compressed_bytes(backend, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLTRACE_DEFLATE", "zlib")
+    ref = tmp_path / "ref.json.gz"
+    pe.export(DATA, ref)
+    monkeypatch.setenv("LLTRACE_DEFLATE", backend)
+    sizes = {}
+    for level in (1, 9):
+        out = tmp_path / f"{backend}-{level}.json.gz"
+        pe.export(DATA, out, gzip_level=level)
+        assert gzip.decompress(out.read_bytes()) == gzip.decompress(ref.read_bytes())
+        sizes[level] = out.stat().st_size
+    assert sizes[9] <= sizes[1]
+    if backend == "zlib":   # the standard library at the default level: the bytes export always wrote
+        pe.export(DATA, tmp_path / "again.json.gz", gzip_level=6)
+        assert (tmp_path / "again.json.gz").read_bytes() == ref.read_bytes()
+
+
+def test_gzip_writer_falls_back_to_zlib(monkeypatch):
+    monkeypatch.setenv("LLTRACE_DEFLATE", "zlib")
+    assert deflate.deflater().name == deflate.inflater().name == "zlib"
+    monkeypatch.setattr(deflate, "_load", lambda name: deflate.Backend("zlib", gzip.zlib, gzip.GzipFile)
+                        if name == "zlib" else None)
+    monkeypatch.delenv("LLTRACE_DEFLATE")
+    assert deflate.deflater().name == deflate.inflater().name == "zlib"   # neither fast one installed
+
+
+@pytest.mark.parametrize("level", ["0", "10", "fast"])
+def test_gzip_level_out_of_range_is_a_usage_error(level, tmp_path, capsys):
+    rc = main(["export", str(DATA), "-o", str(tmp_path / "x.json.gz"), "--gzip-level", level])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--gzip-level" in err and "Traceback" not in err
+    assert not (tmp_path / "x.json.gz").exists()
+
+
+def test_gzip_level_on_the_command_line(tmp_path, capsys):
+    out = tmp_path / "x.json.gz"
+    assert main(["export", str(DATA), "-o", str(out), "--gzip-level", "1"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert _json(out)["traceEvents"][:10] == _json(DATA)["traceEvents"][:10]
