@@ -115,3 +115,75 @@ def test_gzip_level_on_the_command_line(tmp_path, capsys):
     assert main(["export", str(DATA), "-o", str(out), "--gzip-level", "1"]) == 0
     assert "wrote" in capsys.readouterr().out
     assert _json(out)["traceEvents"][:10] == _json(DATA)["traceEvents"][:10]
+
+
+# -- reader: bounded inflate, the fast inflate backends, in-place batch brackets --
+
+from lltrace.trace import reader as rd          # noqa: E402
+from lltrace.trace.budget import build_budget   # noqa: E402
+from lltrace.trace.loader import load_trace     # noqa: E402
+
+
+def _chunks(path: Path) -> list[bytes]:
+    src = rd.open_bytes(path)
+    try:
+        out = []
+        while chunk := src.read():
+            out.append(chunk)
+        return out, src.error
+    finally:
+        src.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gzip_inflate_is_bounded_and_exact(backend, tmp_path, monkeypatch):
+    """One compressed MB holds ~15 MB of JSON: each chunk is at most RAW_READ bytes anyway, and
+    several members in a row read as one stream."""
+    monkeypatch.setenv("LLTRACE_DEFLATE", backend)
+    raw = gzip.decompress(DATA.read_bytes())
+    two = tmp_path / "two.json.gz"
+    two.write_bytes(gzip.compress(raw[:100_000]) + gzip.compress(raw[100_000:]))
+    chunks, error = _chunks(two)
+    assert error is None and b"".join(chunks) == raw
+    assert max(map(len, chunks)) <= rd.RAW_READ and len(chunks) >= len(raw) // rd.RAW_READ
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_damaged_gzip_keeps_what_was_read(backend, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLTRACE_DEFLATE", backend)
+    raw = gzip.decompress(DATA.read_bytes())
+    packed = gzip.compress(raw)
+    cut = tmp_path / "cut.json.gz"
+    cut.write_bytes(packed[: len(packed) // 2])
+    chunks, error = _chunks(cut)
+    got = b"".join(chunks)
+    assert "cut off" in error and len(got) > len(raw) // 3 and raw.startswith(got)
+    bad = tmp_path / "bad.json.gz"
+    bad.write_bytes(packed[:5000] + bytes(200) * 50 + packed[15000:])
+    chunks, error = _chunks(bad)   # zeros may inflate to garbage first: the checksum tells
+    assert "corrupt" in error and b"".join(chunks)[:4000] == raw[:4000]
+
+
+def _copying_decode(self, start, end):
+    return self.decoder.decode(b"[" + self.buf[start:end] + b"]")
+
+
+def _budget(path) -> dict:
+    return build_budget(load_trace(path)).to_dict()
+
+
+REAL = [DATA] + EXAMPLES
+
+
+@pytest.mark.parametrize("path", [REAL[0]] + [pytest.param(p, marks=pytest.mark.slow) for p in REAL[1:]],
+                         ids=lambda p: p.name)
+def test_fast_and_plain_paths_give_the_same_budget(path, monkeypatch):
+    """The fast inflate and the in-place batch decode against zlib and a copied batch: the same
+    budget JSON, to the last digit, on real traces."""
+    fast = _budget(path)
+    with monkeypatch.context() as m:
+        m.setenv("LLTRACE_DEFLATE", "zlib")
+        m.setattr(rd._Parser, "_decode", _copying_decode)
+        m.setattr(rd, "CHUNK", 1 << 18)   # other batch boundaries too
+        plain = _budget(path)
+    assert json.dumps(fast, sort_keys=True) == json.dumps(plain, sort_keys=True)

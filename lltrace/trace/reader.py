@@ -29,6 +29,7 @@ import msgspec
 
 from lltrace.errors import LltraceError
 from lltrace.inputs import open_regular, printable
+from lltrace.trace import deflate
 from lltrace.trace.events import EventCollector, RawEvent, lenient_event
 
 Progress = Callable[[int, int], None]   # (bytes read from the file, file size)
@@ -72,9 +73,12 @@ class _Stop(Exception):
 class _Bytes:
     """The decompressed bytes of a file, chunk by chunk.
 
-    gzip is read with zlib directly (hand-written because gzip.GzipFile raises on a
-    truncated stream and drops the data it had already decompressed); several gzip
-    members in a row are read one after the other.
+    gzip is read with zlib's streaming API directly (hand-written because gzip.GzipFile raises
+    on a truncated stream and drops the data it had already decompressed), through python-isal
+    or zlib-ng when installed (lltrace.trace.deflate); several gzip members in a row are read
+    one after the other. Each chunk inflates to at most RAW_READ bytes (`max_length`, the rest
+    of the input waits in `unconsumed_tail`): one compressed MB holds ~15 MB of JSON, and
+    batches that size would grow the memory the decoded events take.
     """
 
     def __init__(self, path: Path, progress: Progress | None):
@@ -83,7 +87,10 @@ class _Bytes:
         self.progress = progress
         self.gz = self.f.read(2) == b"\x1f\x8b"
         self.f.seek(0)
-        self.z = zlib.decompressobj(31) if self.gz else None
+        self.zlib = deflate.inflater().zlib if self.gz else None
+        self.z = self.zlib.decompressobj(31) if self.gz else None
+        self.zlib_errors = deflate.errors() if self.gz else ()
+        self.pending = b""                # compressed bytes read but not inflated yet
         self.eof = False
         self.error: str | None = None     # set when the stream itself ended abnormally
         self.produced = 0
@@ -94,16 +101,19 @@ class _Bytes:
     def read(self) -> bytes:
         """Next decompressed chunk; b"" once the stream is over."""
         while not self.eof:
-            raw = self.f.read(RAW_READ)
-            if self.progress is not None:
-                self.progress(self.f.tell(), self.size)
-            if not self.gz:
-                if not raw:
-                    self.eof = True
-                    return b""
-                self.produced += len(raw)
-                return raw
-            out = self._inflate(raw)
+            if self.gz and self.pending:
+                out = self._inflate(self.pending)
+            else:
+                raw = self.f.read(RAW_READ)
+                if self.progress is not None:
+                    self.progress(self.f.tell(), self.size)
+                if not self.gz:
+                    if not raw:
+                        self.eof = True
+                        return b""
+                    self.produced += len(raw)
+                    return raw
+                out = self._inflate(raw)
             if out:
                 self.produced += len(out)
                 return out
@@ -111,30 +121,30 @@ class _Bytes:
 
     def _inflate(self, raw: bytes) -> bytes:
         z = self.z
+        self.pending = b""
         if not raw:
             self.eof = True
             if not z.eof:
                 self.error = "the gzip stream ends early (the file was cut off)"
                 try:
                     return z.flush()
-                except zlib.error:
+                except self.zlib_errors:
                     return b""
             return b""
-        parts = []
+        if z.eof:           # trailing bytes after the last member
+            return b""
         try:
-            if z.eof:           # trailing bytes after the last member
-                return b""
-            parts.append(z.decompress(raw))
-            while z.eof and z.unused_data:
-                rest = z.unused_data
-                if not rest.startswith(b"\x1f\x8b"):
-                    break       # padding after the last member: ignore it
-                z = self.z = zlib.decompressobj(31)
-                parts.append(z.decompress(rest))
-        except zlib.error as exc:
+            out = z.decompress(raw, RAW_READ)
+        except self.zlib_errors as exc:
             self.eof = True
             self.error = f"the gzip data is corrupt near byte {self.f.tell()} of the file ({exc})"
-        return b"".join(parts)
+            return b""
+        if not z.eof:
+            self.pending = z.unconsumed_tail
+        elif z.unused_data.startswith(b"\x1f\x8b"):   # another member follows (else: padding, ignored)
+            self.pending = z.unused_data
+            self.z = self.zlib.decompressobj(31)
+        return out
 
 
 @dataclass
@@ -166,10 +176,11 @@ class _Parser:
         chunk = self.src.read()
         if not chunk:
             return False
-        self.base += self.pos
-        del self.buf[:self.pos]
+        drop = max(self.pos - 1, 0)   # keep the byte before pos: a batch's "[" goes there
+        self.base += drop
+        del self.buf[:drop]
         self.buf += chunk
-        self.pos = 0
+        self.pos -= drop
         return True
 
     def _fill(self, n: int) -> None:
@@ -331,7 +342,7 @@ class _Parser:
             cut = self._last_cut(start)
             if cut is not None:
                 try:
-                    batch = self.decoder.decode(b"[" + self.buf[start:cut + 1] + b"]")
+                    batch = self._decode(start, cut + 1)
                 except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):   # a bad split, odd types, damage
                     pass
                 else:
@@ -365,6 +376,21 @@ class _Parser:
                 if target >= MAX_EVENT:
                     return self._stop(f"no end of event within {MAX_EVENT >> 20} MB: not a trace")
                 target *= 2
+
+    def _decode(self, start: int, end: int) -> list:
+        """Decode the events buf[start:end] as one array, without copying them: the bytes on
+        either side are "[" and "]" for the time of the decode (a RawEvent holds no reference
+        to its input)."""
+        buf = self.buf
+        if start == 0 or end >= len(buf):
+            return self.decoder.decode(b"[" + buf[start:end] + b"]")
+        before, after = buf[start - 1], buf[end]
+        buf[start - 1], buf[end] = 0x5B, 0x5D   # "[", "]"
+        try:
+            with memoryview(buf) as view, view[start - 1:end + 1] as batch:
+                return self.decoder.decode(batch)
+        finally:
+            buf[start - 1], buf[end] = before, after
 
     def _slow(self, piece: bytes) -> tuple[int, str]:
         """Decode events one by one (the json module, loose types).
@@ -451,6 +477,10 @@ class _RawParser(_Parser):
     def __init__(self, src: _Bytes, sink):
         super().__init__(src, sink)
         self.decoder = msgspec.json.Decoder(list[msgspec.Raw])
+
+    def _decode(self, start: int, end: int) -> list:
+        # msgspec.Raw points into the buffer it was decoded from: give it bytes of its own
+        return self.decoder.decode(b"[" + self.buf[start:end] + b"]")
 
     def _convert(self, obj):
         return _raw_item(obj)
