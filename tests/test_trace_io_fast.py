@@ -119,9 +119,9 @@ def test_gzip_level_on_the_command_line(tmp_path, capsys):
 
 # -- reader: bounded inflate, the fast inflate backends, in-place batch brackets --
 
-from lltrace.trace import reader as rd          # noqa: E402
-from lltrace.trace.budget import build_budget   # noqa: E402
-from lltrace.trace.loader import load_trace     # noqa: E402
+from lltrace.trace import reader as rd
+from lltrace.trace.budget import build_budget
+from lltrace.trace.loader import load_trace
 
 
 def _chunks(path: Path) -> list[bytes]:
