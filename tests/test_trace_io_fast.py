@@ -4,6 +4,8 @@
   source's events exactly, and JSON-identical to the two-pass copy (the path a window takes);
 - the gzip backend (python-isal / zlib-ng when installed, else zlib) and `--gzip-level` change
   only the compressed bytes, never the JSON;
+- the reader (bounded inflate, batches decoded in place) and the collector give the same
+  budget as the plain paths, and the same columns, bit for bit, as before issue #18.
 """
 from __future__ import annotations
 
@@ -187,3 +189,46 @@ def test_fast_and_plain_paths_give_the_same_budget(path, monkeypatch):
         m.setattr(rd, "CHUNK", 1 << 18)   # other batch boundaries too
         plain = _budget(path)
     assert json.dumps(fast, sort_keys=True) == json.dumps(plain, sort_keys=True)
+
+
+# sha256 of each real trace's loaded columns, names, ids, stats and warnings, as the loader of
+# commit 71acbd0 (before issue #18's reader and collector work) made them.
+BEFORE = {
+    "tests/data/h100_plain_profiler_baseline.json.gz":
+        "015d7c6b816a2f48e41492905f998f6596836d0d9465baca0a8b9fa5390124ff",
+    "traces/examples/h100-baseline/trace.json.gz":
+        "9e99f105500b30b714aebe2fdf74562494b240bcf028f5e4b2cb434a9c5a2024",
+    "traces/examples/h100-ultra/trace.json.gz":
+        "da7807afc1a5ce6e03d182f374656708e0f0465e4ef9c065d3c87d06f3ca07eb",
+    "traces/examples/h200-balanced/trace.json.gz":
+        "bd85fe44c4c0aedf32f7ee4990d3e5dd5fe206ff1d3190355beaa5c9b3e8ba76",
+    "traces/examples/h200-baseline/trace.json.gz":
+        "62600435239634b5b3e30e4110f9a58c5e39f22a0bb67886b04173b1b2b62d4e",
+    "traces/examples/h200-ultra/trace.json.gz":
+        "9c7348450af6469f06cdf2ac7653b6064d67c11ff6e2d68f7708a0a8bac9f1b4",
+    "traces/examples/h200-ultra-nographs/trace.json.gz":
+        "3dfd7187b390259d820a196f6bff6ce45b06eb04a6f21127101e82ded8156cca",
+}
+
+
+def _columns_digest(path: Path) -> str:
+    import hashlib
+
+    t = load_trace(path)
+    h = hashlib.sha256()
+    for part in (t.x, t.flows):
+        for k in sorted(part):
+            h.update(k.encode())
+            h.update(part[k].tobytes())
+    h.update(json.dumps([t.names, [str(i) for i in t.ids], t.stats, t.warnings], sort_keys=True,
+                        default=str).encode())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("rel", [pytest.param(k, marks=[] if k.startswith("tests/") else pytest.mark.slow)
+                                 for k in BEFORE])
+def test_columns_unchanged_since_before_the_fast_reader(rel):
+    path = ROOT / rel
+    if not path.is_file():
+        pytest.skip(f"{rel} is not in this checkout")
+    assert _columns_digest(path) == BEFORE[rel]
