@@ -232,3 +232,30 @@ def test_columns_unchanged_since_before_the_fast_reader(rel):
     if not path.is_file():
         pytest.skip(f"{rel} is not in this checkout")
     assert _columns_digest(path) == BEFORE[rel]
+
+
+# -- diff: both sides read at the same time --
+
+from lltrace.analysis import side as side_mod  # noqa: E402
+
+
+def test_load_sides_in_parallel_equals_one_after_the_other(tmp_path):
+    plain = tmp_path / "b.json"
+    plain.write_bytes(gzip.decompress(DATA.read_bytes()))
+    a, b = side_mod.load_sides(DATA, plain)
+    for got, path in ((a, DATA), (b, plain)):
+        want = side_mod.load_side(path)
+        assert json.dumps(got.budget.to_dict(), sort_keys=True) == json.dumps(want.budget.to_dict(), sort_keys=True)
+        assert got.path == str(path) and got.run.warnings == want.run.warnings
+        assert got.instances.self_ms.tolist() == want.instances.self_ms.tolist()
+
+
+def test_load_sides_errors_name_their_side(tmp_path):
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    with pytest.raises(side_mod.LltraceError, match=r"^B: .*the file is empty"):
+        side_mod.load_sides(DATA, empty)            # raised in the worker, sent back whole
+    with pytest.raises(side_mod.LltraceError, match=r"^A: .*the file is empty"):
+        side_mod.load_sides(empty, DATA)
+    with pytest.raises(side_mod.LltraceError, match=r"^B: no such file"):
+        side_mod.load_sides(DATA, tmp_path / "nope.json")
