@@ -236,7 +236,7 @@ def test_columns_unchanged_since_before_the_fast_reader(rel):
 
 # -- diff: both sides read at the same time --
 
-from lltrace.analysis import side as side_mod  # noqa: E402
+from lltrace.analysis import side as side_mod
 
 
 def test_load_sides_in_parallel_equals_one_after_the_other(tmp_path):
