@@ -1,8 +1,8 @@
 """`lltrace export`: the run's Chrome trace plus lltrace's own tracks, for ui.perfetto.dev.
 
-The trace's events are copied byte for byte (args, shapes, flows and all), optionally trimmed
-to whole blocks (`--blocks 3:6`) or a time window (`--window-ms`), and a process "lltrace"
-is added with:
+The trace's events are copied byte for byte (args, shapes, flows and all; a whole trace in
+the same read that loads it), optionally trimmed to whole blocks (`--blocks 3:6`) or a time
+window (`--window-ms`), and a process "lltrace" is added with:
   tid 1 "video frames"     one slice per block, one nested slice per video frame
   tid 2 "prompt switches"  request -> first frame of the new prompt
   tid 3 "run events"       instant markers: recompiles, graph breaks, prompt switches, ...
@@ -11,7 +11,7 @@ is added with:
   counter "frame latency"  ms per video frame, one sample per block
 All times are on the trace's clock (lltrace.export.timeline). Output follows the Trace Event
 Format (lltrace.export.chrome_format validates it), is written atomically (temp file + rename) and
-gzipped when the name ends in .gz.
+gzipped when the name ends in .gz (lltrace.trace.deflate: zlib-ng / python-isal when installed).
 """
 from __future__ import annotations
 
@@ -352,7 +352,7 @@ def lltrace_events(trace: Trace, timeline: tl_mod.Timeline, window: Window | Non
     one (a run profiled for 3 of 100 blocks gets 3 blocks of frames, not a timeline 30x longer
     than its kernels). Times are integer ns of the trace clock until written as µs."""
     lo_us, hi_us = (window.start_us, window.end_us) if window else trace.span_us
-    lo, hi = int(math.floor(lo_us * 1e3)), int(math.ceil(hi_us * 1e3))
+    lo, hi = math.floor(lo_us * 1e3), math.ceil(hi_us * 1e3)
 
     def inside(s: int, e: int) -> bool:
         return s < hi and e > lo or (s == e and lo <= s <= hi)
@@ -388,7 +388,7 @@ def lltrace_events(trace: Trace, timeline: tl_mod.Timeline, window: Window | Non
     host = []
     for r in timeline.regions:
         ts, dur = (float(xt[r.row]), float(xd[r.row])) if r.row >= 0 else (r.start_us, r.end_us - r.start_us)
-        s_ns, d_ns = int(round(ts * 1e3)), int(round(dur * 1e3))
+        s_ns, d_ns = round(ts * 1e3), round(dur * 1e3)
         if inside(s_ns, s_ns + d_ns):
             host.append((s_ns, s_ns + d_ns, r))
     kept, dropped = _nested(host)
@@ -398,8 +398,8 @@ def lltrace_events(trace: Trace, timeline: tl_mod.Timeline, window: Window | Non
     gpu = []
     for r in timeline.regions:
         if r.gpu_start_us is not None and r.gpu_end_us is not None:
-            s_ns, e_ns = int(round(r.gpu_start_us * 1e3)), int(round(r.gpu_end_us * 1e3))
-            if inside(int(round(r.start_us * 1e3)), int(round(r.end_us * 1e3))):
+            s_ns, e_ns = round(r.gpu_start_us * 1e3), round(r.gpu_end_us * 1e3)
+            if inside(round(r.start_us * 1e3), round(r.end_us * 1e3)):
                 gpu.append((s_ns, e_ns, r))
     kept_g, dropped_g = _nested(gpu)
     for s, e, r in kept_g:
