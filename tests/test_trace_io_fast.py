@@ -259,3 +259,23 @@ def test_load_sides_errors_name_their_side(tmp_path):
         side_mod.load_sides(empty, DATA)
     with pytest.raises(side_mod.LltraceError, match=r"^B: no such file"):
         side_mod.load_sides(DATA, tmp_path / "nope.json")
+
+
+@pytest.mark.slow
+def test_benchmark_script_prints_the_issue_table(tmp_path):
+    """scripts/bench_budget_vs_hta.py at a tiny size: every lltrace row and floor ran, and the
+    targets table is there (the lead runs it at 150 MB and 1.5 GB)."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_budget_vs_hta.py"), str(DATA),
+                          "--sizes", "2", "--repeat", "1", "--workdir", str(tmp_path),
+                          "--hta-python", str(tmp_path / "no-hta")],
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = res.stdout
+    for row in ("lltrace budget --json |", "lltrace budget --json (.gz)", "lltrace diff A A --json",
+                "load_sides(A, A)", "lltrace export -o .json.gz", "floor: msgspec typed decode",
+                "floor: zlib inflate", "diff / budget (<= 1.3)", ".gz RSS / plain RSS (<= 1.3)"):
+        assert row in out, row
+    assert "failed" not in out and "HTA not measured" in res.stderr
