@@ -95,6 +95,13 @@ def test_gzip_backends_and_levels_change_only_the_compressed_bytes(backend, tmp_
         assert (tmp_path / "again.json.gz").read_bytes() == ref.read_bytes()
 
 
+@pytest.mark.skipif(len(BACKENDS) < 3, reason="needs both isal and zlib-ng")
+def test_gzip_level_picks_the_fastest_backend_for_it(monkeypatch):
+    monkeypatch.delenv("LLTRACE_DEFLATE", raising=False)
+    assert [deflate.deflater(level).name for level in (1, 3, 4, 9)] == ["isal", "isal", "zlib-ng", "zlib-ng"]
+    assert deflate.inflater().name == "isal"
+
+
 def test_gzip_writer_falls_back_to_zlib(monkeypatch):
     monkeypatch.setenv("LLTRACE_DEFLATE", "zlib")
     assert deflate.deflater().name == deflate.inflater().name == "zlib"
