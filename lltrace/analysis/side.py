@@ -2,11 +2,15 @@
 into its budget, per-instance values and the run directory's other files."""
 from __future__ import annotations
 
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lltrace.capture.rundir import RunData, read_meta, read_run
+from lltrace.errors import LltraceError
 from lltrace.trace.budget import Budget, budget_of, load_budget
 from lltrace.trace.instances import Instances, measure
 from lltrace.trace.loader import load_trace, resolve_source
@@ -61,3 +65,53 @@ def load_side(path: str | Path, progress: Progress | None = None) -> Side:
     # diff too; a partial trace has its own line in the diff.
     run.warnings[:0] = trace.warnings[1:] if trace.partial else trace.warnings
     return Side(str(path), src.kind, budget_of(trace, inst), inst, run)
+
+
+def _side_or_error(path: str | Path) -> Side | tuple[str, str | None]:
+    """load_side in a worker process: an LltraceError comes back as (message, hint), which
+    pickles whole (the exception's args hold the message only)."""
+    try:
+        return load_side(path)
+    except LltraceError as exc:
+        return exc.message, exc.hint
+
+
+def load_sides(*paths: str | Path, labels: tuple[str, ...] = ("A", "B")) -> list[Side]:
+    """Every side of a diff, the traces read at the same time: the last one (B) in a forked
+    worker process, the others here (the decode holds the GIL, so threads would take turns).
+    A side is a few MB to send back. Sequential where fork is not the safe default (macOS,
+    Windows) or when a side is a budget JSON (nothing to read). An error names its side:
+    "B: no such file ...". """
+    def named(label: str, exc_or_pair) -> LltraceError:
+        message, hint = exc_or_pair if isinstance(exc_or_pair, tuple) else (exc_or_pair.message, exc_or_pair.hint)
+        return LltraceError(f"{label}: {message}", hint)
+
+    srcs = []
+    for label, path in zip(labels, paths):
+        try:
+            srcs.append(resolve_source(path))
+        except LltraceError as exc:
+            raise named(label, exc) from None
+    parallel = (len(paths) > 1 and sys.platform.startswith("linux")
+                and sum(s.kind != "budget" for s in srcs) > 1)
+    if not parallel:
+        out = []
+        for label, path in zip(labels, paths):
+            try:
+                out.append(load_side(path))
+            except LltraceError as exc:
+                raise named(label, exc) from None
+        return out
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        last = pool.submit(_side_or_error, paths[-1])
+        out = []
+        for label, path in zip(labels[:-1], paths[:-1]):
+            try:
+                out.append(load_side(path))
+            except LltraceError as exc:
+                last.cancel()
+                raise named(label, exc) from None
+        b = last.result()
+    if isinstance(b, tuple):
+        raise named(labels[len(paths) - 1], b)
+    return [*out, b]

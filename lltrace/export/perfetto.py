@@ -1,8 +1,8 @@
 """`lltrace export`: the run's Chrome trace plus lltrace's own tracks, for ui.perfetto.dev.
 
-The trace's events are copied byte for byte (args, shapes, flows and all), optionally trimmed
-to whole blocks (`--blocks 3:6`) or a time window (`--window-ms`), and a process "lltrace"
-is added with:
+The trace's events are copied byte for byte (args, shapes, flows and all; a whole trace in
+the same read that loads it), optionally trimmed to whole blocks (`--blocks 3:6`) or a time
+window (`--window-ms`), and a process "lltrace" is added with:
   tid 1 "video frames"     one slice per block, one nested slice per video frame
   tid 2 "prompt switches"  request -> first frame of the new prompt
   tid 3 "run events"       instant markers: recompiles, graph breaks, prompt switches, ...
@@ -11,24 +11,25 @@ is added with:
   counter "frame latency"  ms per video frame, one sample per block
 All times are on the trace's clock (lltrace.export.timeline). Output follows the Trace Event
 Format (lltrace.export.chrome_format validates it), is written atomically (temp file + rename) and
-gzipped when the name ends in .gz.
+gzipped when the name ends in .gz (lltrace.trace.deflate: zlib-ng / python-isal when installed).
 """
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 import msgspec
 import numpy as np
 
-from lltrace.export import timeline as tl_mod
 from lltrace.capture.rundir import read_run
 from lltrace.errors import LltraceError
+from lltrace.export import timeline as tl_mod
+from lltrace.trace.deflate import DEFAULT_LEVEL, gzip_writer
 from lltrace.trace.events import GPU_ACTIVITY, MAX_US, RUNTIME, Trace, lenient_event
 from lltrace.trace.instances import measure
 from lltrace.trace.jsonround import num, rounded
@@ -52,7 +53,7 @@ class Window:
 @dataclass
 class ExportResult:
     path: Path
-    bytes: int                      # on disk
+    bytes: int                      # on disk (set once the file is in place)
     json_bytes: int                 # uncompressed
     gzip: bool
     events_read: int
@@ -199,15 +200,23 @@ def _make_filter(trace: Trace, window: Window | None) -> _Filter:
 # ----------------------------------------------------------------------------- writing
 
 class _Writer:
-    """Streams `{header..., "traceEvents": [e, e, ...], trailer...}` into a binary file."""
+    """Streams `{header..., "traceEvents": [e, e, ...], trailer...}` into a binary file.
+    The header may come later (`start`): the one-pass export learns it while reading."""
 
-    def __init__(self, f: BinaryIO, header: dict[str, Any]):
+    def __init__(self, f: BinaryIO, header: dict[str, Any] | None = None):
         self.f = f
         self.n = 0
         self.bytes = 0
-        head = b"{" + b"".join(_enc_json(k) + b":" + _enc_json(v) + b"," for k, v in header.items()) \
-            + b'"traceEvents":[\n'
-        self._put(head)
+        self.header: dict[str, Any] | None = None
+        if header is not None:
+            self.start(header)
+
+    def start(self, header: dict[str, Any]) -> None:
+        if self.header is not None:   # a later profile window of the run: its keys are the first's
+            return
+        self.header = {k: v for k, v in header.items() if k != "traceEvents"}
+        self._put(b"{" + b"".join(_enc_json(k) + b":" + _enc_json(v) + b"," for k, v in self.header.items())
+                  + b'"traceEvents":[\n')
 
     def _put(self, b) -> None:
         self.f.write(b)
@@ -219,7 +228,15 @@ class _Writer:
         self._put(raw)
         self.n += 1
 
+    def events(self, data, n: int) -> None:
+        """`n` events as the trace has them, comma-separated."""
+        if self.n:
+            self._put(b",\n")
+        self._put(data)
+        self.n += n
+
     def close(self, trailer: dict[str, Any]) -> None:
+        self.start({})
         self._put(b"\n]" + b"".join(b"," + _enc_json(k) + b":" + _enc_json(v) for k, v in trailer.items()) + b"}\n")
 
 
@@ -279,6 +296,15 @@ class _Sink:
         self.total += n
         self.invalid += n
 
+    # the reader's Copy protocol (one-pass export, no window: everything is copied)
+    def start(self, top: dict[str, Any]) -> None:
+        self.writer.start(top)
+
+    def chunk(self, data: memoryview, n: int) -> None:
+        self.writer.events(data, n)
+        self.total += n
+        self.kept += n
+
 
 def _copy_events(src: Source, writer: _Writer, flt: _Filter, warnings: list[str],
                  progress: Callable[[int, int], None] | None) -> _Sink:
@@ -326,7 +352,7 @@ def lltrace_events(trace: Trace, timeline: tl_mod.Timeline, window: Window | Non
     one (a run profiled for 3 of 100 blocks gets 3 blocks of frames, not a timeline 30x longer
     than its kernels). Times are integer ns of the trace clock until written as µs."""
     lo_us, hi_us = (window.start_us, window.end_us) if window else trace.span_us
-    lo, hi = int(math.floor(lo_us * 1e3)), int(math.ceil(hi_us * 1e3))
+    lo, hi = math.floor(lo_us * 1e3), math.ceil(hi_us * 1e3)
 
     def inside(s: int, e: int) -> bool:
         return s < hi and e > lo or (s == e and lo <= s <= hi)
@@ -362,7 +388,7 @@ def lltrace_events(trace: Trace, timeline: tl_mod.Timeline, window: Window | Non
     host = []
     for r in timeline.regions:
         ts, dur = (float(xt[r.row]), float(xd[r.row])) if r.row >= 0 else (r.start_us, r.end_us - r.start_us)
-        s_ns, d_ns = int(round(ts * 1e3)), int(round(dur * 1e3))
+        s_ns, d_ns = round(ts * 1e3), round(dur * 1e3)
         if inside(s_ns, s_ns + d_ns):
             host.append((s_ns, s_ns + d_ns, r))
     kept, dropped = _nested(host)
@@ -372,8 +398,8 @@ def lltrace_events(trace: Trace, timeline: tl_mod.Timeline, window: Window | Non
     gpu = []
     for r in timeline.regions:
         if r.gpu_start_us is not None and r.gpu_end_us is not None:
-            s_ns, e_ns = int(round(r.gpu_start_us * 1e3)), int(round(r.gpu_end_us * 1e3))
-            if inside(int(round(r.start_us * 1e3)), int(round(r.end_us * 1e3))):
+            s_ns, e_ns = round(r.gpu_start_us * 1e3), round(r.gpu_end_us * 1e3)
+            if inside(round(r.start_us * 1e3), round(r.end_us * 1e3)):
                 gpu.append((s_ns, e_ns, r))
     kept_g, dropped_g = _nested(gpu)
     for s, e, r in kept_g:
@@ -396,11 +422,78 @@ def lltrace_events(trace: Trace, timeline: tl_mod.Timeline, window: Window | Non
 
 # ----------------------------------------------------------------------------- export
 
+class _Refilter(Exception):
+    """The one-pass copy cannot stand: the loader left events out (corrupt times), so must the copy."""
+
+    def __init__(self, trace: Trace):
+        super().__init__()
+        self.trace = trace
+
+
+@dataclass
+class _Plan:
+    """What the export adds to the trace's events, and which of them it keeps."""
+    warnings: list[str]
+    window: Window | None
+    clock: str | None
+    pid: int
+    extra: list[dict[str, Any]]
+    counts: dict[str, int]
+    flt: _Filter
+
+
+def _plan(src: Source, trace: Trace, blocks, window_ms) -> _Plan:
+    warnings = list(trace.warnings)
+    inst = measure(trace)
+    run = read_run(src.run_dir, trace.run_meta or {})   # {}: meta.json was read (and warned about) by the loader
+    warnings += run.warnings
+    timeline = tl_mod.build(trace, run, inst)
+    warnings += timeline.warnings
+    window = plan_window(trace, timeline, blocks, window_ms)
+    if src.run_dir is None:
+        warnings.append("a trace file outside a run directory: no frames or run events to add (regions only)")
+    pid = _lltrace_pid(trace)
+    extra, counts = lltrace_events(trace, timeline, window, pid, warnings)
+    return _Plan(warnings, window, timeline.clock.method, pid, extra, counts, _make_filter(trace, window))
+
+
+def _trailer(src: Source, plan: _Plan) -> dict[str, Any]:
+    w = plan.window
+    return {"lltraceExport": {"source": str(src.path), "window": None if w is None else
+                              {"label": w.label, "start_us": w.start_us, "end_us": w.end_us},
+                              "clock": plan.clock, "pid": plan.pid}}
+
+
+def _atomic(out: Path, level: int | None, body: Callable[[BinaryIO], Any]) -> Any:
+    """body(stream) into a temp file renamed onto `out` when it returns; gzipped when `level`."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb", buffering=1 << 20) as raw_f:
+            f, _ = gzip_writer(raw_f, level) if level is not None else (raw_f, None)
+            try:
+                done = body(f)
+            finally:
+                if level is not None:
+                    f.close()   # ends the gzip member; raw_f stays open until the with
+        os.replace(tmp, out)
+        return done
+    except OSError as exc:
+        raise LltraceError(f"cannot write {out}: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def export(source: str | Path, out: str | Path, *, blocks: tuple[int, int] | None = None,
            window_ms: tuple[float, float] | None = None,
-           progress: Callable[[int, int], None] | None = None) -> ExportResult:
+           progress: Callable[[int, int], None] | None = None,
+           gzip_level: int = DEFAULT_LEVEL) -> ExportResult:
     """Write `source` (a run directory, run id or trace file) with lltrace's tracks to `out`,
-    trimmed to blocks [start, stop) or to [start, end) ms from the trace's first event."""
+    trimmed to blocks [start, stop) or to [start, end) ms from the trace's first event.
+    `gzip_level` 1-9 (zlib's scale) for a .gz name.
+
+    The whole trace is read once: its events are copied as they are decoded, and lltrace's
+    tracks follow them. A window (and a trace whose corrupt events the loader left out) needs
+    the trace first, to know what to keep, and reads it a second time to copy."""
     out = Path(out)
     if out.is_dir():
         raise LltraceError(f"{out} is a directory", "give a file name, e.g. run.json.gz")
@@ -413,49 +506,64 @@ def export(source: str | Path, out: str | Path, *, blocks: tuple[int, int] | Non
     if src.kind == "budget":
         raise LltraceError(f"{src.path} is a budget JSON: export needs the trace itself",
                            "pass the run directory or its trace.json.gz")
-    trace = load_trace(src)
-    warnings = list(trace.warnings)
-    inst = measure(trace)
-    run = read_run(src.run_dir, trace.run_meta or {})   # {}: meta.json was read (and warned about) by the loader
-    warnings += run.warnings
-    timeline = tl_mod.build(trace, run, inst)
-    warnings += timeline.warnings
-    window = plan_window(trace, timeline, blocks, window_ms)
-    if src.run_dir is None:
-        warnings.append("a trace file outside a run directory: no frames or run events to add (regions only)")
-    pid = _lltrace_pid(trace)
-    extra, counts = lltrace_events(trace, timeline, window, pid, warnings)
-    flt = _make_filter(trace, window)
-
     gz = out.name.endswith(".gz")
-    header = {k: v for k, v in trace.top.items() if k != "traceEvents"}
-    trailer = {"lltraceExport": {"source": str(src.path), "window": None if window is None else
-                                 {"label": window.label, "start_us": window.start_us, "end_us": window.end_us},
-                                 "clock": timeline.clock.method, "pid": pid}}
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as raw_f:
-            f: BinaryIO = gzip.GzipFile(filename="", mode="wb", fileobj=raw_f, compresslevel=6, mtime=0) \
-                if gz else raw_f
-            try:
-                writer = _Writer(f, header)
-                sink = _copy_events(src, writer, flt, warnings, progress)
-                for e in extra:
-                    writer.event(_enc_json(e))
-                writer.close(trailer)
-            finally:
-                if gz:
-                    f.close()
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise LltraceError(f"cannot write {out}: {exc.strerror or exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    size = out.stat().st_size
+    level = gzip_level if gz else None
+    trace: Trace | None = None
+    if blocks is None and window_ms is None:
+        try:
+            result = _atomic(out, level, lambda f: _one_pass(src, out, f, gz, progress))
+            result.bytes = out.stat().st_size
+            return result
+        except _Refilter as redo:
+            trace = redo.trace
+    if trace is None:
+        trace = load_trace(src)
+    plan = _plan(src, trace, blocks, window_ms)
+
+    def body(f: BinaryIO) -> tuple[_Writer, _Sink]:
+        writer = _Writer(f, trace.top)
+        sink = _copy_events(src, writer, plan.flt, plan.warnings, progress)
+        for e in plan.extra:
+            writer.event(_enc_json(e))
+        writer.close(_trailer(src, plan))
+        return writer, sink
+
+    writer, sink = _atomic(out, level, body)
+    result = _result(out, gz, writer, sink.total, sink.kept, plan)
+    result.bytes = out.stat().st_size
+    return result
+
+
+def _one_pass(src: Source, out: Path, f: BinaryIO, gz: bool, progress) -> ExportResult:
+    writer = _Writer(f)
+    # chunk() copies what the typed decoder read whole; add() gets the event-by-event path's
+    # items, where a NaN or 1e300 time may be: those are left out as the loader leaves them out
+    sink = _Sink(writer, _Filter(None, set(), None, check_range=True))
+    trace = load_trace(src, progress, copy=sink)
+    if trace.stats.get("out_of_range") or trace.stats.get("skipped"):
+        raise _Refilter(trace)
+    plan = _plan(src, trace, None, None)
+    if trace.partial:
+        reason = trace.stop_reason or "cut off"
+        named = any(reason.startswith(f"{p.name}: ") for p in src.traces)   # a later window names itself
+        plan.warnings.append(f"{'' if named else src.path.name + ': '}{reason}; exported the events before it")
+    if sink.reencoded:
+        plan.warnings.append(f"{sink.reencoded} events with values JSON cannot hold (NaN, invalid UTF-8) were "
+                             "re-encoded with their core fields only")
+    for e in plan.extra:
+        writer.event(_enc_json(e))
+    # keys the trace has after its events (Kineto: traceName, baseTimeNanoseconds) come after them here too
+    later = {k: v for k, v in trace.top.items() if k != "traceEvents" and k not in (writer.header or {})}
+    writer.close({**later, **_trailer(src, plan)})
+    return _result(out, gz, writer, trace.stats["elements"], sink.kept, plan)
+
+
+def _result(out: Path, gz: bool, writer: _Writer, read: int, written: int, plan: _Plan) -> ExportResult:
+    warnings = plan.warnings
     if writer.bytes > BROWSER_LIMIT:
         warnings.append(f"{writer.bytes / 2**20:,.0f} MB of JSON may be too much for a browser tab: "
                         "trim it to a few blocks or a time window")
-    return ExportResult(out, size, writer.bytes, gz, sink.total, sink.kept, counts, window, timeline.clock.method,
+    return ExportResult(out, 0, writer.bytes, gz, read, written, plan.counts, plan.window, plan.clock,
                         list(dict.fromkeys(warnings)))
 
 

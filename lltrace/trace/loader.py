@@ -16,7 +16,7 @@ from lltrace.errors import LltraceError
 from lltrace.inputs import check_path, is_regular_file, os_error
 from lltrace.paths import traces_dir
 from lltrace.trace.events import GPU_ACTIVITY, RUNTIME, EventCollector, Trace
-from lltrace.trace.reader import Progress, ReadResult, read_events
+from lltrace.trace.reader import Copy, Progress, ReadResult, read_events
 
 BUDGET_FORMAT = "lltrace-budget/1"
 _RUN_TRACE_NAMES = ("trace.json.gz", "trace.json")
@@ -108,18 +108,18 @@ def resolve_source(path: str | Path, require_trace: bool = True) -> Source:
     return Source("trace", p)
 
 
-def _read_all(src: Source, sink: EventCollector, progress: Progress | None) -> ReadResult:
+def _read_all(src: Source, sink: EventCollector, progress: Progress | None, copy: Copy | None = None) -> ReadResult:
     """Read every profile window of a run into one event set (one process: one clock and
     one id space, so windows merge without shifting anything)."""
     if not src.more:
-        return read_events(src.path, sink, progress)
+        return read_events(src.path, sink, progress, copy=copy)
     sizes = [p.stat().st_size for p in src.traces]
     total, done = sum(sizes), 0
     first: ReadResult | None = None
     for path, size in zip(src.traces, sizes):
         base = done
         step = (lambda d, _t, base=base: progress(base + d, total)) if progress else None
-        r = read_events(path, sink, step)
+        r = read_events(path, sink, step, copy=copy)
         done += size
         if first is None:
             first = r
@@ -134,15 +134,16 @@ def _read_all(src: Source, sink: EventCollector, progress: Progress | None) -> R
     return first
 
 
-def load_trace(path_or_rundir: str | Path | Source, progress: Progress | None = None) -> Trace:
+def load_trace(path_or_rundir: str | Path | Source, progress: Progress | None = None, *,
+               copy: Copy | None = None) -> Trace:
     """Stream a trace (every profile window of a run directory) into the compact event model.
     Damaged files give a partial Trace (`partial`, `stop_reason`); files with no usable
-    event raise LltraceError."""
+    event raise LltraceError. `copy` also gets the events as bytes, in the same pass (export)."""
     src = path_or_rundir if isinstance(path_or_rundir, Source) else resolve_source(path_or_rundir)
     if src.kind == "budget":
         raise LltraceError(f"{src.path} is a budget JSON, not a trace")
     sink = EventCollector()
-    result = _read_all(src, sink, progress)
+    result = _read_all(src, sink, progress, copy)
     if not sink.x.cols["ts"]:
         if result.partial:
             raise LltraceError(f"{src.path}: {result.stop_reason}; no complete event before it")

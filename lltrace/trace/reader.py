@@ -11,22 +11,24 @@ A cut-off or damaged file keeps every complete event before the damage; the resu
 where it stopped. Errors that leave nothing to show raise LltraceError (one line).
 
 `read_events(..., raw=True)` is the same reader for tools that copy events (lltrace export):
-each event reaches the sink whole, as its own JSON bytes.
+each event reaches the sink whole, as its own JSON bytes. `read_events(..., copy=c)` decodes
+for the sink and hands `c` the same events as bytes in one pass (see `Copy`).
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Protocol
 
 import msgspec
 
 from lltrace.errors import LltraceError
 from lltrace.inputs import open_regular, printable
+from lltrace.trace import deflate
 from lltrace.trace.events import EventCollector, RawEvent, lenient_event
 
 Progress = Callable[[int, int], None]   # (bytes read from the file, file size)
@@ -41,9 +43,22 @@ _SEP = re.compile(rb"[ \t\r\n,]*")
 _AFTER_EVENT = re.compile(rb"[ \t\r\n]*,[ \t\r\n]*\{")
 _STR_SEP = re.compile(r"[ \t\r\n,]*")
 # Strings (maybe cut off at the end) and brackets: to step over a value too deep to decode.
-_SCAN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\Z)|[\[\]{}]', re.S)
+_SCAN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\Z)|[\[\]{}]', re.DOTALL)
 _NUMBER = re.compile(r"-?[0-9.eE+\-]+")
 _JSON = json.JSONDecoder()
+
+
+class Copy(Protocol):
+    """Receives the events as the file has them, alongside the sink (one parse for both)."""
+
+    def start(self, top: dict[str, Any]) -> None:
+        """The events array begins; `top` holds the keys read before it."""
+
+    def chunk(self, data: memoryview, n: int) -> None:
+        """`n` complete events, verbatim and comma-separated, exactly those of the sink's last batch."""
+
+    def add(self, items: list) -> None:
+        """Events of the event-by-event path: msgspec.Raw, or RawEvent (see _raw_item)."""
 
 
 class _Stop(Exception):
@@ -57,9 +72,12 @@ class _Stop(Exception):
 class _Bytes:
     """The decompressed bytes of a file, chunk by chunk.
 
-    gzip is read with zlib directly (hand-written because gzip.GzipFile raises on a
-    truncated stream and drops the data it had already decompressed); several gzip
-    members in a row are read one after the other.
+    gzip is read with zlib's streaming API directly (hand-written because gzip.GzipFile raises
+    on a truncated stream and drops the data it had already decompressed), through python-isal
+    or zlib-ng when installed (lltrace.trace.deflate); several gzip members in a row are read
+    one after the other. Each chunk inflates to at most RAW_READ bytes (`max_length`, the rest
+    of the input waits in `unconsumed_tail`): one compressed MB holds ~15 MB of JSON, and
+    batches that size would grow the memory the decoded events take.
     """
 
     def __init__(self, path: Path, progress: Progress | None):
@@ -68,7 +86,10 @@ class _Bytes:
         self.progress = progress
         self.gz = self.f.read(2) == b"\x1f\x8b"
         self.f.seek(0)
-        self.z = zlib.decompressobj(31) if self.gz else None
+        self.zlib = deflate.inflater().zlib if self.gz else None
+        self.z = self.zlib.decompressobj(31) if self.gz else None
+        self.zlib_errors = deflate.errors() if self.gz else ()
+        self.pending = b""                # compressed bytes read but not inflated yet
         self.eof = False
         self.error: str | None = None     # set when the stream itself ended abnormally
         self.produced = 0
@@ -79,16 +100,19 @@ class _Bytes:
     def read(self) -> bytes:
         """Next decompressed chunk; b"" once the stream is over."""
         while not self.eof:
-            raw = self.f.read(RAW_READ)
-            if self.progress is not None:
-                self.progress(self.f.tell(), self.size)
-            if not self.gz:
-                if not raw:
-                    self.eof = True
-                    return b""
-                self.produced += len(raw)
-                return raw
-            out = self._inflate(raw)
+            if self.gz and self.pending:
+                out = self._inflate(self.pending)
+            else:
+                raw = self.f.read(RAW_READ)
+                if self.progress is not None:
+                    self.progress(self.f.tell(), self.size)
+                if not self.gz:
+                    if not raw:
+                        self.eof = True
+                        return b""
+                    self.produced += len(raw)
+                    return raw
+                out = self._inflate(raw)
             if out:
                 self.produced += len(out)
                 return out
@@ -96,30 +120,30 @@ class _Bytes:
 
     def _inflate(self, raw: bytes) -> bytes:
         z = self.z
+        self.pending = b""
         if not raw:
             self.eof = True
             if not z.eof:
                 self.error = "the gzip stream ends early (the file was cut off)"
                 try:
                     return z.flush()
-                except zlib.error:
+                except self.zlib_errors:
                     return b""
             return b""
-        parts = []
+        if z.eof:           # trailing bytes after the last member
+            return b""
         try:
-            if z.eof:           # trailing bytes after the last member
-                return b""
-            parts.append(z.decompress(raw))
-            while z.eof and z.unused_data:
-                rest = z.unused_data
-                if not rest.startswith(b"\x1f\x8b"):
-                    break       # padding after the last member: ignore it
-                z = self.z = zlib.decompressobj(31)
-                parts.append(z.decompress(rest))
-        except zlib.error as exc:
+            out = z.decompress(raw, RAW_READ)
+        except self.zlib_errors as exc:
             self.eof = True
             self.error = f"the gzip data is corrupt near byte {self.f.tell()} of the file ({exc})"
-        return b"".join(parts)
+            return b""
+        if not z.eof:
+            self.pending = z.unconsumed_tail
+        elif z.unused_data.startswith(b"\x1f\x8b"):   # another member follows (else: padding, ignored)
+            self.pending = z.unused_data
+            self.z = self.zlib.decompressobj(31)
+        return out
 
 
 @dataclass
@@ -135,9 +159,10 @@ class ReadResult:
 
 
 class _Parser:
-    def __init__(self, src: _Bytes, sink: EventCollector):
+    def __init__(self, src: _Bytes, sink: EventCollector, copy: Copy | None = None):
         self.src = src
         self.sink = sink
+        self.copy = copy
         self.buf = bytearray()   # appended and cut from the front in place: one huge event costs O(size)
         self.pos = 0          # parse position in buf
         self.base = 0         # absolute offset of buf[0]
@@ -150,10 +175,11 @@ class _Parser:
         chunk = self.src.read()
         if not chunk:
             return False
-        self.base += self.pos
-        del self.buf[:self.pos]
+        drop = max(self.pos - 1, 0)   # keep the byte before pos: a batch's "[" goes there
+        self.base += drop
+        del self.buf[:drop]
         self.buf += chunk
-        self.pos = 0
+        self.pos -= drop
         return True
 
     def _fill(self, n: int) -> None:
@@ -190,6 +216,8 @@ class _Parser:
         if first == ord("["):
             self.pos += 1
             self.result.found_events = True
+            if self.copy is not None:
+                self.copy.start(self.result.top)
             self._events()
             return self.result
         if first != ord("{"):
@@ -203,6 +231,8 @@ class _Parser:
         if where != "events":
             raise LltraceError("not a Chrome/Kineto trace: the JSON object has no traceEvents")
         self.result.found_events = True
+        if self.copy is not None:
+            self.copy.start(dict(self.result.top))
         if self._events():
             try:
                 if self._members() == "events":
@@ -311,11 +341,14 @@ class _Parser:
             cut = self._last_cut(start)
             if cut is not None:
                 try:
-                    batch = self.decoder.decode(b"[" + self.buf[start:cut + 1] + b"]")
+                    batch = self._decode(start, cut + 1)
                 except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):   # a bad split, odd types, damage
                     pass
                 else:
                     self.sink.add(batch)
+                    if self.copy is not None:
+                        with memoryview(self.buf) as view, view[start:cut + 1] as piece:
+                            self.copy.chunk(piece, len(batch))
                     self.pos = cut + 1
                     target = CHUNK
                     continue
@@ -343,6 +376,21 @@ class _Parser:
                     return self._stop(f"no end of event within {MAX_EVENT >> 20} MB: not a trace")
                 target *= 2
 
+    def _decode(self, start: int, end: int) -> list:
+        """Decode the events buf[start:end] as one array, without copying them: the bytes on
+        either side are "[" and "]" for the time of the decode (a RawEvent holds no reference
+        to its input)."""
+        buf = self.buf
+        if start == 0 or end >= len(buf):
+            return self.decoder.decode(b"[" + buf[start:end] + b"]")
+        before, after = buf[start - 1], buf[end]
+        buf[start - 1], buf[end] = 0x5B, 0x5D   # "[", "]"
+        try:
+            with memoryview(buf) as view, view[start - 1:end + 1] as batch:
+                return self.decoder.decode(batch)
+        finally:
+            buf[start - 1], buf[end] = before, after
+
     def _slow(self, piece: bytes) -> tuple[int, str]:
         """Decode events one by one (the json module, loose types).
 
@@ -350,7 +398,7 @@ class _Parser:
         (the next event does not end inside `piece`) or "bad" (invalid JSON).
         """
         text = piece.decode("utf-8", "surrogateescape")
-        n, i, batch = len(text), 0, []
+        n, i, batch, copied = len(text), 0, [], []
 
         def used(k: int) -> int:
             return len(text[:k].encode("utf-8", "surrogateescape"))
@@ -382,9 +430,13 @@ class _Parser:
                     self.sink.count_invalid()
                 else:
                     batch.append(event)
+                if self.copy is not None and (item := _raw_item(obj)) is not None:
+                    copied.append(item)
                 i = j
         finally:
             self.sink.add(batch)
+            if copied:
+                self.copy.add(copied)
 
     def _convert(self, obj):
         """One event decoded by the json module -> what the sink takes (None: invalid)."""
@@ -425,26 +477,37 @@ class _RawParser(_Parser):
         super().__init__(src, sink)
         self.decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
+    def _decode(self, start: int, end: int) -> list:
+        # msgspec.Raw points into the buffer it was decoded from: give it bytes of its own
+        return self.decoder.decode(b"[" + self.buf[start:end] + b"]")
+
     def _convert(self, obj):
-        """The event-by-event path: the event re-encoded whole, or (values JSON cannot hold:
-        NaN / Infinity, bytes that are not UTF-8) a RawEvent with the core fields only."""
-        if not isinstance(obj, dict):
-            return None
-        try:
-            return msgspec.Raw(json.dumps(obj, allow_nan=False).encode("utf-8", "surrogateescape"))
-        except (ValueError, UnicodeEncodeError):
-            return lenient_event(obj)
+        return _raw_item(obj)
+
+
+def _raw_item(obj):
+    """An event of the event-by-event path, for copying: re-encoded whole, or (values JSON
+    cannot hold: NaN / Infinity, bytes that are not UTF-8) a RawEvent with the core fields only."""
+    if not isinstance(obj, dict):
+        return None
+    try:
+        return msgspec.Raw(json.dumps(obj, allow_nan=False).encode("utf-8", "surrogateescape"))
+    except (ValueError, UnicodeEncodeError):
+        return lenient_event(obj)
 
 
 def read_events(path: Path, sink: EventCollector, progress: Progress | None = None, *,
-                raw: bool = False) -> ReadResult:
+                raw: bool = False, copy: Copy | None = None) -> ReadResult:
     """Stream `path` into `sink`; raises LltraceError when it is not a trace at all.
 
     `raw=True`: the sink's `add(batch)` gets msgspec.Raw items (each event's JSON bytes, every
-    field kept) and, for an event JSON cannot re-encode, a RawEvent (see _RawParser)."""
+    field kept) and, for an event JSON cannot re-encode, a RawEvent (see _RawParser).
+    `copy`: the sink gets decoded events as usual and `copy` the same events as bytes (Copy)."""
+    if raw and copy is not None:
+        raise ValueError("raw=True and copy are exclusive")
     src = open_bytes(path, progress)
     try:
-        result = (_RawParser if raw else _Parser)(src, sink).run()
+        result = _RawParser(src, sink).run() if raw else _Parser(src, sink, copy).run()
     except MemoryError:
         raise LltraceError(f"{path}: out of memory while reading the trace") from None
     except OSError as exc:
