@@ -126,7 +126,8 @@ def test_headless_run_writes_a_complete_run_directory(tmp_path):
     events = read_lines(run / "events.jsonl")
     kinds = [e["kind"] for e in events]
     recompile = next(e for e in events if e["kind"] == "recompile")
-    assert "i == 0" in recompile["message"] and any("i == 0" in r for r in recompile["data"]["reasons"])
+    # the message summarizes the guard; the raw text stays in data
+    assert "i changed (was 0)" in recompile["message"] and any("i == 0" in r for r in recompile["data"]["reasons"])
     assert recompile["t_s"] > 0 and recompile["time_ns"] > 0
     switch = [e for e in events if e["kind"] == "prompt_switch"]
     assert [e["data"]["phase"] for e in switch] == ["requested", "done"]

@@ -78,3 +78,11 @@ def test_counts_are_singular_for_one():
     assert "9 video frames in 1 block " in text and "1 blocks" not in text
     assert "1 profiler-window event, 1 prompt-switch event" in text
     assert "no steady frame" in text
+
+
+def test_counted_nouns():
+    from lltrace.words import count, plural
+
+    assert count(1, "block") == "1 block" and count(0, "block") == "0 blocks"
+    assert count(3, "switch") == "3 switches" and plural("prompt switch", 1) == "prompt switch"
+    assert count(1234, "frame") == "1,234 frames" and count(2, "graph break") == "2 graph breaks"

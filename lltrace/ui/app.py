@@ -52,7 +52,7 @@ from lltrace.ui.widgets import (BudgetTree, EventLog, FoldedPanels, GraphsPanel,
                                 MemoryPanel, StatsPanel)
 from lltrace.ui.verdict import FRAME_BUDGET_MS
 from lltrace.ui.widgets.panels import DOCTOR_CHECKING, DOCTOR_FAILED, GraphStatus, MemoryStatus, read_memory
-from lltrace.ui.words import plural
+from lltrace.words import count, plural
 
 TALL_ROWS = 45      # from this height the CUDA-graph / memory / preset panels get their rows
 
@@ -149,7 +149,7 @@ class LltraceApp(App):
         tree = self.query_one(BudgetTree)
         if self.live:
             tree.show_message(f"no profiled window yet: press p to profile the next "
-                              f"{self.profile_window_blocks} blocks")
+                              f"{count(self.profile_window_blocks, 'block')}")
             self.state = "building the pipeline" if not is_pipeline(self.feed.pipeline) else "starting"
             self._run_feed()
             self.set_interval(self.refresh_s, self._tick)
@@ -447,8 +447,8 @@ class LltraceApp(App):
             return
         prof.request(self.profile_window_blocks)
         self.profiling = "requested"
-        tree.border_subtitle = (f"a window of {self.profile_window_blocks} blocks opens at the next block "
-                                "boundary (p stops it early)")
+        tree.border_subtitle = (f"a window of {count(self.profile_window_blocks, 'block')} opens at the next "
+                                "block boundary (p stops it early)")
 
     def action_quit_run(self) -> None:
         if not self.live or self.ended:

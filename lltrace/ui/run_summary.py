@@ -10,7 +10,7 @@ from rich.table import Table
 
 from lltrace.capture.recompiles import compile_parts
 from lltrace.ui.verdict import FRAME_BUDGET_MS, budget_verdict
-from lltrace.ui.words import count, plural
+from lltrace.words import count, plural
 
 BUDGET_MS = FRAME_BUDGET_MS
 

@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.widgets import RichLog
 
 from lltrace.capture.recompiles import recompile_reasons
-from lltrace.ui.words import count
+from lltrace.words import count
 
 STYLES = {"recompile": "bold yellow", "graph_break": "bold red", "cudagraph_skip": "red", "compile": "blue",
           "prompt_switch": "green", "profile_window": "magenta", "note": "dim"}

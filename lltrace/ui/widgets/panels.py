@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from lltrace.ui.words import count
+from lltrace.words import count
 
 
 def _grid() -> Table:

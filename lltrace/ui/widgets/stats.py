@@ -11,7 +11,7 @@ from textual.widget import Widget
 
 from lltrace.capture.frame_clock import ClockStats
 from lltrace.ui.verdict import FRAME_BUDGET_MS, budget_verdict
-from lltrace.ui.words import count
+from lltrace.words import count
 
 
 def fmt_ms(v: float | None) -> str:

@@ -1,4 +1,5 @@
-"""Counted nouns for the UI's text: "1 block", "2 blocks", "1 switch", "3 switches"."""
+"""Counted nouns for user-facing text ("1 block", "2 blocks", "1 switch", "3 switches"); top-level
+so that every layer (capture's run messages, ui's views, the reports) counts the same way."""
 from __future__ import annotations
 
 
