@@ -57,7 +57,8 @@ class StatsPanel(Widget):
         grid.add_column(style="bold", no_wrap=True, min_width=6 if compact else None)
         grid.add_column(no_wrap=compact, overflow="ellipsis" if compact else "fold")
         busy = self.state.startswith(("paused", "stop"))
-        grid.add_row("state", Text(self.state, style="yellow" if busy else ""))
+        # one line: the header's subtitle has the whole state
+        grid.add_row("state", Text(self.state, style="yellow" if busy else "", no_wrap=True, overflow="ellipsis"))
         s = self.stats
         if s is None or not s.frames:
             grid.add_row("frames", "none" if self.ended else "none yet")
