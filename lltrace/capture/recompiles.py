@@ -105,6 +105,13 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+def recompile_message(function: dict | None, reasons: list[str]) -> str:
+    """A recompile event's message: "recompiling f: x.size()[0] changed 4 → 8"."""
+    first = guard_summary(str(reasons[0])) if reasons else "unknown reason"
+    name = (function or {}).get("name")
+    return f"recompiling {name}: {first}" if name else f"recompiling: {first}"
+
+
 def recompile_reasons(reasons: list[str], limit: int = 3) -> list[str]:
     """The distinct summarized guard failures of one recompile, most recent cache entry first."""
     out: list[str] = []
@@ -289,9 +296,7 @@ class RecompileMonitor:
             self._emit(RunEvent("compile", msg, data, time_ns=int(record.created * 1e9)))
 
     def _emit_recompile(self, cid: str | None, reasons: list[str], fn: dict | None, tns: int, pns: int) -> None:
-        first = guard_summary(reasons[0]) if reasons else "unknown reason"   # raw text stays in data
-        name = fn.get("name") if fn else None
-        msg = f"recompiling {name}: {first}" if name else f"recompiling: {first}"
+        msg = recompile_message(fn, reasons)    # summarized; the raw text stays in data
         self._emit(RunEvent("recompile", msg, {"compile_id": cid, "function": fn, "reasons": reasons},
                             time_ns=tns, perf_counter_ns=pns))
 

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import RichLog
 
-from lltrace.capture.recompiles import recompile_reasons
+from lltrace.capture.recompiles import recompile_message, recompile_reasons
 from lltrace.words import count
 
 STYLES = {"recompile": "bold yellow", "graph_break": "bold red", "cudagraph_skip": "red", "compile": "blue",
@@ -88,6 +88,9 @@ class EventLog(RichLog):
 
     def add_event(self, t_s: float | None, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
         self.counts[kind] += 1
+        if kind == "recompile" and (data or {}).get("reasons"):
+            # runs recorded before the summary had dynamo's raw guard text as their message
+            message = recompile_message(data.get("function"), [str(r) for r in data["reasons"]])
         when = f"{t_s:.3f}s" if t_s is not None else "–"
         details = [Text(d, style="dim") for d in event_lines(kind, message, data or {})]
         self.write(EventRow(when, kind, message, details), expand=True)
