@@ -7,7 +7,7 @@ import click
 
 
 @click.command()
-@click.argument("path")
+@click.argument("path", metavar="RUN_OR_TRACE")
 def view(path):
     """Browse RUN_OR_TRACE in the TUI: a run directory (traces/<run-id>/), a run id, a
     torch-profiler trace (.json / .json.gz) or a budget JSON. Shows the frame latencies,

@@ -35,3 +35,22 @@ def test_budget_tree_expanded_to_layer_and_op(app, snap_compare):
 
 def test_help_screen(app, snap_compare):
     assert snap_compare(app, press=["question_mark"], terminal_size=SIZE, run_before=loaded)
+
+
+# Small terminals (issue #13): the budget tree and the event log get the rows; the CUDA-graph,
+# memory and preset panels fold into one line and the headline numbers into five.
+SMALL = (80, 24)
+MEDIUM = (90, 30)
+
+
+def test_main_screen_at_80x24(app, snap_compare):
+    assert snap_compare(app, terminal_size=SMALL, run_before=loaded)
+
+
+def test_budget_tree_expanded_at_80x24(app, snap_compare):
+    keys = ["down", "down", "down", "enter", "down", "down", "enter"]
+    assert snap_compare(app, press=keys, terminal_size=SMALL, run_before=loaded)
+
+
+def test_main_screen_at_90x30(app, snap_compare):
+    assert snap_compare(app, terminal_size=MEDIUM, run_before=loaded)

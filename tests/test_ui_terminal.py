@@ -114,6 +114,10 @@ def test_live_app_in_a_terminal_quits_with_a_final_run_directory(tmp_path):
     for native in (b"profiler_start", b"External init callback"):
         if native in out:
             assert out.index(native) > screen_off, native
+    # Kineto's USDT lines are kept in the run directory, not printed (issue #13)
+    assert b"profiler_start" not in out and "profiler_start" in (run / "profiler.log").read_text()
+    # leaving the TUI says where the run was saved
+    assert f"saved in {run}".encode() in out[screen_off:]
 
 
 def test_view_command_in_a_terminal(tmp_path):

@@ -24,7 +24,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from lltrace import names
 from lltrace.capture.events import EventSink, RunEvent
-from lltrace.capture.profiler import write_trace_gz
+from lltrace.capture.profiler import PROFILER_LOG, native_stderr_to, write_trace_gz
 from lltrace.capture.regions import Region
 
 CAPTURE_FILE = "graph-capture-{index}.json.gz"
@@ -54,14 +54,17 @@ class GraphCaptureRecorder:
         can = self.out_dir is not None and torch.cuda.is_available()
         prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=False) \
             if can and state == "idle" else None
+        log = self.out_dir / PROFILER_LOG if prof is not None else None
         if prof is not None:
-            prof.start()
+            with native_stderr_to(log):    # Kineto's start/stop lines go to the run's log
+                prof.start()
         try:
             with Region(capture_region(index)):
                 yield
         finally:
             if prof is not None:
-                prof.stop()
+                with native_stderr_to(log):
+                    prof.stop()
         if prof is not None:
             path = self.out_dir / CAPTURE_FILE.format(index=index)
             write_trace_gz(prof, path)

@@ -1,8 +1,8 @@
 """CaptureObserver: the pipeline's observer callbacks -> regions, frame clock and run events."""
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import ContextManager, Iterable
+from contextlib import contextmanager
+from typing import ContextManager, Iterable, Iterator
 
 from lltrace import names
 from lltrace.capture.events import EventSink, RunEvent
@@ -59,10 +59,15 @@ class CaptureObserver(PipelineObserver):
             return _Boundary(r, self.clock)
         return r
 
-    def graph_capture(self, index: int) -> ContextManager:
-        if self.graphs is None or not enabled_at(capture_region(index), self.level):
-            return nullcontext()
-        return self.graphs.record(index)
+    @contextmanager
+    def graph_capture(self, index: int) -> Iterator[None]:
+        # the frame clock times it (cold start: the block is not steady); the recorder keeps it
+        with self.clock.cold_work("graph_capture"):
+            if self.graphs is None or not enabled_at(capture_region(index), self.level):
+                yield
+            else:
+                with self.graphs.record(index):
+                    yield
 
     def run_started(self) -> None:
         self.clock.run_started()

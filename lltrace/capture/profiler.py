@@ -9,16 +9,23 @@ Each window is written atomically into the run directory as `trace.json.gz` (lat
 `trace-2.json.gz`, ...). At the start of a window an `ll/clock_sync` marker is recorded and the
 (time_ns, perf_counter_ns) pair taken at that instant is kept in `clock_sync`, so other tools
 can align the Kineto clock with wall time and with the run's host clock.
+
+Kineto (C++) writes a line to stderr each time a profiler starts or stops ("USDT: ...
+profiler_start"). Every call into torch.profiler here runs inside `native_stderr_to(log)`, which
+points fd 2 at the run directory's `profiler.log` for that call, so those lines are kept with
+the run instead of reaching the user's terminal.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import shutil
+import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch.profiler import ProfilerAction, ProfilerActivity, profile, record_function, schedule
@@ -29,6 +36,48 @@ from lltrace.capture.syncs import SyncSites
 from lltrace.errors import LltraceError
 
 CLOCK_SYNC = names.CLOCK_SYNC
+PROFILER_LOG = "profiler.log"   # in the run directory: what Kineto wrote to stderr
+
+
+@contextlib.contextmanager
+def native_stderr_to(path: Path | str | None) -> Iterator[None]:
+    """Inside, file descriptor 2 is appended to `path`: what C/C++ code writes to stderr (Kineto's
+    USDT lines) lands there. Python's sys.stderr is flushed on the way in and out, so its writes
+    keep their order. fd 2 is restored whatever happens inside. `path` None: no redirection.
+    Hand-written with os.dup2 because the writers are native: contextlib.redirect_stderr only
+    swaps the Python object."""
+    if path is None:
+        yield
+        return
+    existed = os.path.lexists(path)
+    try:
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:          # a run directory that cannot take the log: leave stderr alone
+        yield
+        return
+    _flush_stderr()
+    saved = os.dup(2)
+    try:
+        os.dup2(target, 2)
+        yield
+    finally:
+        _flush_stderr()
+        os.dup2(saved, 2)
+        os.close(saved)
+        empty = os.fstat(target).st_size == 0
+        os.close(target)
+        if empty and not existed:     # nothing was written: no empty log in the run directory
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def _flush_stderr() -> None:
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):   # closed or broken: nothing buffered to keep in order
+            pass
 
 
 def check_blocks(blocks: Sequence[int] | None, num_blocks: int | None = None) -> tuple[int, int] | None:
@@ -133,14 +182,16 @@ class ProfilerWindow:
                              repeat=1)
             self._prof = self._new_profile(sched)
             self._mode = "schedule"
-            self._prof.start()
+            with self._native_log():
+                self._prof.start()
         self._maybe_window_opened()
 
     def step(self) -> None:
         """Call after each block is enqueued (its regions closed)."""
         self._block += 1
         if self._prof is not None and self._mode == "schedule":
-            self._prof.step()  # saves the window (via _trace_ready) at its last block
+            with self._native_log():
+                self._prof.step()  # saves the window (via _trace_ready) at its last block
             if self._saved:
                 self._release()
             else:
@@ -150,7 +201,8 @@ class ProfilerWindow:
             with self._lock:
                 stop, self._stop_requested = self._stop_requested, False
             if self._demand_left <= 0 or stop:
-                self._prof.stop()  # -> _trace_ready
+                with self._native_log():
+                    self._prof.stop()  # -> _trace_ready
                 self._release()
         with self._lock:
             n, self._requested = self._requested, None
@@ -158,7 +210,8 @@ class ProfilerWindow:
             self._prof = self._new_profile()
             self._mode = "demand"
             self._demand_left = n
-            self._prof.start()
+            with self._native_log():
+                self._prof.start()
             self._maybe_window_opened()
 
     def request(self, n_blocks: int) -> None:
@@ -181,10 +234,15 @@ class ProfilerWindow:
         if self._prof is not None:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*[Ii]ncorrect schedule.*")  # stopped in warm-up
-                self._prof.stop()  # a recording profiler saves what it has through _trace_ready
+                with self._native_log():
+                    self._prof.stop()  # a recording profiler saves what it has through _trace_ready
             self._release()
 
     # -- internals ------------------------------------------------------------------------------
+    def _native_log(self):
+        """Kineto's stderr lines of this call go to the run directory's profiler.log."""
+        return native_stderr_to(self.out_dir / PROFILER_LOG if self.out_dir.is_dir() else None)
+
     def _maybe_window_opened(self) -> None:
         if self._window_start is None and self.recording:
             self._window_start = self._block

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from typing import Any, Iterable
@@ -70,6 +71,87 @@ def _graph_break_summary(text: str) -> tuple[str, str | None]:
     if reason is None:
         reason = next((ln for ln in lines if ln), "graph break")
     return reason, where
+
+
+# -- summaries (for people; events.jsonl keeps dynamo's raw text in `data`) ---------------------
+
+_ENTRY = re.compile(r"^\s*\d+/\d+:\s*")        # "0/1: " - which cache entry's guard failed
+_MISMATCH = re.compile(r"^tensor '(?P<name>.+?)' (?P<what>[\w ]+?) mismatch(?: at index (?P<i>\d+))?\. "
+                       r"expected (?P<a>.+?), actual (?P<b>.+)$")
+_EQUALS = re.compile(r"^(?P<expr>.+?) == (?P<value>.+)$")
+_INDEXED = {"size": "size()", "stride": "stride()"}
+
+
+def guard_summary(reason: str, width: int = 80) -> str:
+    """One line from one of dynamo's guard failures: "tensor 'x' size mismatch at index 0.
+    expected 4, actual 8" -> "x.size()[0] changed 4 → 8"; "k == 2  # f.py:7 in f" -> "k changed
+    (was 2)"; anything else is its first line without the source comment, cut to `width`."""
+    text = _ENTRY.sub("", (reason or "").strip().splitlines()[0] if (reason or "").strip() else "")
+    text = text.split("#", 1)[0].strip() or text.strip()
+    m = _MISMATCH.match(text)
+    if m:
+        what = m["what"].strip()
+        attr = f".{_INDEXED.get(what, what)}" + (f"[{m['i']}]" if m["i"] is not None else "")
+        if what not in _INDEXED:
+            attr = f" {what}"
+        return _cut(f"{m['name']}{attr} changed {m['a']} → {m['b']}", width)
+    m = _EQUALS.match(text)
+    if m and "(" not in m["expr"]:
+        return _cut(f"{m['expr']} changed (was {m['value']})", width)
+    return _cut(f"guard failed: {text}" if text else "unknown reason", width)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def recompile_message(function: dict | None, reasons: list[str]) -> str:
+    """A recompile event's message: "recompiling f: x.size()[0] changed 4 → 8"."""
+    first = guard_summary(str(reasons[0])) if reasons else "unknown reason"
+    name = (function or {}).get("name")
+    return f"recompiling {name}: {first}" if name else f"recompiling: {first}"
+
+
+def recompile_reasons(reasons: list[str], limit: int = 3) -> list[str]:
+    """The distinct summarized guard failures of one recompile, most recent cache entry first."""
+    out: list[str] = []
+    for r in reasons:
+        line = guard_summary(str(r))
+        if line not in out:
+            out.append(line)
+    return out[:limit]
+
+
+# compilation_metrics fields: each time contains the next (µs fields are torch >= 2.6)
+_PARTS = ("dynamo_s", "aot_autograd_s", "inductor_s", "autotune_s")
+
+
+def compile_parts(events: Iterable[Any]) -> dict[str, float]:
+    """torch.compile's time by part, summed over a run's `compile` events (RunEvent or
+    EventRecord): {"compiles", "total_s", "dynamo_s" (tracing, guards), "aot_autograd_s",
+    "inductor_s" (lowering, code generation, Triton compile), "autotune_s" (inductor's
+    benchmarking of kernel configs, at compile time and at a kernel's first launch)}.
+    From dynamo's compilation metrics: entire frame ⊃ backend ⊃ inductor ⊃ compile-time autotune."""
+    out = {"compiles": 0, "total_s": 0.0, **dict.fromkeys(_PARTS, 0.0)}
+
+    def sec(d: dict, key: str, us: bool = False) -> float:
+        v = d.get(key)
+        return float(v) / (1e6 if us else 1.0) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0
+
+    for e in events:
+        if getattr(e, "kind", None) != "compile":
+            continue
+        d = getattr(e, "data", None) or {}
+        total, backend, inductor = (sec(d, "entire_frame_compile_time_s"), sec(d, "backend_compile_time_s"),
+                                    sec(d, "inductor_compile_time_s"))
+        autotune = sec(d, "compile_time_autotune_time_us", us=True)
+        out["compiles"] += 1
+        out["total_s"] += total + sec(d, "runtime_triton_autotune_time_us", us=True)
+        out["dynamo_s"] += max(0.0, total - backend)
+        out["aot_autograd_s"] += max(0.0, backend - inductor)
+        out["inductor_s"] += max(0.0, inductor - autotune)
+        out["autotune_s"] += autotune + sec(d, "runtime_triton_autotune_time_us", us=True)
+    return out
 
 
 class _Handler(logging.Handler):
@@ -204,6 +286,9 @@ class RecompileMonitor:
                     "entire_frame_compile_time_s", "backend_compile_time_s", "inductor_compile_time_s",
                     "graph_op_count", "guard_count", "fail_type", "fail_reason", "recompile_reason",
                     "cudagraph_skip_reason", "cache_size",
+                    # the parts of the compile time (compile_parts): autotuning, runtime autotuning
+                    "compile_time_autotune_time_us", "runtime_triton_autotune_time_us",
+                    "runtime_cudagraphify_time_us", "triton_compile_time_us",
                     # what listening costs: dynamo builds every structured payload once a handler exists
                     "structured_logging_overhead_s")
             data = {k: m.get(k) for k in keep if k in m}
@@ -211,9 +296,7 @@ class RecompileMonitor:
             self._emit(RunEvent("compile", msg, data, time_ns=int(record.created * 1e9)))
 
     def _emit_recompile(self, cid: str | None, reasons: list[str], fn: dict | None, tns: int, pns: int) -> None:
-        first = reasons[0].splitlines()[0].strip() if reasons else "unknown reason"
-        name = fn.get("name") if fn else None
-        msg = f"recompiling {name}: {first}" if name else f"recompiling: {first}"
+        msg = recompile_message(fn, reasons)    # summarized; the raw text stays in data
         self._emit(RunEvent("recompile", msg, {"compile_id": cid, "function": fn, "reasons": reasons},
                             time_ns=tns, perf_counter_ns=pns))
 

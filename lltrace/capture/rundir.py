@@ -200,6 +200,9 @@ def summary_from_stats(stats: ClockStats, *, status: str, peak_mem_bytes: int | 
         "clock": stats.clock,
         "steady_frames": stats.steady_frames,
         "profiled_frames": stats.profiled_frames,
+        "cold_frames": stats.cold_frames,
+        "warm_first_frame_ms": stats.warm_first_frame_ms,
+        "cold_start": dict(stats.cold_start),
     }
 
 
@@ -221,7 +224,19 @@ def stats_from_summary(summary: dict[str, Any], frames: list[FrameRecord] = ()) 
                       switch_ms=[x for x in map(num, switches) if x is not None],
                       block_ms={k: num(v) for k, v in mpb.items()},
                       last_ready_s=max((f.ready_s for f in frames), default=None),
-                      profiled_frames=count(summary.get("profiled_frames")))
+                      profiled_frames=count(summary.get("profiled_frames")),
+                      cold_frames=count(summary.get("cold_frames")),
+                      warm_first_frame_ms=num(summary.get("warm_first_frame_ms")),
+                      cold_start=_cold_start(summary.get("cold_start"), num, count))
+
+
+def _cold_start(v: Any, num, count) -> dict[str, Any]:
+    """summary.json `cold_start` read back: {"blocks", "compile_ms", "graph_capture_ms"}; {} if absent."""
+    if not isinstance(v, dict):
+        return {}
+    blocks = v.get("blocks") if isinstance(v.get("blocks"), list) else []
+    return {"blocks": [b for b in blocks if count(b) == b and not isinstance(b, bool)],
+            "compile_ms": num(v.get("compile_ms")) or 0.0, "graph_capture_ms": num(v.get("graph_capture_ms")) or 0.0}
 
 
 # ----------------------------------------------------------------------------- reader

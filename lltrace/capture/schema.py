@@ -85,7 +85,8 @@ SUMMARY_TYPES: dict[str, Any] = {
     "ms_per_frame": dict[str, Ms | None] | None, "ms_per_block": dict[str, Ms | None] | None,
     "fps": Annotated[float, msgspec.Meta(ge=0, le=1e9)] | None, "first_frame_ms": Ms | None,
     "prompt_switch_ms": list[Ms], "peak_mem_bytes": Count | None, "peak_host_rss_bytes": Count | None,
-    "partial": bool, "status": str, "clock": str,
+    "partial": bool, "status": str, "clock": str, "profiled_frames": Count, "cold_frames": Count,
+    "warm_first_frame_ms": Ms | None, "cold_start": dict[str, Any] | None,
 }
 
 
@@ -98,8 +99,10 @@ class FrameLine(msgspec.Struct, forbid_unknown_fields=False):
     block_ms: Ms
     frames_in_block: Annotated[int, msgspec.Meta(ge=1)]
     prompt: Count = 0
-    kind: Literal["first", "steady", "switch"] = "steady"
+    kind: Literal["first", "steady", "switch", "profiled", "cold"] = "steady"
     clock: str = "host"
+    compile_ms: Ms = 0.0
+    graph_capture_ms: Ms = 0.0
 
 
 class _SwitchData(_Loose):

@@ -33,10 +33,9 @@ import sys
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ClassVar, Sequence
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -46,44 +45,17 @@ from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.widgets import Footer, Header, Input
 
-from lltrace.ui.feeds import (
-    BudgetReady,
-    LiveFeed,
-    RecordedFeed,
-    RecordedLoaded,
-    window_budget,
-)
-from lltrace.ui.live import (
-    BlockFinished,
-    DoctorChecked,
-    EventArrived,
-    FrameReady,
-    LiveControl,
-    RunEnded,
-    SessionBridge,
-    SessionStarted,
-    SwitchShown,
-    is_pipeline,
-)
-from lltrace.ui.widgets import (
-    BudgetTree,
-    EventLog,
-    GraphsPanel,
-    HelpScreen,
-    KnobsPanel,
-    LatencyPlot,
-    MemoryPanel,
-    StatsPanel,
-)
-from lltrace.ui.widgets.panels import (
-    DOCTOR_CHECKING,
-    DOCTOR_FAILED,
-    GraphStatus,
-    MemoryStatus,
-    read_memory,
-)
+from lltrace.ui.feeds import BudgetReady, LiveFeed, RecordedFeed, RecordedLoaded, window_budget
+from lltrace.ui.live import (BlockFinished, DoctorChecked, EventArrived, FrameReady, LiveControl, RunEnded,
+                             SessionBridge, SessionStarted, SwitchShown, is_pipeline)
+from lltrace.ui.widgets import (BudgetTree, EventLog, FoldedPanels, GraphsPanel, HelpScreen, KnobsPanel, LatencyPlot,
+                                MemoryPanel, StatsPanel)
+from lltrace.ui.verdict import FRAME_BUDGET_MS
+from lltrace.ui.widgets.panels import DOCTOR_CHECKING, DOCTOR_FAILED, GraphStatus, MemoryStatus, read_memory
+from lltrace.words import count, plural
 
-FRAME_BUDGET_MS = 40.0      # 25 FPS per video frame (docs/DESIGN.md §1)
+TALL_ROWS = 45      # from this height the CUDA-graph / memory / preset panels get their rows
+
 DOCTOR_STATE = "checking CUDA graphs (lltrace doctor)…"
 
 
@@ -92,6 +64,9 @@ class LltraceApp(App):
 
     CSS_PATH = "app.tcss"
     TITLE = "lltrace"
+    # Screen.-short (app.tcss): below TALL_ROWS the small panels fold into one line and the
+    # headline numbers into five, so the budget tree and the event log keep their rows.
+    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-short"), (TALL_ROWS, "-tall")]
     BINDINGS = [
         Binding("question_mark", "help", "help"),
         # priority: the budget tree binds space too; check_action lets it through to the prompt box.
@@ -159,6 +134,7 @@ class LltraceApp(App):
             yield GraphsPanel(id="graphs")
             yield MemoryPanel(id="memory")
             yield KnobsPanel(id="knobs")
+        yield FoldedPanels(id="folded")
         yield Input(id="prompt", placeholder="new prompt; Enter switches before the next block, Esc cancels")
         yield Footer()
 
@@ -173,7 +149,7 @@ class LltraceApp(App):
         tree = self.query_one(BudgetTree)
         if self.live:
             tree.show_message(f"no profiled window yet: press p to profile the next "
-                              f"{self.profile_window_blocks} blocks")
+                              f"{count(self.profile_window_blocks, 'block')}")
             self.state = "building the pipeline" if not is_pipeline(self.feed.pipeline) else "starting"
             self._run_feed()
             self.set_interval(self.refresh_s, self._tick)
@@ -211,11 +187,10 @@ class LltraceApp(App):
         self.session, self.pipeline = m.session, m.session.pipeline
         d = m.describe
         knobs = d.get("knobs") or {}
-        self.query_one(KnobsPanel).preset = str(d.get("preset") or knobs.get("name") or "")
-        self.query_one(KnobsPanel).knobs = knobs
+        self._show_knobs(str(d.get("preset") or knobs.get("name") or ""), knobs)
         self._graphs = GraphStatus(knobs=knobs, optimizations=dict(d.get("optimizations") or {}),
                                    verdict=DOCTOR_CHECKING if self.doctor else None)
-        self.query_one(GraphsPanel).status = self._graphs
+        self._show_graphs(self._graphs)
         dev = d.get("device") or {}
         self._mem_device = getattr(self.pipeline, "device", None)
         self._device_name, self._mem_total = str(dev.get("name") or ""), dev.get("memory_bytes")
@@ -235,7 +210,7 @@ class LltraceApp(App):
             first = next(iter(str(m.error).strip().splitlines()), "")   # one row, not a traceback
             verdict, where = f"{DOCTOR_FAILED}: {type(m.error).__name__}: {first}", None
         self._graphs = replace(self._graphs, verdict=verdict, verdict_where=where)
-        self.query_one(GraphsPanel).status = self._graphs
+        self._show_graphs(self._graphs)
         if m.error is not None:
             self.query_one(EventLog).add_note(f"lltrace doctor failed (the run goes on): "
                                               f"{type(m.error).__name__}: {m.error}", "yellow")
@@ -261,8 +236,22 @@ class LltraceApp(App):
                 status = replace(status, replays=int(getattr(gf, "replays", 0)),
                                  eager_calls=int(getattr(gf, "eager_calls", 0)),
                                  graphs=len(getattr(gf, "graphs", {}) or {}))
-            self.query_one(GraphsPanel).status = status
-            self.query_one(MemoryPanel).status = read_memory(self._mem_device, self._device_name, self._mem_total)
+            self._show_graphs(status)
+            self._show_memory(read_memory(self._mem_device, self._device_name, self._mem_total))
+
+    # the small panels and their folded line show the same statuses
+    def _show_graphs(self, status: GraphStatus) -> None:
+        self.query_one(GraphsPanel).status = status
+        self.query_one(FoldedPanels).graphs = status
+
+    def _show_memory(self, status: MemoryStatus) -> None:
+        self.query_one(MemoryPanel).status = status
+        self.query_one(FoldedPanels).memory = status
+
+    def _show_knobs(self, preset: str, knobs: dict[str, Any]) -> None:
+        panel = self.query_one(KnobsPanel)
+        panel.preset, panel.knobs = preset, knobs
+        self.query_one(FoldedPanels).preset = preset
 
     def on_frame_ready(self, m: FrameReady) -> None:
         r = m.record
@@ -271,7 +260,8 @@ class LltraceApp(App):
 
     def on_block_finished(self, m: BlockFinished) -> None:
         total = getattr(self.session, "num_blocks", None)
-        done = f"{m.index + 1}/{total} blocks" if total else f"{m.index + 1} blocks"
+        done = (f"{m.index + 1}/{total} {plural('block', total)}" if total else
+                f"{m.index + 1} {plural('block', m.index + 1)}")
         if self.quitting or self.ended:
             return
         if self.control.paused:
@@ -309,11 +299,12 @@ class LltraceApp(App):
             g = replace(g, skips=g.skips + (str(data.get("reason") or message),))
         if g is not self._graphs:
             self._graphs = g
-            self.query_one(GraphsPanel).status = g
+            self._show_graphs(g)
 
     def on_run_ended(self, m: RunEnded) -> None:
         self.ended = True
         self.run_result, self.run_error = m.result, m.error
+        self.query_one(StatsPanel).ended = True
         log = self.query_one(EventLog)
         if m.result is not None:
             self.query_one(StatsPanel).stats = m.result.stats
@@ -350,24 +341,24 @@ class LltraceApp(App):
         meta, summary = rec.meta or {}, rec.summary or {}
         self.title = f"lltrace view · {rec.name}"
         knobs = meta.get("knobs") or {}
-        self.query_one(KnobsPanel).preset = str(meta.get("preset") or "")
-        self.query_one(KnobsPanel).knobs = knobs
+        self._show_knobs(str(meta.get("preset") or ""), knobs)
+        self.query_one(StatsPanel).ended = True      # a recorded run: no more frames come
         self._samples.extend((f.frame, f.latency_ms, f.kind) for f in rec.frames[-self._samples.maxlen:])
         self.query_one(LatencyPlot).samples = tuple(self._samples)
         self.query_one(StatsPanel).stats = rec.stats
         self._graphs = GraphStatus(knobs=knobs, optimizations=dict(meta.get("optimizations") or {}))
         for e in rec.events:
             self._show_event(e.t_s, e.kind, e.message, e.data)
-        self.query_one(GraphsPanel).status = self._graphs
+        self._show_graphs(self._graphs)
         log = self.query_one(EventLog)
         for w in rec.warnings:
             log.add_note(f"warning: {w}", "yellow")
         dev = meta.get("device") or {}
         if rec.kind == "run":
             cuda = dev.get("type") == "cuda"
-            self.query_one(MemoryPanel).status = MemoryStatus(
+            self._show_memory(MemoryStatus(
                 "cuda" if cuda else "cpu", str(dev.get("name") or ""), peak=summary.get("peak_mem_bytes"),
-                total=dev.get("memory_bytes"), host_rss_peak=summary.get("peak_host_rss_bytes"))
+                total=dev.get("memory_bytes"), host_rss_peak=summary.get("peak_host_rss_bytes")))
             end = meta.get("end") or {}
             self.state = f"recorded run: {meta.get('status', 'unknown status')}" + \
                          (f" ({end.get('reason')}: {end.get('message')})" if end else "")
@@ -384,13 +375,22 @@ class LltraceApp(App):
                 return False            # a space typed in the prompt box
             if not self.live:
                 return False            # hidden in `lltrace view`
-            return None if (self.ended or self.quitting) else True
+            return None if self.quitting else True   # after the end: the action says why it does nothing
+        return True
+
+    def _ended_notice(self, why: str) -> bool:
+        """After the run ended, a key of the live run says why it does nothing."""
+        if not self.ended:
+            return False
+        self.notify(f"the run has ended: {why}", severity="warning")
         return True
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.live))
 
     def action_toggle_pause(self) -> None:
+        if self._ended_notice("nothing left to pause"):
+            return
         if self.control.paused:
             self.control.resume()
             self.state = "running"
@@ -399,6 +399,8 @@ class LltraceApp(App):
             self.state = "pausing after the current block (space resumes)"
 
     def action_switch_prompt(self) -> None:
+        if self._ended_notice("no blocks are left to show a new prompt"):
+            return
         box = self.query_one("#prompt", Input)
         box.add_class("-visible")
         box.focus()
@@ -422,6 +424,11 @@ class LltraceApp(App):
         self.query_one(EventLog).add_note(f"prompt switch queued ({when}): {text!r}", "green")
 
     def action_profile(self) -> None:
+        traced = getattr(self.run_result, "traces", None)
+        where = getattr(self.run_result, "run_dir", None)
+        if self._ended_notice("no blocks are left to profile" +
+                              (f"; its recorded budget: lltrace budget {where}" if traced else "")):
+            return
         prof = getattr(self.session, "profiler", None)
         tree = self.query_one(BudgetTree)
         if prof is None:
@@ -440,8 +447,8 @@ class LltraceApp(App):
             return
         prof.request(self.profile_window_blocks)
         self.profiling = "requested"
-        tree.border_subtitle = (f"a window of {self.profile_window_blocks} blocks opens at the next block "
-                                "boundary (p stops it early)")
+        tree.border_subtitle = (f"a window of {count(self.profile_window_blocks, 'block')} opens at the next "
+                                "block boundary (p stops it early)")
 
     def action_quit_run(self) -> None:
         if not self.live or self.ended:
@@ -502,9 +509,10 @@ def init_profiler_here() -> None:
     of the first profiled block and Kineto's "External init callback" error off the screen."""
     from torch.profiler import profile
 
-    from lltrace.capture.profiler import activities
+    from lltrace.capture.profiler import activities, native_stderr_to
 
-    with profile(activities=activities()):
+    # its start/stop lines say nothing about the run (which has no directory yet): dropped
+    with native_stderr_to(os.devnull), profile(activities=activities()):
         pass
 
 
@@ -523,9 +531,25 @@ def run_live_app(pipeline_or_factory: Any | Callable[[], Any], session_kwargs: d
     if not app.done.is_set():
         print("lltrace: finishing the current block and saving the run directory...", file=sys.stderr, flush=True)
         app.done.wait()
+    saved_message(app)
     if app.run_error is not None:
         raise app.run_error
     return app.run_result
+
+
+def saved_message(app: LltraceApp, file: Any = None) -> None:
+    """After the TUI left the screen: where the run was saved (the screen that said so is gone)."""
+    result, error = app.run_result, app.run_error
+    out = file or (sys.stderr if error is not None else sys.stdout)
+    if result is not None:
+        print(f"lltrace: run {result.status} ({result.message}); saved in {result.run_dir}", file=out)
+        print(f"next: lltrace budget {result.run_dir}   (or lltrace view {result.run_dir})", file=out, flush=True)
+        return
+    rd = getattr(getattr(app.session, "run_dir", None), "path", None)
+    if rd is not None:          # the run failed: its directory is final all the same
+        print(f"lltrace: the run failed; what it recorded is in {rd}", file=out, flush=True)
+    elif error is None:
+        print("lltrace: quit before the run started; nothing was saved", file=out, flush=True)
 
 
 def run_view_app(path: str | Path | Any) -> None:

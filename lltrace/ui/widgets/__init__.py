@@ -4,8 +4,8 @@ from lltrace.ui.widgets.budget_tree import BudgetTree
 from lltrace.ui.widgets.event_log import EventLog
 from lltrace.ui.widgets.help import HelpScreen
 from lltrace.ui.widgets.latency_plot import LatencyPlot
-from lltrace.ui.widgets.panels import GraphsPanel, KnobsPanel, MemoryPanel
+from lltrace.ui.widgets.panels import FoldedPanels, GraphsPanel, KnobsPanel, MemoryPanel
 from lltrace.ui.widgets.stats import StatsPanel
 
-__all__ = ["BudgetTree", "EventLog", "GraphsPanel", "HelpScreen", "KnobsPanel", "LatencyPlot", "MemoryPanel",
+__all__ = ["BudgetTree", "EventLog", "FoldedPanels", "GraphsPanel", "HelpScreen", "KnobsPanel", "LatencyPlot", "MemoryPanel",
            "StatsPanel"]

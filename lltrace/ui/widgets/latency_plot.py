@@ -9,8 +9,11 @@ from textual_plotext import PlotextPlot
 Sample = tuple[int, float, str]   # (frame index, latency_ms, kind: first | steady | switch)
 
 
+SHORT_ROWS = 12     # below this height: no title, axis labels or legend; the points keep the rows
+
+
 class LatencyPlot(PlotextPlot):
-    DEFAULT_CSS = "LatencyPlot { min-height: 8; }"
+    DEFAULT_CSS = "LatencyPlot { min-height: 6; }"
 
     samples: reactive[tuple[Sample, ...]] = reactive(tuple)
     budget_ms: reactive[float] = reactive(40.0)
@@ -29,12 +32,21 @@ class LatencyPlot(PlotextPlot):
     def watch_budget_ms(self) -> None:
         self.replot()
 
+    def on_resize(self) -> None:
+        self.replot()
+
+    @property
+    def short(self) -> bool:
+        return 0 < self.size.height < SHORT_ROWS
+
     def replot(self) -> None:
         plt = self.plt
         plt.clear_figure()
         data = self.samples[-self.window:]
-        plt.xlabel("video frame")
-        plt.ylabel("ms")
+        short = self.short
+        if not short:
+            plt.xlabel("video frame")
+            plt.ylabel("ms")
         steady = [(f, ms) for f, ms, kind in data if kind == "steady"]
         other = [(f, ms) for f, ms, kind in data if kind != "steady"]
         # The y range follows the steady state; taller first/switch frames are clipped to the top.
@@ -44,13 +56,16 @@ class LatencyPlot(PlotextPlot):
         title = f"ms per video frame (last {len(data)}) | budget {self.budget_ms:g} ms"
         if clipped:
             title += f" | {clipped} first/switch frames above the top"
-        plt.title(title)
+        if short:
+            plt.frame(False)    # the panel's border frames it; the title is the panel's
+        else:
+            plt.title(title)
         if steady:
             plt.plot([f for f, _ in steady], [ms for _, ms in steady], marker="braille", color="cyan",
-                     label="steady")
+                     label=None if short else "steady")
         if other:
             plt.scatter([f for f, _ in other], [min(ms, upper) for _, ms in other], marker="dot",
-                        color="orange", label="first / after switch")
+                        color="orange", label=None if short else "first / after switch")
         if data:
             lo, hi = data[0][0], max(data[-1][0], data[0][0] + 1)
             plt.xlim(lo, hi)

@@ -10,6 +10,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from lltrace.words import count
+
 
 def _grid() -> Table:
     grid = Table.grid(padding=(0, 1))
@@ -65,7 +67,7 @@ class GraphsPanel(Widget):
             grid.add_row("replays", f"{s.replays:,}  eager {s.eager_calls or 0:,}  graphs {s.graphs or 0}")
         grid.add_row("kv_cache", str(s.knobs.get("kv_cache", "–")))
         compiled = s.optimizations.get("compiled_blocks")
-        grid.add_row("compile", Text(f"{compiled} blocks", style="green") if compiled else _onoff(s.knobs.get("compile")))
+        grid.add_row("compile", Text(count(compiled, "block"), style="green") if compiled else _onoff(s.knobs.get("compile")))
         if s.knobs.get("compile") or s.recompiles or s.graph_breaks:
             style = "bold yellow" if s.recompiles or s.graph_breaks else "green"
             grid.add_row("recompiles", Text(f"{s.recompiles}  graph breaks {s.graph_breaks}", style=style))
@@ -178,3 +180,43 @@ class KnobsPanel(Widget):
         if not cells and not self.preset:
             grid.add_row("knobs", Text("not known (a trace without a run directory)", style="dim"))
         return Group(grid, *(Text(note, style="yellow") for note in self.notes))
+
+
+class FoldedPanels(Widget):
+    """The CUDA-graph, memory and preset panels folded into one line, for terminals too short to
+    give them their rows (the app shows this instead of them below 45 rows: the budget tree and
+    the event log get the space). Fed the same statuses as the panels."""
+    DEFAULT_CSS = "FoldedPanels { height: 1; }"
+
+    graphs: reactive[GraphStatus] = reactive(GraphStatus)
+    memory: reactive[MemoryStatus | None] = reactive(None)
+    preset: reactive[str] = reactive("")
+
+    def render(self) -> Text:
+        g, m = self.graphs, self.memory
+        line = Text(no_wrap=True, overflow="ellipsis")
+        if self.preset:
+            line.append(self.preset, style="bold cyan")
+            line.append(" │ ", style="dim")
+        line.append("graphs ")
+        line.append_text(_onoff(g.knobs.get("cuda_graphs")))
+        if g.replays is not None:
+            line.append(f" {g.replays:,} replays")
+        if g.knobs.get("compile") or g.recompiles or g.graph_breaks:
+            style = "bold yellow" if g.recompiles or g.graph_breaks else ""
+            line.append(f" · {count(g.recompiles, 'recompile')}, {count(g.graph_breaks, 'graph break')}", style=style)
+        if g.skips:
+            line.append(f" · {len(g.skips)} skipped", style="red")
+        if g.verdict is not None:
+            line.append(" · doctor ")
+            line.append_text(_verdict(g.verdict.split(":")[0]))
+        line.append(" │ ", style="dim")
+        if m is None:
+            line.append("memory not known yet", style="dim")
+        elif m.device == "cuda":
+            line.append(f"GPU peak {_bytes(m.peak)}")
+        else:
+            line.append("CPU run", style="yellow")
+            if m.host_rss_peak is not None:
+                line.append(f", host peak {_bytes(m.host_rss_peak)}")
+        return line
