@@ -1,4 +1,9 @@
-"""Per-preset optimizations of the generator: fp8 linears, regional compile, CUDA graphs.
+"""Per-preset optimizations of the generator: fused elementwise, fp8 linears, regional compile,
+CUDA graphs.
+
+- elementwise: "fused" runs RoPE, the norms and the adaLN modulation / gating in the model's
+  dtype with fewer kernels (CausalWanModel.set_elementwise); set first, so that compiled code
+  and captured graphs are built from the fused forward.
 
 - fp8: torchao float8 dynamic activation + weight quantization with per-row scales on the
   transformer blocks' linears (H100: SM 8.9+). In eager mode its quantize kernels are unfused
@@ -25,11 +30,16 @@ import torch.nn as nn
 
 from lltrace import names
 from lltrace.errors import LltraceError, NeedsCudaError
+from lltrace.pipeline.attention import describe_backend
 
 
 def apply(pipe) -> dict:
     """Apply the preset's fp8 / compile / cuda_graphs to `pipe`; returns what was done."""
     p, done = pipe.preset, {}
+    pipe.generator.set_elementwise(p.elementwise)
+    if p.elementwise != "reference":
+        done["elementwise"] = p.elementwise
+    done["attention"] = describe_backend(pipe.attention_backend)
     if p.fp8:
         done["fp8_linears"] = apply_fp8(pipe.generator, pipe.device)
     if p.compile:

@@ -13,8 +13,13 @@ from lltrace.paths import configs_dir
 
 DTYPES = ("bfloat16", "float16", "float32")
 DECODERS = ("wan", "fast", "none")
-ATTENTION = ("auto", "sdpa", "flash")
+ATTENTION = ("auto", "sdpa", "flash", "flash4")   # lltrace.pipeline.attention.BACKENDS
 KV_CACHES = ("dynamic", "static")
+# How the DiT computes RoPE, the norms' casts and the adaLN modulation / gating:
+# "reference" as Wan and LongLive do (float32), "fused" in the model's dtype with fewer
+# kernels (lltrace.pipeline.model.CausalWanModel.set_elementwise says what changes and why
+# it stays within bf16 tolerance).
+ELEMENTWISE = ("reference", "fused")
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class Preset:
     kv_cache: str = "dynamic"
     decoder: str = "wan"
     attention: str = "auto"
+    elementwise: str = "reference"
 
     @property
     def steps(self) -> int:
@@ -75,7 +81,7 @@ def _validate(p: Preset, where: str) -> None:
     if not (0 <= p.context_noise < 1000):
         raise bad("context_noise", "must be in [0, 1000)")
     for knob, valid in (("dtype", DTYPES), ("decoder", DECODERS), ("attention", ATTENTION),
-                        ("kv_cache", KV_CACHES)):
+                        ("kv_cache", KV_CACHES), ("elementwise", ELEMENTWISE)):
         if getattr(p, knob) not in valid:
             raise bad(knob, f"{getattr(p, knob)!r} is not one of {', '.join(valid)}")
     if p.cuda_graphs and p.kv_cache != "static":
