@@ -15,8 +15,14 @@ import torch
 from lltrace.errors import LltraceError
 from lltrace.pipeline.config import load_model_config
 from lltrace.pipeline.kv_cache import CrossAttnCache, make_kv_cache
-from lltrace.pipeline.model import (CausalWanModel, FP32LayerNorm, FP32RMSNorm, Rope3D, apply_rope,
-                                    apply_rope_fused)
+from lltrace.pipeline.model import (
+    CausalWanModel,
+    FP32LayerNorm,
+    FP32RMSNorm,
+    Rope3D,
+    apply_rope,
+    apply_rope_fused,
+)
 from lltrace.pipeline.presets import load_preset
 from lltrace.pipeline.weights import init_random_weights
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from lltrace.pipeline.attention import attention, resolve_backend
 from lltrace.pipeline.config import ModelConfig
@@ -106,7 +106,7 @@ class Rope3D:
             self._tables[name] = (torch.cos(ang).float(), torch.sin(ang).float())
         self._device = torch.device("cpu")
 
-    def to(self, device: torch.device) -> "Rope3D":
+    def to(self, device: torch.device) -> Rope3D:
         if device != self._device:
             self._tables = {k: (c.to(device), s.to(device)) for k, (c, s) in self._tables.items()}
             self._device = device

@@ -21,12 +21,12 @@ CUDA graphs.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from lltrace import names
 from lltrace.errors import LltraceError, NeedsCudaError
@@ -66,7 +66,11 @@ def apply_fp8(model: nn.Module, device: torch.device) -> int:
     if torch.cuda.get_device_capability(device) < (8, 9):
         raise LltraceError(f"fp8 needs an SM 8.9+ GPU (Ada/Hopper); this is {torch.cuda.get_device_name(device)}")
     try:
-        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+        from torchao.quantization import (
+            Float8DynamicActivationFloat8WeightConfig,
+            PerRow,
+            quantize_,
+        )
     except ImportError as exc:
         raise LltraceError(f"fp8 needs torchao ({exc})", "pip install torchao") from None
     n = sum(1 for fqn, m in model.named_modules() if _fp8_filter(m, fqn))

@@ -6,21 +6,22 @@
 # (237 MB unpacked: one 193 MB MLIR compiler .so and a 44 MB runtime .so), over the device
 # tool's 64 MiB carry limit on their own. Only ONE toolkit flavour is needed (the DSL picks the
 # newest one the driver supports; cu12 runs on a CUDA 13 driver too), and the unpacked files
-# compress better with xz than the wheels' deflate. Even so the set is larger than one carry
-# next to .whl/, so it is packed as two independent parts:
-#   .fa4/fa4-a.tar.xz   the MLIR .so alone
-#   .fa4/fa4-b.tar.xz   everything else (flash_attn.cute, cutlass DSL, runtime, tvm-ffi, quack...)
-# scripts/device/setup.sh unpacks whichever parts a call carries into .fa4-site/ on the device
-# (an ignored folder, kept between calls while the machine stays warm) and uses FA4 once both
-# are there. So: one call carrying [".whl", ".fa4/fa4-a.tar.xz"], then the measuring call
-# carrying [".whl", ".fa4/fa4-b.tar.xz"] (see scripts/device/perf_forward.sh). The sizes are
-# printed at the end.
+# compress better with xz than the wheels' deflate. Even so the set (about 60 MB as xz) does
+# not fit one call next to the tracked tree (~19 MB) and .whl/ (~13 MB): 64 MiB in all.
+# So it is packed as two independent parts, each cut into chunks of at most CHUNK_MB (12):
+#   .fa4/fa4-a.tar.xz.<k>of<n>   the MLIR .so alone
+#   .fa4/fa4-b.tar.xz.<k>of<n>   everything else (flash_attn.cute, the DSL, its runtime, tvm-ffi...)
+# scripts/device/fa4_env.sh (sourced by setup.sh) keeps each chunk a call carries in .fa4-site/
+# on the device (ignored, kept between calls while the machine stays warm: 30 s after a call),
+# unpacks a part once all its chunks are there, and puts FA4 on the path once both parts are.
+# The calls (which chunks each one carries) are printed at the end, from the real sizes.
 #
 # CUDA_FLAVOR=12|13 (default 13: the device's torch 2.11 is built for CUDA 13.0).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CU=${CUDA_FLAVOR:-13}
 DSL=4.8.1
+CHUNK=$(( ${CHUNK_MB:-12} * 1000000 ))   # small chunks pack tightly into the calls
 dl=$(mktemp -d /tmp/fa4-wheels.XXXXXX)
 site=$(mktemp -d /tmp/fa4-site.XXXXXX)
 trap 'rm -rf "$dl" "$site"' EXIT
@@ -41,7 +42,42 @@ rm -rf .fa4 && mkdir -p .fa4
 # Written to a temporary name and renamed: a cut-off run leaves no half part behind.
 XZ_OPT="-6 -T${XZ_THREADS:-1}" tar -C "$site" -cJf .fa4/fa4-a.tar.xz.tmp "$big"
 XZ_OPT="-6 -T${XZ_THREADS:-1}" tar -C "$site" --exclude="./$big" -cJf .fa4/fa4-b.tar.xz.tmp .
-mv .fa4/fa4-a.tar.xz.tmp .fa4/fa4-a.tar.xz
-mv .fa4/fa4-b.tar.xz.tmp .fa4/fa4-b.tar.xz
+for part in a b; do   # split into <k>of<n> chunks
+  f=.fa4/fa4-$part.tar.xz.tmp
+  n=$(( ($(stat -c %s $f) + CHUNK - 1) / CHUNK ))
+  split -b $CHUNK -d -a 2 $f .fa4/chunk-$part.
+  for k in $(seq 1 $n); do mv .fa4/chunk-$part.$(printf %02d $((k - 1))) .fa4/fa4-$part.tar.xz.${k}of$n; done
+  rm $f
+done
 printf 'flash-attn-4==4.0.0b36 nvidia-cutlass-dsl==%s cu%s\n' $DSL $CU > .fa4/VERSION
 du -b .fa4/* .whl 2>/dev/null | awk '{printf "%8.1f MB  %s\n", $1/1e6, $2}'
+# Which chunks go in which call: staging calls carry chunks only (command
+# `. scripts/device/fa4_env.sh`), the last call carries .whl and the rest with its command.
+tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+whl=$(du -sb .whl 2>/dev/null | cut -f1)
+python3 - "$tree" "${whl:-0}" <<'PY'
+import json, os, sys
+tree, whl = int(sys.argv[1]), int(sys.argv[2])
+limit = 64 * 2 ** 20 - 2 * 10 ** 6 - tree          # 2 MB margin for files written meanwhile
+chunks = sorted((f for f in os.listdir(".fa4") if ".tar.xz." in f), key=lambda f: (f[4], int(f.split(".")[-1].split("of")[0])))
+sizes = {c: os.path.getsize(f".fa4/{c}") for c in chunks}
+last, room = [], limit - whl                       # the measuring call: .whl + what fits
+for c in sorted(chunks, key=sizes.get):
+    if sizes[c] <= room:
+        last.append(c); room -= sizes[c]
+calls, cur, room = [], [], limit
+for c in (c for c in chunks if c not in last):
+    if sizes[c] > room:
+        calls.append(cur); cur, room = [], limit
+    cur.append(c); room -= sizes[c]
+if cur:
+    calls.append(cur)
+total = sum(sizes.values())
+print(f"flash-attn-4 packed: {total / 1e6:.1f} MB in {len(chunks)} chunks; a call carries "
+      f"{limit / 1e6:.1f} MB besides the tracked tree ({tree / 1e6:.1f} MB), .whl is {whl / 1e6:.1f} MB")
+print(f"{len(calls) + 1} device calls, each within 30 s of the previous one (the machine's warm window):")
+for i, group in enumerate(calls, 1):
+    print(f"  call {i}: carry {json.dumps(['.fa4/' + c for c in group])}, command '. scripts/device/fa4_env.sh'")
+print(f"  call {len(calls) + 1}: carry {json.dumps(['.whl'] + ['.fa4/' + c for c in last])}, "
+      "command 'bash scripts/device/perf_forward.sh'")
+PY
