@@ -381,6 +381,11 @@ class CausalWanModel(nn.Module):
         x = self.patch_embedding(x.to(dtype))
         grid = tuple(x.shape[2:])
         x = x.flatten(2).transpose(1, 2)
+        if self.elementwise == "fused":
+            # addcmul's output takes its inputs' layout: from the transposed view above, layer 0
+            # would hand layer 1 other strides than it got, and the compiled halves (guarded on
+            # strides) would compile twice. A contiguous stream keeps every layer's the same.
+            x = x.contiguous()
         e, e0 = self.embed_time(t, grid[0])
         ctx = None if crossattn_cache.ready else self.embed_text(context)
         if self.elementwise == "fused":
