@@ -5,7 +5,7 @@
 # both parts are unpacked. Prints one line saying where it stands. Never fails the caller.
 fa4_site=$PWD/.fa4-site
 mkdir -p "$fa4_site/chunks"
-for c in .fa4/fa4-*.tar.xz.*of*; do [ -f "$c" ] && cp -f "$c" "$fa4_site/chunks/"; done
+for c in .fa4/fa4-*.tar.xz.*of* .fa4/*/fa4-*.tar.xz.*of*; do [ -f "$c" ] && cp -f "$c" "$fa4_site/chunks/"; done
 for part in a b; do
   [ -f "$fa4_site/.fa4-$part.done" ] && continue
   first=$(ls "$fa4_site/chunks/" 2>/dev/null | grep "^fa4-$part\.tar\.xz\.1of" | head -1)

@@ -8,9 +8,11 @@
 # newest one the driver supports; cu12 runs on a CUDA 13 driver too), and the unpacked files
 # compress better with xz than the wheels' deflate. Even so the set (about 60 MB as xz) does
 # not fit one call next to the tracked tree (~19 MB) and .whl/ (~13 MB): 64 MiB in all.
-# So it is packed as two independent parts, each cut into chunks of at most CHUNK_MB (12):
-#   .fa4/fa4-a.tar.xz.<k>of<n>   the MLIR .so alone
-#   .fa4/fa4-b.tar.xz.<k>of<n>   everything else (flash_attn.cute, the DSL, its runtime, tvm-ffi...)
+# So it is packed as two independent parts, each cut into chunks of at most CHUNK_MB (4):
+#   fa4-a.tar.xz.<k>of<n>   the MLIR .so alone
+#   fa4-b.tar.xz.<k>of<n>   everything else (flash_attn.cute, the DSL, its runtime, tvm-ffi...)
+# and the chunks are put in one folder per device call (.fa4/stage1, ..., .fa4/last), filled
+# first-fit from the real sizes (a call carries at most 8 paths and 64 MiB with the tree).
 # scripts/device/fa4_env.sh (sourced by setup.sh) keeps each chunk a call carries in .fa4-site/
 # on the device (ignored, kept between calls while the machine stays warm: 30 s after a call),
 # unpacks a part once all its chunks are there, and puts FA4 on the path once both parts are.
@@ -21,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 CU=${CUDA_FLAVOR:-13}
 DSL=4.8.1
-CHUNK=$(( ${CHUNK_MB:-12} * 1000000 ))   # small chunks pack tightly into the calls
+CHUNK=$(( ${CHUNK_MB:-4} * 1000000 ))   # small chunks pack tightly into the calls
 dl=$(mktemp -d /tmp/fa4-wheels.XXXXXX)
 site=$(mktemp -d /tmp/fa4-site.XXXXXX)
 trap 'rm -rf "$dl" "$site"' EXIT
@@ -50,34 +52,36 @@ for part in a b; do   # split into <k>of<n> chunks
   rm $f
 done
 printf 'flash-attn-4==4.0.0b36 nvidia-cutlass-dsl==%s cu%s\n' $DSL $CU > .fa4/VERSION
-du -b .fa4/* .whl 2>/dev/null | awk '{printf "%8.1f MB  %s\n", $1/1e6, $2}'
+du -b .fa4/* .whl 2>/dev/null | awk '{printf "%8.1f MB  %s\n", $1/1e6, $2}' || true
 # Which chunks go in which call: staging calls carry chunks only (command
 # `. scripts/device/fa4_env.sh`), the last call carries .whl and the rest with its command.
 tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
-whl=$(du -sb .whl 2>/dev/null | cut -f1)
+whl=$(du -sbL .whl 2>/dev/null | cut -f1 || true)
 python3 - "$tree" "${whl:-0}" <<'PY'
 import json, os, sys
 tree, whl = int(sys.argv[1]), int(sys.argv[2])
-limit = 64 * 2 ** 20 - 2 * 10 ** 6 - tree          # 2 MB margin for files written meanwhile
+limit = 64 * 2 ** 20 - 10 ** 6 - tree              # 1 MB margin for files written meanwhile
 chunks = sorted((f for f in os.listdir(".fa4") if ".tar.xz." in f), key=lambda f: (f[4], int(f.split(".")[-1].split("of")[0])))
 sizes = {c: os.path.getsize(f".fa4/{c}") for c in chunks}
-last, room = [], limit - whl                       # the measuring call: .whl + what fits
-for c in sorted(chunks, key=sizes.get):
-    if sizes[c] <= room:
-        last.append(c); room -= sizes[c]
-calls, cur, room = [], [], limit
-for c in (c for c in chunks if c not in last):
-    if sizes[c] > room:
-        calls.append(cur); cur, room = [], limit
-    cur.append(c); room -= sizes[c]
-if cur:
-    calls.append(cur)
+# First-fit decreasing: the measuring call (.whl + chunks) first, then staging calls.
+rooms, groups = [limit - whl], [[]]
+for c in sorted(chunks, key=sizes.get, reverse=True):
+    i = next((i for i, r in enumerate(rooms) if sizes[c] <= r), None)
+    if i is None:
+        rooms.append(limit); groups.append([]); i = len(rooms) - 1
+    groups[i].append(c); rooms[i] -= sizes[c]
+last, calls = groups[0], groups[1:]
 total = sum(sizes.values())
+# A call carries at most 8 paths: each call's chunks go in one folder.
+folders = [f"stage{i}" for i in range(1, len(calls) + 1)] + ["last"]
+for folder, group in zip(folders, calls + [last]):
+    os.makedirs(f".fa4/{folder}", exist_ok=True)
+    for c in group:
+        os.rename(f".fa4/{c}", f".fa4/{folder}/{c}")
 print(f"flash-attn-4 packed: {total / 1e6:.1f} MB in {len(chunks)} chunks; a call carries "
       f"{limit / 1e6:.1f} MB besides the tracked tree ({tree / 1e6:.1f} MB), .whl is {whl / 1e6:.1f} MB")
-print(f"{len(calls) + 1} device calls, each within 30 s of the previous one (the machine's warm window):")
-for i, group in enumerate(calls, 1):
-    print(f"  call {i}: carry {json.dumps(['.fa4/' + c for c in group])}, command '. scripts/device/fa4_env.sh'")
-print(f"  call {len(calls) + 1}: carry {json.dumps(['.whl'] + ['.fa4/' + c for c in last])}, "
-      "command 'bash scripts/device/perf_forward.sh'")
+print(f"{len(folders)} device calls, each within 30 s of the previous one (the machine's warm window):")
+for i, folder in enumerate(folders[:-1], 1):
+    print(f"  call {i}: carry [\".fa4/{folder}\"], command '. scripts/device/fa4_env.sh'")
+print(f"  call {len(folders)}: carry [\".whl\", \".fa4/last\"], command 'bash scripts/device/perf_forward.sh'")
 PY

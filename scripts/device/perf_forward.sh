@@ -5,7 +5,8 @@
 #     and with attention: flash4 when flash-attn-4 is installed (scripts/device/fetch_fa4.sh);
 #  2. the forward floor of ultra and balanced (scripts/device/forward_floor.py);
 #  3. two small profiled balanced runs, reference and fused, for
-#     `lltrace diff bal-before bal-after`.
+#     `lltrace diff bal-before bal-after`;
+#  4. if time is left, ultra with TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1.
 # Every step has its own time limit and the whole call stops starting steps after BUDGET_S
 # (default 500 s), so the table at the end is always printed.
 #
@@ -15,13 +16,13 @@
 # How to call it (scripts/device/fetch_wheels.sh and, for FA4, scripts/device/fetch_fa4.sh
 # run here first):
 #   without FA4:  carry [".whl"], command `bash scripts/device/perf_forward.sh`
-#   with FA4 (its ~60 MB do not fit one call next to the tree and .whl; two calls, the second
-#   within the machine's 30 s warm window so that the first call's chunks are still there):
-#     1. carry [".fa4/fa4-a.tar.xz.1of2", ".fa4/fa4-b.tar.xz.1of1"],
-#        command `. scripts/device/fa4_env.sh`
-#     2. carry [".whl", ".fa4/fa4-a.tar.xz.2of2"], command `bash scripts/device/perf_forward.sh`
-#   (the chunk names are the ones fetch_fa4.sh printed). If the machine went cold in between,
-#   setup says "flash-attn-4: not ready" and the flash4 rows are skipped.
+#   with FA4 (its ~71 MB do not fit one call next to the tree and .whl): the calls that
+#   fetch_fa4.sh printed, e.g.
+#     1. carry [".fa4/stage1"], command `. scripts/device/fa4_env.sh`
+#     2. carry [".whl", ".fa4/last"], command `bash scripts/device/perf_forward.sh`
+#   each within the machine's 30 s warm window of the one before, so that the earlier chunks
+#   are still there. If the machine went cold in between, setup says "flash-attn-4: not
+#   ready" and the flash4 rows are skipped (the rest runs).
 python3 -c "import torch; print('torch.version.cuda', torch.version.cuda)"
 . scripts/device/setup.sh || exit 1
 export LLTRACE_TRACES=/tmp/runs
@@ -56,6 +57,12 @@ for mode in before:reference after:fused; do
     --set attention=sdpa --no-doctor -o /tmp/runs/$name 2>&1 | quiet | tail -6
   [ -d /tmp/runs/$name ] && tar -C /tmp/runs -cf $OUT/$name.tar $name
 done
+# Last, if time is left: ultra with inductor's coordinate-descent tuning of its generated
+# kernels (the budget's slowest are Triton reductions: the FFN's fp8 quantize, ~120 us a layer).
+# Only the plain search: torchao's "all directions" variant made the compile take minutes.
+export TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1
+bench ultra-fused-cdt 120 -p ultra --set attention=sdpa
+unset TORCHINDUCTOR_COORDINATE_DESCENT_TUNING
 tar -C /tmp/perf -cf $OUT/bench.tar bench
 python3 - <<'PY' | tee $OUT/summary.txt
 import glob, json, os
