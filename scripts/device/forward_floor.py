@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import statistics
 
 import torch
@@ -89,7 +91,9 @@ def elementwise_bytes(lq: int, dim: int, ffn: int, fp8: bool) -> dict[str, int]:
         "cross-attn out -> o": quant,
         "residual (cross-attn)": 3 * 2 * a,
         "norm2 + modulate": 2 * a + lin * a,
-        "GELU of the FFN hidden": 2 * h + lin * h,
+        # bf16: GELU fuses into the up-projection's epilogue (cuBLASLt GELU_BIAS), no traffic;
+        # fp8: the row-wise quantize needs each 8960-wide row's amax, past any one GEMM tile.
+        "GELU (+ fp8 quantize) of the FFN hidden": (2 + lin) * h if fp8 else 0,
         "gated residual (ffn)": 3 * 2 * a,
     }
 
@@ -109,7 +113,7 @@ def main() -> None:
     lq, lk = p.frames_per_block * fs, p.local_attn_size * fs   # a steady block: the window is full
     d, ffn, heads, hd, layers = cfg.dim, cfg.ffn_dim, cfg.num_heads, cfg.head_dim, cfg.num_layers
     shapes = WanShapes(dim=d, ffn_dim=ffn, num_layers=layers, text_len=cfg.text_len, text_dim=cfg.text_dim,
-                       freq_dim=cfg.freq_dim, in_dim=cfg.in_dim, out_dim=cfg.out_dim, patch_volume=4,
+                       freq_dim=cfg.freq_dim, in_dim=cfg.in_dim, out_dim=cfg.out_dim, patch_volume=math.prod(cfg.patch_size),
                        frame_seqlen=fs, frames_per_block=p.frames_per_block, local_attn_size=p.local_attn_size)
     parts = shapes.parts(lq, lk)
     attn_flops = 4 * lq * lk * d + 4 * lq * cfg.text_len * d
@@ -168,7 +172,6 @@ def main() -> None:
     if args.out:
         with open(args.out + ".tmp", "w") as f:
             json.dump(result, f, indent=1)
-        import os
         os.replace(args.out + ".tmp", args.out)
 
 
