@@ -130,7 +130,8 @@ class Rope3D:
         per channel pair, sin as (-sin, +sin) per pair. Built once per forward, shared by the
         30 layers' q and k."""
         cos, sin = self.tables(start_frame, f, h, w)
-        return (cos.repeat_interleave(2, dim=-1).to(dtype),
+        pair = (*cos.shape, 2)   # expand + flatten: no data-dependent size, capturable
+        return (cos.unsqueeze(-1).expand(pair).flatten(-2).to(dtype),
                 torch.stack([-sin, sin], dim=-1).flatten(-2).to(dtype))
 
 
