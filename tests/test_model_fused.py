@@ -158,3 +158,51 @@ def test_fused_static_forward_traces_as_one_graph_without_recompiles():
         torch.testing.assert_close(got, model(x, t, context, *caches["eager"], start), rtol=1e-5, atol=1e-5)
     assert len(graphs) == 2   # fills the cross-attention cache, then reads it: none per position
     torch._dynamo.reset()
+
+
+_VIEWS = {"view", "_unsafe_view", "unsqueeze", "expand", "transpose", "t", "unflatten", "flatten",
+          "split", "chunk", "slice", "select", "as_strided", "alias", "detach", "permute", "squeeze",
+          "reshape", "split_with_sizes", "unbind", "lift_fresh"}
+
+
+def _per_layer_work(elementwise: str) -> tuple[float, float]:
+    """Compute ops (aten calls that produce a new tensor: each a kernel on a GPU) and bytes they
+    write, per layer of an eager bf16 forward: the difference between a 4- and a 2-layer model."""
+    import dataclasses
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        ops = written = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func.overloadpacket.__name__ not in _VIEWS:
+                self.ops += 1
+                outs = out if isinstance(out, (tuple, list)) else [out]
+                self.written += sum(o.numel() * o.element_size() for o in outs if isinstance(o, torch.Tensor))
+            return out
+
+    work = []
+    for layers in (2, 4):
+        cfg = dataclasses.replace(CFG, num_layers=layers)
+        model = init_random_weights(CausalWanModel(cfg, elementwise=elementwise).eval(), 0).to(torch.bfloat16)
+        kv = make_kv_cache("dynamic", cfg, 1, 6, 2, torch.bfloat16, "cpu")
+        xattn = CrossAttnCache(cfg, 1, torch.bfloat16, "cpu")
+        x = torch.randn(1, cfg.in_dim, 3, cfg.latent_height, cfg.latent_width, dtype=torch.bfloat16)
+        args = (x, torch.full((1, 3), 500.0), torch.randn(1, 11, cfg.text_dim, dtype=torch.bfloat16), kv, xattn, 0)
+        with torch.no_grad():
+            model(*args)   # fills the cross-attention cache: the steady forward is counted
+            with Count() as c:
+                model(*args)
+        work.append((c.ops, c.written))
+    return (work[1][0] - work[0][0]) / 2, (work[1][1] - work[0][1]) / 2
+
+
+def test_fused_runs_fewer_kernels_and_writes_fewer_bytes_per_layer():
+    """What the knob is for: on the tiny config 78 -> 54 compute ops and 530 -> 351 kB written
+    per layer (CPU dispatch; on a GPU rms_norm is one kernel, so fused saves a few more)."""
+    ref_ops, ref_bytes = _per_layer_work("reference")
+    ops, written = _per_layer_work("fused")
+    assert ops <= 0.75 * ref_ops, (ops, ref_ops)
+    assert written <= 0.75 * ref_bytes, (written, ref_bytes)
