@@ -8,7 +8,7 @@
 #     `lltrace diff bal-before bal-after`;
 #  4. if time is left, ultra with TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1.
 # Every step has its own time limit and the whole call stops starting steps after BUDGET_S
-# (default 500 s), so the table at the end is always printed.
+# (default 540 s; give the call timeout_s 600), so the table at the end is always printed.
 #
 # Results in $OUT (at most 8 files come back): bench.tar (bench-*.json, floor-*.json),
 # bal-before.tar, bal-after.tar (run directories), summary.txt (the table).
@@ -27,7 +27,7 @@ python3 -c "import torch; print('torch.version.cuda', torch.version.cuda)"
 . scripts/device/setup.sh || exit 1
 export LLTRACE_TRACES=/tmp/runs
 T0=$SECONDS
-BUDGET_S=${BUDGET_S:-500}
+BUDGET_S=${BUDGET_S:-540}
 mkdir -p /tmp/perf/bench /tmp/runs
 FA4=$(python3 -c "from lltrace.pipeline.attention import flash4_available as f; print(int(f()))")
 quiet() { grep -v -E "torchao|_pytree|^W1|USDT|UserWarning|warnings.warn"; }
@@ -51,9 +51,9 @@ for p in ultra balanced; do
 done
 for mode in before:reference after:fused; do
   name=bal-${mode%%:*}
-  room 80 $name || continue
+  room 100 $name || continue
   echo "== $name: lltrace run -p balanced --headless --frames 33 --set elementwise=${mode##*:}"
-  timeout 80 python3 -m lltrace run -p balanced --headless --frames 33 --set elementwise=${mode##*:} \
+  timeout 100 python3 -m lltrace run -p balanced --headless --frames 33 --set elementwise=${mode##*:} \
     --set attention=sdpa --no-doctor -o /tmp/runs/$name 2>&1 | quiet | tail -6
   [ -d /tmp/runs/$name ] && tar -C /tmp/runs -cf $OUT/$name.tar $name
 done
