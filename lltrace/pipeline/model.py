@@ -21,12 +21,13 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from lltrace.pipeline.attention import attention, resolve_backend
 from lltrace.pipeline.config import ModelConfig
 from lltrace.pipeline.kv_cache import CrossAttnCache, KVCache
+from lltrace.pipeline.presets import ELEMENTWISE
 
 ROPE_THETA = 10000.0
 # Wan builds RoPE tables for 1024 positions per axis; a stream runs longer than 1024 latent
@@ -36,10 +37,21 @@ ROPE_MAX_HW = 1024
 
 
 # ----------------------------------------------------------------------------- norms
+# elementwise: "fused" (a preset knob, see CausalWanModel.set_elementwise) runs the norms on
+# the model-dtype tensor itself instead of an explicit float32 copy. That keeps Wan's float32
+# statistics: PyTorch's layer_norm / rms_norm kernels (CUDA and CPU) accumulate bf16/fp16
+# inputs in float32 (their "opmath" type) and round the result once, which is what the
+# reference's `.float() ... .type_as(x)` does, minus two full-size cast kernels and a
+# float32 tensor in memory per norm. The RMSNorm's weight is applied inside the kernel
+# (before the rounding, not after it): one rounding fewer than Wan, one kernel instead of four.
 class FP32LayerNorm(nn.LayerNorm):
     """Wan's LayerNorm: computed in float32, cast back (bf16 statistics drift)."""
 
+    fused = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         w = None if self.weight is None else self.weight.float()
         b = None if self.bias is None else self.bias.float()
         return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).type_as(x)
@@ -48,7 +60,11 @@ class FP32LayerNorm(nn.LayerNorm):
 class FP32RMSNorm(nn.RMSNorm):
     """Wan's RMSNorm over the full dim: normalised in float32, cast back, then scaled."""
 
+    fused = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
         return F.rms_norm(x.float(), self.normalized_shape, None, self.eps).type_as(x) * self.weight
 
 
@@ -90,7 +106,7 @@ class Rope3D:
             self._tables[name] = (torch.cos(ang).float(), torch.sin(ang).float())
         self._device = torch.device("cpu")
 
-    def to(self, device: torch.device) -> "Rope3D":
+    def to(self, device: torch.device) -> Rope3D:
         if device != self._device:
             self._tables = {k: (c.to(device), s.to(device)) for k, (c, s) in self._tables.items()}
             self._device = device
@@ -108,6 +124,16 @@ class Rope3D:
             out.append(grid.reshape(f * h * w, 1, -1))
         return out[0], out[1]
 
+    def fused_tables(self, start_frame, f: int, h: int, w: int, dtype: torch.dtype
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`tables` widened to [L, 1, head_dim] for apply_rope_fused, in `dtype`: cos repeated
+        per channel pair, sin as (-sin, +sin) per pair. Built once per forward, shared by the
+        30 layers' q and k."""
+        cos, sin = self.tables(start_frame, f, h, w)
+        pair = (*cos.shape, 2)   # expand + flatten: no data-dependent size, capturable
+        return (cos.unsqueeze(-1).expand(pair).flatten(-2).to(dtype),
+                torch.stack([-sin, sin], dim=-1).flatten(-2).to(dtype))
+
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate adjacent channel pairs (Wan's complex view) of x [B, L, heads, D] in float32."""
@@ -115,6 +141,20 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     x0, x1 = pairs[..., 0], pairs[..., 1]
     out = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1)
     return out.flatten(-2).type_as(x)
+
+
+def apply_rope_fused(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
+    """apply_rope in x's own dtype with Rope3D.fused_tables: x * cos + swap_pairs(x) * (-sin, sin).
+
+    Three kernels in bf16 eagerly (pair swap, mul, addcmul) where the float32 reference takes
+    about seven over twice the bytes; under torch.compile it is one pointwise kernel either way.
+    Precision: the reference rounds its result to bf16 too; here the tables (|cos|, |sin| <= 1,
+    angles computed in float64) and the two products are rounded to bf16 as well, which adds
+    at most a few bf16 ulps (relative 2^-8) to q and k. Attention then runs on bf16 q/k anyway.
+    tests/test_model_fused.py holds the whole forward to the float32 reference.
+    """
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+    return torch.addcmul(x * cos2, swapped, sin2)
 
 
 # ----------------------------------------------------------------------------- attention
@@ -130,11 +170,14 @@ class _Attention(nn.Module):
 
 
 class CausalSelfAttention(_Attention):
+    fused = False   # rope: (cos, sin) of Rope3D.tables, or Rope3D.fused_tables when fused
+
     def project(self, x, rope):
         """RoPE'd q, k and v of x, [B, L, heads, head_dim]."""
         b, n, d = x.shape[0], self.num_heads, self.head_dim
-        q = apply_rope(self.norm_q(self.q(x)).view(b, -1, n, d), *rope)
-        k = apply_rope(self.norm_k(self.k(x)).view(b, -1, n, d), *rope)
+        rotate = apply_rope_fused if self.fused else apply_rope
+        q = rotate(self.norm_q(self.q(x)).view(b, -1, n, d), *rope)
+        k = rotate(self.norm_k(self.k(x)).view(b, -1, n, d), *rope)
         return q, k, self.v(x).view(b, -1, n, d)
 
     def attend(self, q, k, v, mask):
@@ -167,9 +210,11 @@ class CrossAttention(_Attention):
 
 
 # ----------------------------------------------------------------------------- blocks
-def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, fused: bool = False) -> torch.Tensor:
     """x [B, F*S, C] with per-frame shift/scale [B, F, 1, C]."""
     f = shift.shape[1]
+    if fused:   # one full-size kernel (addcmul) instead of two; same operations, same dtype
+        return torch.addcmul(shift, x.unflatten(1, (f, -1)), 1 + scale).flatten(1, 2)
     return (x.unflatten(1, (f, -1)) * (1 + scale) + shift).flatten(1, 2)
 
 
@@ -177,7 +222,17 @@ def _gate(y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     return (y.unflatten(1, (gate.shape[1], -1)) * gate).flatten(1, 2)
 
 
+def _add_gated(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, fused: bool) -> torch.Tensor:
+    """x + _gate(y, gate): the residual add of a gated branch (one addcmul kernel when fused)."""
+    if fused:
+        f = gate.shape[1]
+        return torch.addcmul(x.unflatten(1, (f, -1)), y.unflatten(1, (f, -1)), gate).flatten(1, 2)
+    return x + _gate(y, gate)
+
+
 class CausalWanBlock(nn.Module):
+    fused = False   # adaLN modulation and gating as addcmul (CausalWanModel.set_elementwise)
+
     def __init__(self, cfg: ModelConfig, backend: str):
         super().__init__()
         dim, eps = cfg.dim, cfg.eps
@@ -192,11 +247,12 @@ class CausalWanBlock(nn.Module):
 
     def forward(self, x, e0, context, rope, kv_cache, cross_kv, layer_idx, current_start):
         shift, scale, gate, shift2, scale2, gate2 = (self.modulation.unsqueeze(1) + e0).chunk(6, dim=2)
-        y = self.self_attn(_modulate(self.norm1(x), shift, scale), rope, kv_cache, layer_idx, current_start)
-        x = x + _gate(y, gate)
+        fused = self.fused
+        y = self.self_attn(_modulate(self.norm1(x), shift, scale, fused), rope, kv_cache, layer_idx, current_start)
+        x = _add_gated(x, y, gate, fused)
         x = x + self.cross_attn(self.norm3(x), context, *cross_kv)
-        y = self.ffn(_modulate(self.norm2(x), shift2, scale2))
-        return x + _gate(y, gate2)
+        y = self.ffn(_modulate(self.norm2(x), shift2, scale2, fused))
+        return _add_gated(x, y, gate2, fused)
 
     # -- the same block in two tensor-only halves, for regional torch.compile ------------------
     # The KV-cache update (Python ints, per-layer lists) and the attention over the cache
@@ -204,14 +260,15 @@ class CausalWanBlock(nn.Module):
     # compiled code sees no int that changes per layer or per block and never recompiles.
     def pre_attn(self, x, e0, rope):
         mods = (self.modulation.unsqueeze(1) + e0).chunk(6, dim=2)
-        q, k, v = self.self_attn.project(_modulate(self.norm1(x), mods[0], mods[1]), rope)
+        q, k, v = self.self_attn.project(_modulate(self.norm1(x), mods[0], mods[1], self.fused), rope)
         return q, k, v, mods
 
     def post_attn(self, x, attn, mods, context, cache_k, cache_v):
-        x = x + _gate(self.self_attn.o(attn.flatten(2)), mods[2])
+        fused = self.fused
+        x = _add_gated(x, self.self_attn.o(attn.flatten(2)), mods[2], fused)
         x = x + self.cross_attn(self.norm3(x), context, cache_k, cache_v)
-        y = self.ffn(_modulate(self.norm2(x), mods[3], mods[4]))
-        return x + _gate(y, mods[5])
+        y = self.ffn(_modulate(self.norm2(x), mods[3], mods[4], fused))
+        return _add_gated(x, y, mods[5], fused)
 
     def forward_split(self, x, e0, context, rope, kv_cache, cross_kv, layer_idx, current_start):
         q, k, v, mods = self.pre_attn(x, e0, rope)
@@ -221,6 +278,8 @@ class CausalWanBlock(nn.Module):
 
 
 class Head(nn.Module):
+    fused = False
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.norm = FP32LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
@@ -230,7 +289,7 @@ class Head(nn.Module):
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """e [B, F, 1, C]: the per-frame time embedding (before time_projection)."""
         shift, scale = (self.modulation.unsqueeze(1) + e).chunk(2, dim=2)
-        return self.head(_modulate(self.norm(x), shift, scale))
+        return self.head(_modulate(self.norm(x), shift, scale, self.fused))
 
 
 # ----------------------------------------------------------------------------- model
@@ -240,11 +299,13 @@ class CausalWanModel(nn.Module):
     `attention_backend` is "sdpa" | "flash" | "auto" ("auto"/"flash" look at this machine:
     pass the result of `resolve_backend(name, device)` to pin it); `self.attention_backend`
     is the one that runs (masked attention of the static KV cache always runs SDPA).
+    `elementwise` is "reference" (Wan's float32 RoPE and norm casts) or "fused"
+    (set_elementwise: the same steps in the model's dtype, fewer kernels).
     No instrumentation inside: lltrace.capture.hooks puts the ll/layer[k], ll/self_attn, ...
     regions (docs/FORMATS.md §1) on these module names, and ll/kv_update on `kv_cache.update`.
     """
 
-    def __init__(self, cfg: ModelConfig, attention_backend: str = "sdpa"):
+    def __init__(self, cfg: ModelConfig, attention_backend: str = "sdpa", elementwise: str = "reference"):
         super().__init__()
         if attention_backend != "sdpa":
             attention_backend = resolve_backend(attention_backend,
@@ -260,6 +321,21 @@ class CausalWanModel(nn.Module):
         self.blocks = nn.ModuleList(CausalWanBlock(cfg, attention_backend) for _ in range(cfg.num_layers))
         self.head = Head(cfg)
         self.rope = Rope3D(cfg.head_dim)
+        self.set_elementwise(elementwise)
+
+    def set_elementwise(self, mode: str) -> None:
+        """"reference": RoPE in float32 and the norms through explicit float32 copies, as Wan
+        and LongLive compute them. "fused": RoPE in the model's dtype with full-width tables
+        built once per forward (apply_rope_fused), the norms on the model-dtype tensor (float32
+        statistics inside the kernel, see FP32LayerNorm), and the adaLN modulation and gated
+        residual adds as single addcmul kernels. Set before torch.compile: compiled code
+        specialises on it (no guard ever changes after)."""
+        if mode not in ELEMENTWISE:
+            raise ValueError(f"elementwise must be one of {ELEMENTWISE}, got {mode!r}")
+        self.elementwise = mode
+        for m in self.modules():
+            if isinstance(m, (FP32LayerNorm, FP32RMSNorm, CausalSelfAttention, CausalWanBlock, Head)):
+                m.fused = mode == "fused"
 
     # -- pieces, also used by tests' reference implementations ---------------------------------
     def embed_text(self, context: torch.Tensor) -> torch.Tensor:
@@ -306,9 +382,17 @@ class CausalWanModel(nn.Module):
         x = self.patch_embedding(x.to(dtype))
         grid = tuple(x.shape[2:])
         x = x.flatten(2).transpose(1, 2)
+        if self.elementwise == "fused":
+            # addcmul's output takes its inputs' layout: from the transposed view above, layer 0
+            # would hand layer 1 other strides than it got, and the compiled halves (guarded on
+            # strides) would compile twice. A contiguous stream keeps every layer's the same.
+            x = x.contiguous()
         e, e0 = self.embed_time(t, grid[0])
         ctx = None if crossattn_cache.ready else self.embed_text(context)
-        rope = self.rope.tables(self.start_frame(current_start), *grid)
+        if self.elementwise == "fused":
+            rope = self.rope.fused_tables(self.start_frame(current_start), *grid, x.dtype)
+        else:
+            rope = self.rope.tables(self.start_frame(current_start), *grid)
         for i, block in enumerate(self.blocks):
             cross_kv = (crossattn_cache.k[i], crossattn_cache.v[i])
             x = block(x, e0, ctx, rope, kv_cache, cross_kv, i, current_start)

@@ -1,4 +1,9 @@
-"""Per-preset optimizations of the generator: fp8 linears, regional compile, CUDA graphs.
+"""Per-preset optimizations of the generator: fused elementwise, fp8 linears, regional compile,
+CUDA graphs.
+
+- elementwise: "fused" runs RoPE, the norms and the adaLN modulation / gating in the model's
+  dtype with fewer kernels (CausalWanModel.set_elementwise); set first, so that compiled code
+  and captured graphs are built from the fused forward.
 
 - fp8: torchao float8 dynamic activation + weight quantization with per-row scales on the
   transformer blocks' linears (H100: SM 8.9+). In eager mode its quantize kernels are unfused
@@ -16,20 +21,25 @@
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from lltrace import names
 from lltrace.errors import LltraceError, NeedsCudaError
+from lltrace.pipeline.attention import describe_backend
 
 
 def apply(pipe) -> dict:
     """Apply the preset's fp8 / compile / cuda_graphs to `pipe`; returns what was done."""
     p, done = pipe.preset, {}
+    pipe.generator.set_elementwise(p.elementwise)
+    if p.elementwise != "reference":
+        done["elementwise"] = p.elementwise
+    done["attention"] = describe_backend(pipe.attention_backend)
     if p.fp8:
         done["fp8_linears"] = apply_fp8(pipe.generator, pipe.device)
     if p.compile:
@@ -56,7 +66,11 @@ def apply_fp8(model: nn.Module, device: torch.device) -> int:
     if torch.cuda.get_device_capability(device) < (8, 9):
         raise LltraceError(f"fp8 needs an SM 8.9+ GPU (Ada/Hopper); this is {torch.cuda.get_device_name(device)}")
     try:
-        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+        from torchao.quantization import (
+            Float8DynamicActivationFloat8WeightConfig,
+            PerRow,
+            quantize_,
+        )
     except ImportError as exc:
         raise LltraceError(f"fp8 needs torchao ({exc})", "pip install torchao") from None
     n = sum(1 for fqn, m in model.named_modules() if _fp8_filter(m, fqn))

@@ -13,8 +13,13 @@ from lltrace.paths import configs_dir
 
 DTYPES = ("bfloat16", "float16", "float32")
 DECODERS = ("wan", "fast", "none")
-ATTENTION = ("auto", "sdpa", "flash")
+ATTENTION = ("auto", "sdpa", "flash", "flash4")   # lltrace.pipeline.attention.BACKENDS
 KV_CACHES = ("dynamic", "static")
+# How the DiT computes RoPE, the norms' casts and the adaLN modulation / gating:
+# "reference" as Wan and LongLive do (float32), "fused" in the model's dtype with fewer
+# kernels (lltrace.pipeline.model.CausalWanModel.set_elementwise says what changes and why
+# it stays within bf16 tolerance).
+ELEMENTWISE = ("reference", "fused")
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class Preset:
     decoder_graph: bool = False            # CUDA graph of a steady block's decode (CUDA only)
     decode_async: bool = False             # decode on a 2nd CUDA stream, overlapping the next block
     # --- end of decoder knobs ---------------------------------------------------------------
+    elementwise: str = "reference"
 
     @property
     def steps(self) -> int:
@@ -82,7 +88,7 @@ def _validate(p: Preset, where: str) -> None:
     if not (0 <= p.context_noise < 1000):
         raise bad("context_noise", "must be in [0, 1000)")
     for knob, valid in (("dtype", DTYPES), ("decoder", DECODERS), ("attention", ATTENTION),
-                        ("kv_cache", KV_CACHES)):
+                        ("kv_cache", KV_CACHES), ("elementwise", ELEMENTWISE)):
         if getattr(p, knob) not in valid:
             raise bad(knob, f"{getattr(p, knob)!r} is not one of {', '.join(valid)}")
     _validate_decoder_knobs(p, bad)

@@ -1,0 +1,67 @@
+"""Attention backends: flash-attn 2 and flash-attn-4 are found by their own modules, a flash
+backend that cannot run here is a one-line error, and meta.json's line names what runs."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lltrace.commands.cli import main
+from lltrace.errors import LltraceError, NeedsCudaError
+from lltrace.pipeline import attention as att
+from lltrace.pipeline.presets import ATTENTION
+
+
+def _fake_package(root, *files):
+    for rel in files:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+
+
+def test_presets_offer_exactly_the_backends():
+    assert ATTENTION == att.BACKENDS and "flash4" in ATTENTION
+
+
+def test_flash4_alone_is_not_taken_for_flash_attn_2(tmp_path, monkeypatch):
+    # FA4's wheel has flash_attn/cute/ and no flash_attn/__init__.py: `flash_attn` is then a
+    # namespace package, which a bare find_spec("flash_attn") would report as FA2.
+    assert not att.flash4_available()
+    _fake_package(tmp_path, "flash_attn/cute/__init__.py", "flash_attn/cute/interface.py")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert att.flash4_available() and not att.flash_available()
+    _fake_package(tmp_path, "flash_attn/__init__.py", "flash_attn/flash_attn_interface.py")
+    assert att.flash4_available() and att.flash_available()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_flash4_on_cpu_needs_cuda_and_auto_never_picks_it(tmp_path, monkeypatch):
+    _fake_package(tmp_path, "flash_attn/cute/interface.py")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(NeedsCudaError, match="'flash4' \\(flash-attn-4\\) needs CUDA"):
+        att.resolve_backend("flash4", "cpu")
+    assert att.resolve_backend("auto", "cpu") == "sdpa"
+    with pytest.raises(LltraceError, match="unknown attention backend"):
+        att.resolve_backend("flash5", "cpu")
+
+
+def test_flash_backends_on_cpu_tensors_run_sdpa():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 6, 2, 8) for _ in range(3))
+    want = att.attention(q, k, v, "sdpa")
+    for backend in ("flash", "flash4"):
+        assert not att.flash_used(backend, q, None)
+        torch.testing.assert_close(att.attention(q, k, v, backend), want)
+
+
+def test_describe_names_the_kernel_that_runs():
+    assert att.describe_backend("sdpa").startswith("sdpa: torch.nn.functional.scaled_dot_product_attention")
+    line = att.describe_backend("flash4")
+    assert line.startswith("flash4: flash-attn-4") and "flash_attn.cute" in line and "masked" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_cli_asking_for_flash4_on_cpu_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LLTRACE_TRACES", str(tmp_path / "traces"))
+    assert main(["run", "--headless", "--frames", "5", "--set", "attention=flash4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "flash4" in err and "needs CUDA" in err and len(err.splitlines()) == 1
