@@ -38,7 +38,7 @@ def diff(a, b, depth, top, expand, as_json, as_markdown, fail_above, metric, str
 
     from lltrace.analysis import diff as diff_mod
     from lltrace.analysis import gate as gate_mod
-    from lltrace.analysis.side import load_side
+    from lltrace.analysis.side import load_sides
     from lltrace.errors import LltraceError
     from lltrace.ui import diff_report
 
@@ -50,13 +50,8 @@ def diff(a, b, depth, top, expand, as_json, as_markdown, fail_above, metric, str
         raise LltraceError("--metric chooses what --fail-above checks: give --fail-above PCT too")
 
     err = Console(stderr=True)
-    sides = []
-    for label, path in (("A", a), ("B", b)):
-        with err.status(f"reading {label}: {path}") if err.is_terminal else contextlib.nullcontext():
-            try:
-                sides.append(load_side(path))
-            except LltraceError as exc:
-                raise LltraceError(f"{label}: {exc.message}", exc.hint) from None
+    with err.status(f"reading A and B: {a}, {b}") if err.is_terminal else contextlib.nullcontext():
+        sides = load_sides(a, b)         # at the same time; an error names its side
     result = diff_mod.diff(*sides, alpha=alpha, min_effect=effect)
     verdict = gate_mod.gate(result, threshold, metric, strict) if threshold is not None else None
 

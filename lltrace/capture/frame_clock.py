@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
-import torch
 
 from lltrace.capture.events import TimeBase
 
@@ -208,6 +207,7 @@ class FrameClock:
                  on_switch: list[Callable[[SwitchRecord], None]] | None = None,
                  on_start: list[Callable[[TimeBase], None]] | None = None,
                  poll_interval_s: float = 0.001):
+        import torch   # here, not at import: reading a run directory (budget, diff, view) needs no torch
         device = torch.device(device)
         self.cuda = device.type == "cuda" and torch.cuda.is_available()
         self.clock = "cuda" if self.cuda else "host"
@@ -244,6 +244,7 @@ class FrameClock:
 
     # -- boundaries, called on the hot path -----------------------------------------------------
     def run_started(self) -> None:
+        import torch   # lazy, as in __init__
         if self.cuda:
             # Once, at the request (not on the hot path): with the device idle, the start event
             # completes at once, so device time since it is time since the request.
@@ -323,6 +324,7 @@ class FrameClock:
     its frames are `profiled`, not `steady`, so the steady statistics leave the profiler out."""
 
     def _mark(self, what: str, *args) -> None:
+        import torch   # lazy, as in __init__
         now = None
         if self.origin is None:  # the run's start on the host clock (normally run_started)
             self.origin = TimeBase.now()
@@ -340,6 +342,7 @@ class FrameClock:
 
     # -- resolution -----------------------------------------------------------------------------
     def _poll_loop(self) -> None:
+        import torch   # lazy, as in __init__
         try:
             if self.device.index is not None:
                 torch.cuda.set_device(self.device.index)

@@ -34,6 +34,7 @@ from lltrace.capture.recompiles import RecompileMonitor
 from lltrace.capture.regions import LEVELS, check_level, enabled_at
 from lltrace.capture.rundir import RunDirectory, summary_from_stats, write_json_atomic
 from lltrace.errors import LltraceError
+from lltrace.words import count
 from lltrace.pipeline.vae import video_frames
 
 
@@ -248,14 +249,14 @@ class Session:
                 if self.ended is not None:
                     status, reason, message = self.ended
                 else:
-                    message = f"{self.observer.blocks_done} blocks"
+                    message = count(self.observer.blocks_done, "block")
                 self.observer.run_finished()
             except KeyboardInterrupt as exc:
                 interrupted, interrupted_in_block = exc, self.observer.in_block
                 status = "interrupted"
                 reason = "sigterm" if isinstance(exc, Terminated) else "sigint"
                 message = f"interrupted during block {self.observer.blocks_done}" if interrupted_in_block else \
-                    f"interrupted after {self.observer.blocks_done} blocks"
+                    f"interrupted after {count(self.observer.blocks_done, 'block')}"
             except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised below
                 interrupted_in_block = self.observer.in_block
                 status, reason = "error", type(exc).__name__
@@ -284,12 +285,12 @@ class Session:
                 # The KeyboardInterrupt was caught by code it landed in (a library's
                 # `except BaseException`, a finalizer): the signal still ends the run here.
                 self.ended = ("interrupted", "sigterm" if self._signalled == signal.SIGTERM else "sigint",
-                              f"interrupted after {block_no} blocks")
+                              f"interrupted after {count(block_no, 'block')}")
                 self._event(RunEvent("note", f"{self.ended[1]} was swallowed inside block {block_no - 1}: "
                                              "stopped at the block boundary", {"source": "session"}))
                 return
             if self._stop.is_set():
-                self.ended = ("interrupted", "stopped", f"stopped after {block_no} blocks")
+                self.ended = ("interrupted", "stopped", f"stopped after {count(block_no, 'block')}")
                 return
             if live is not None:
                 self._live_switch(block_no, live)
