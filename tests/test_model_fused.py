@@ -112,9 +112,10 @@ def test_the_knob_sets_every_fused_module_and_is_validated():
     with pytest.raises(ValueError, match="elementwise"):
         model.set_elementwise("triton")
     assert load_preset("baseline").elementwise == "reference"   # LongLive as published
-    for name in ("balanced", "turbo", "turbo-fp8", "ultra"):
-        assert load_preset(name).elementwise == "fused"
-    assert load_preset("balanced", {"elementwise": "reference"}).elementwise == "reference"
+    assert load_preset("ultra").elementwise == "fused"     # measured on the H200 (BENCHMARKS.md)
+    for name in ("balanced", "turbo", "turbo-fp8"):            # not measured there yet
+        assert load_preset(name).elementwise == "reference"
+    assert load_preset("balanced", {"elementwise": "fused"}).elementwise == "fused"
     with pytest.raises(LltraceError, match="elementwise.*reference, fused"):
         load_preset("balanced", {"elementwise": "bf16"})
 
@@ -122,7 +123,7 @@ def test_the_knob_sets_every_fused_module_and_is_validated():
 def test_the_pipeline_applies_and_records_the_knob():
     from lltrace.pipeline.generator import StreamingPipeline
 
-    pipe = StreamingPipeline(load_preset("balanced", {"compile": "false"}), model="tiny", device="cpu")
+    pipe = StreamingPipeline(load_preset("balanced", {"compile": "false", "elementwise": "fused", **{"decoder_compile": "off", "decoder_graph": "off"}}), model="tiny", device="cpu")
     assert pipe.generator.elementwise == "fused" and pipe.generator.blocks[0].norm1.fused
     described = pipe.describe()["optimizations"]
     assert described["elementwise"] == "fused"

@@ -10,6 +10,10 @@ from lltrace.pipeline import optimize
 from lltrace.pipeline.generator import StreamingPipeline
 from lltrace.pipeline.presets import load_preset
 
+# balanced ships a compiled, CUDA-graphed decoder: off here (the graph needs CUDA; the decoder
+# compile is tests/test_decoder_optimized.py's)
+CPU_DECODER = {"decoder_compile": "off", "decoder_graph": "off"}
+
 
 @pytest.mark.slow
 def test_compiled_blocks_do_not_recompile_and_match_eager(monkeypatch):
@@ -18,7 +22,7 @@ def test_compiled_blocks_do_not_recompile_and_match_eager(monkeypatch):
     monkeypatch.setattr(optimize, "COMPILE_BACKEND", "eager")
     torch._dynamo.reset()
     counters.clear()
-    p = dataclasses.replace(load_preset("balanced"), local_attn_size=6, sink_size=2)
+    p = dataclasses.replace(load_preset("balanced", CPU_DECODER), local_attn_size=6, sink_size=2)
     compiled = StreamingPipeline(p, model="tiny", device="cpu")
     assert compiled.optimizations["compiled_blocks"] == compiled.model_config.num_layers
     got = [b.latents for b in compiled.stream("a cat", 6, {4: "a dog"})]
@@ -43,7 +47,7 @@ def test_op_regions_leave_the_compiled_halves_alone(monkeypatch):
     monkeypatch.setattr(optimize, "COMPILE_BACKEND", "eager")
     torch._dynamo.reset()
     counters.clear()
-    pipe = StreamingPipeline(load_preset("balanced"), model="tiny", device="cpu")
+    pipe = StreamingPipeline(load_preset("balanced", CPU_DECODER), model="tiny", device="cpu")
     handle = instrument_module(pipe.generator, "op")
     handle.add(wrap_method(pipe.kv_cache, "update", "ll/kv_update", "op"))
     installed = dict(handle.installed)

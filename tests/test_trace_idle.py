@@ -122,7 +122,7 @@ def test_budget_json_round_trips_idle(tmp_path):
     assert again.idle["sync_sites"][0]["op"] == "aten::_local_scalar_dense"
 
 
-@pytest.mark.parametrize("run", ["h200-ultra", "h200-balanced", "h100-baseline"])
+@pytest.mark.parametrize("run", ["h200-ultra", "h200-balanced", "h100-baseline", "h200-longlive-v1"])
 def test_real_runs_classify_their_idle_time(run):
     b = load_budget(EX / run)
     idle = b.idle
@@ -200,3 +200,17 @@ def test_cpu_run_names_the_planted_item_line_and_its_count_per_block(tmp_path, m
     assert sum(s["per_block"] for s in planted) == forwards_per_block
     # every op that would sync on a GPU is named by its line (here: the scheduler's table lookups)
     assert all(s["line"] for s in b.idle["sync_sites"]), b.idle["sync_sites"]
+
+
+def test_longlive_v1_syncs_are_named_by_their_lines():
+    """LongLive v1.0's own pipeline on the H200 under `lltrace run --script`: its per-layer
+    .item() calls come out as lines of its attention, with their count per block."""
+    b = load_budget(EX / "h200-longlive-v1")
+    sites = b.idle["sync_sites"]
+    named = sum(s["count"] for s in sites if s["line"])
+    assert named >= 0.99 * sum(s["count"] for s in sites)
+    by_line: dict[str, int] = {}
+    for s in sites:
+        by_line[s["line"]] = by_line.get(s["line"], 0) + s["count"]
+    top, n = max(by_line.items(), key=lambda kv: kv[1])
+    assert top.endswith("wan/modules/causal_model.py:288 forward") and n == 600   # 2 blocks
