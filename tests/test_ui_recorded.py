@@ -184,3 +184,31 @@ def test_view_app_of_a_trace_file_and_of_a_budget_json(tmp_path):
 
     for path in (trace, budget_json):
         asyncio.run(go(path))
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "traces" / "examples"
+
+
+@pytest.mark.skipif(not (EXAMPLES / "h200-baseline").is_dir(), reason="example runs not in this checkout")
+def test_graphs_panel_shows_what_graphs_could_save_from_the_window():
+    """The CUDA-graph panel gives the upper bound measured in the profiled window: the worst
+    forward's launch-bound gaps (issue #16), the same figure `lltrace budget` prints."""
+    from lltrace.trace.budget import load_budget
+    from lltrace.ui.app import LltraceApp
+    from lltrace.ui.widgets import GraphsPanel
+    from lltrace.ui.widgets.panels import graphs_could_save
+
+    run = EXAMPLES / "h200-baseline"
+    worst = load_budget(run).idle["launch_bound_per_forward"][0]
+    want = graphs_could_save(load_budget(run).idle)
+    assert want == f"<= {worst['ms']:,.2f} ms per {worst['forward']}"
+    assert graphs_could_save({"launch_bound_per_forward": []}) is None and graphs_could_save(None) is None
+
+    async def go():
+        app = LltraceApp(recorded=run)
+        async with app.run_test(size=(150, 45)) as pilot:
+            await _settle(pilot, app)
+            panel = app.query_one(GraphsPanel)
+            assert panel.status.could_save == want
+            assert want in plain(panel.render(), width=120)
+    asyncio.run(go())

@@ -51,7 +51,8 @@ from lltrace.ui.live import (BlockFinished, DoctorChecked, EventArrived, FrameRe
 from lltrace.ui.widgets import (BudgetTree, EventLog, FoldedPanels, GraphsPanel, HelpScreen, KnobsPanel, LatencyPlot,
                                 MemoryPanel, StatsPanel)
 from lltrace.ui.verdict import FRAME_BUDGET_MS
-from lltrace.ui.widgets.panels import DOCTOR_CHECKING, DOCTOR_FAILED, GraphStatus, MemoryStatus, read_memory
+from lltrace.ui.widgets.panels import (DOCTOR_CHECKING, DOCTOR_FAILED, GraphStatus, MemoryStatus, graphs_could_save,
+                                       read_memory)
 from lltrace.words import count, plural
 
 TALL_ROWS = 45      # from this height the CUDA-graph / memory / preset panels get their rows
@@ -334,6 +335,10 @@ class LltraceApp(App):
         b = m.budget
         what = "GPU" if b.metric == "gpu" else "host"
         tree.border_subtitle = f"{m.message}: {what} time{' (partial)' if b.partial else ''}"
+        save = graphs_could_save(b.idle)
+        if save != self._graphs.could_save:
+            self._graphs = replace(self._graphs, could_save=save)
+            self._show_graphs(self._graphs)
 
     # -- recorded runs -------------------------------------------------------------------------------
     def on_recorded_loaded(self, m: RecordedLoaded) -> None:

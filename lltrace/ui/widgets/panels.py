@@ -38,6 +38,17 @@ class GraphStatus:
     verdict: str | None = None          # the pre-flight doctor's line (doctor_report.panel_verdict);
                                         # None: no doctor ran (--no-doctor, a recorded run)
     verdict_where: str | None = None    # file:line of the finding the verdict names
+    could_save: str | None = None       # from a profiled window: graphs_could_save(budget)
+
+
+def graphs_could_save(idle: dict[str, Any] | None) -> str | None:
+    """The upper bound of what CUDA graphs (or fusion) could win, from a window's idle analysis:
+    the launch-bound gaps of its worst forward (lltrace.trace.idle), e.g. "<= 19.98 ms per
+    block/step[3]"; None when the window has none."""
+    worst = ((idle or {}).get("launch_bound_per_forward") or [None])[0]
+    if not worst or worst.get("ms", 0) <= 0:
+        return None
+    return f"<= {worst['ms']:,.2f} ms per {worst['forward']}"
 
 
 DOCTOR_CHECKING = "checking…"
@@ -77,6 +88,9 @@ class GraphsPanel(Widget):
             # The full doctor (compile checks, every stage) drives the pipeline itself: not while a
             # run uses it. The "doctor" row below is its CUDA-graph pre-flight, run before the run.
             grid.add_row("why", Text("lltrace doctor names the line and the fix", style="dim"))
+        if s.could_save:
+            # measured in the profiled window: its launch-bound gaps (`lltrace budget`'s idle)
+            grid.add_row("graphs save", Text(s.could_save, style="yellow"))
         if s.verdict is not None:
             grid.add_row("doctor", _verdict(s.verdict))
             if s.verdict_where:
