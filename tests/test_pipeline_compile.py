@@ -73,5 +73,5 @@ def test_bench_times_the_compiled_forward_without_recompiling(monkeypatch):
     monkeypatch.setattr(optimize, "COMPILE_BACKEND", "eager")
     torch._dynamo.reset()
     counters.clear()
-    bench_preset(load_preset("turbo", {"decoder": "fast"}), device="cpu", model="tiny", warmup_blocks=2, blocks=2)
+    bench_preset(load_preset("turbo", {"decoder": "fast", **CPU_DECODER}), device="cpu", model="tiny", warmup_blocks=2, blocks=2)
     assert counters["stats"]["unique_graphs"] == 3   # as in generate_block alone: nothing recompiled
