@@ -41,7 +41,7 @@ TREE_TOTAL = {GPU: ("gpu_ms", f"{LABEL[GPU]} ms"), CPU: ("host_ms", f"{LABEL[CPU
 
 # ----------------------------------------------------------------------------- results
 
-class _Change:
+class Change:
     """B - A and B's change in % of |A| (None without both values, or % when A is 0)."""
     a: float | None
     b: float | None
@@ -57,7 +57,7 @@ class _Change:
 
 
 @dataclass
-class Metric(_Change):
+class Metric(Change):
     """One headline number in A and B. `regression_pct` > 0 means B is worse."""
     name: str
     label: str
@@ -80,7 +80,7 @@ class Metric(_Change):
 
 
 @dataclass
-class NodeDiff(_Change):
+class NodeDiff(Change):
     """A budget tree node in A and B; values are ms per unit (see Diff.unit)."""
     path: NodePath
     name: str

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lltrace.analysis import noise
-from lltrace.analysis.diff import Diff, Metric, NodeDiff
+from lltrace.analysis.diff import Change, Diff, Metric, NodeDiff
 from lltrace.analysis.gate import Gate
 from lltrace.trace.budget import LABEL
 from lltrace.trace.kernels import short_names
@@ -95,7 +95,7 @@ def _header_lines(d: Diff) -> list[str]:
 
 
 @dataclass
-class GroupRow:
+class GroupRow(Change):
     """Repeated siblings (`layer[0..29]`) as one row: sums per unit, their verdicts counted."""
     name: str
     members: list[NodeDiff]
@@ -110,15 +110,6 @@ class GroupRow:
     def b(self) -> float | None:
         v = [m.b for m in self.members if m.b is not None]
         return sum(v) if v else None
-
-    @property
-    def delta(self) -> float | None:
-        return None if self.a is None or self.b is None else self.b - self.a
-
-    @property
-    def pct(self) -> float | None:
-        d = self.delta
-        return None if d is None or not self.a else 100.0 * d / abs(self.a)
 
     def verdicts(self) -> str:
         """The members' verdict when they agree, else the most common one and how many share it."""
