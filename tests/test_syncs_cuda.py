@@ -66,3 +66,21 @@ def test_on_cpu_no_function_mode_once_anything_is_compiled():
     s.start()
     assert len(_get_current_function_mode_stack()) == before
     s.stop()
+
+
+def test_a_sync_lltrace_makes_itself_is_named_as_lltraces(monkeypatch, tmp_path):
+    """`lltrace run --script` reads each root call's timestep (a sync on a GPU tensor): its
+    marker must name lltrace's line, not the user's call site above it."""
+    from lltrace import names
+    from lltrace.capture import script, syncs
+    monkeypatch.setattr(syncs, "_compiled_anything", lambda: False)
+    s = SyncSites(cuda=False)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        s.start()
+        script._timestep_value(torch.tensor([3.0]))
+        torch.ones(3).sum().item()
+        s.stop()
+    marks = [e.name for e in prof.events() if names.parse_sync_site(e.name)]
+    wheres = [names.parse_sync_site(m)[0] for m in marks]
+    assert any(w.startswith("lltrace/capture/script.py:") for w in wheres), wheres
+    assert any(w.startswith(f"tests/{Path(__file__).name}:") for w in wheres), wheres

@@ -7,7 +7,7 @@ that called `.item()`. So the line is taken where it is known, at the sync itsel
 - CUDA: `torch.cuda.set_sync_debug_mode("warn")` makes every synchronizing call (item, nonzero,
   a blocking copy to the host, torch.cuda.synchronize) raise a Python warning from inside the op;
   torch raises it as the op returns to Python, and the handler walks the Python stack to the
-  first frame outside torch and lltrace's wrappers and leaves a zero-length record_function
+  first frame outside torch and leaves a zero-length record_function
   marker there, right after the op. It costs nothing between syncs, so the recorded window
   keeps its launch gaps.
 - CPU (no syncs exist, but the same code would sync on a GPU): a TorchFunctionMode wraps the
@@ -33,8 +33,10 @@ from lltrace import names
 # torch's warning text for a synchronizing call under sync debug mode (c10/cuda/CUDAFunctions.cpp)
 SYNC_WARNING = r".*called a synchronizing CUDA operation.*"
 _TORCH_DIR = str(Path(torch.__file__).resolve().parent) + os.sep
-_CAPTURE_DIR = str(Path(__file__).resolve().parent) + os.sep   # lltrace's hooks and regions
-_SKIP = (_TORCH_DIR, _CAPTURE_DIR, str(Path(warnings.__file__).resolve()), "<frozen ")
+# torch's frames and this module's (the warning handler) are never the cause. lltrace's other
+# capture code is not skipped: its wrappers sit *outside* the user's frame that syncs, and a sync
+# lltrace makes itself (`lltrace run --script` reading a timestep) must be named as lltrace's.
+_SKIP = (_TORCH_DIR, str(Path(__file__).resolve()), str(Path(warnings.__file__).resolve()), "<frozen ")
 
 _T = torch.Tensor
 _WOULD_SYNC = frozenset({_T.item, _T.tolist, _T.__bool__, _T.__int__, _T.__float__, _T.__index__,
@@ -52,8 +54,8 @@ def _shown(path: str) -> str:
 
 
 def user_site(frame) -> str | None:
-    """The marker name for the first frame, from `frame` outwards, outside torch and lltrace's
-    capture wrappers; None if the whole stack is theirs."""
+    """The marker name for the first frame, from `frame` outwards, outside torch (and this
+    module); None if the whole stack is theirs."""
     while frame is not None:
         f = frame.f_code.co_filename
         if not f.startswith(_SKIP):
