@@ -83,8 +83,10 @@ def test_lltrace_tracks(tmp_path, run):
     # frames sit on the trace's clock: each block slice ends after its ll/block[i] range ends (its
     # frames are ready when the block's decode returns) and before the next block's range starts
     # (the trace's end for the last): bounds from the trace itself, not a wall-clock tolerance;
-    # 1 ms is what the clock sync may be off by
+    # SLACK is what the clock sync may be off by: its (marker, perf_counter) pair is two calls,
+    # which a busy 2-core machine can split by a few ms (seen: 1.45 ms under -n 2)
     assert result.clock == "ll/clock_sync marker"
+    SLACK_US = 5_000.0   # a block is ~300 ms: a frame misplaced by a block is still caught
     ranges = {e["name"]: e for e in data["traceEvents"] if e.get("cat") == "user_annotation"
               and e["name"].startswith("ll/block[")}
     blocks = [e for e in mine if e.get("cat") == "lltrace.block"]
@@ -94,8 +96,8 @@ def test_lltrace_tracks(tmp_path, run):
     for e in blocks:
         r = ranges[f"ll/block[{e['args']['block']}]"]
         next_start = next((t for t in starts if t > r["ts"]), trace_end)
-        assert r["ts"] + r["dur"] - 1000.0 <= e["ts"] + e["dur"] <= next_start + 1000.0
-        assert e["ts"] <= r["ts"] + 1000.0
+        assert r["ts"] + r["dur"] - SLACK_US <= e["ts"] + e["dur"] <= next_start + SLACK_US
+        assert e["ts"] <= r["ts"] + SLACK_US
     regions = [e for e in mine if e.get("cat") == "lltrace.region"]
     assert len(regions) == len(measure(load_trace(run)).regions)
 
