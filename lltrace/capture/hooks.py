@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -209,6 +209,21 @@ def instrument_module(model: nn.Module, level: str = "op",
     return handle
 
 
+def set_attr(obj: object, attr: str, value: Any) -> Callable[[], None]:
+    """Set `obj.attr = value`; returns the undo: the object's own previous value back, or the
+    attribute deleted when it had none of its own (so a class attribute shows through again)."""
+    own = vars(obj) if hasattr(obj, "__dict__") else {}
+    had_own, previous = attr in own, own.get(attr)
+    setattr(obj, attr, value)
+
+    def restore() -> None:
+        if had_own:
+            setattr(obj, attr, previous)
+        else:
+            delattr(obj, attr)
+    return restore
+
+
 def wrap_method(obj: object, attr: str, name: str, level: str = "op") -> InstrumentHandle:
     """Wrap `obj.attr` (a method of an object or of a class) in region `name`.
 
@@ -221,8 +236,6 @@ def wrap_method(obj: object, attr: str, name: str, level: str = "op") -> Instrum
     original = getattr(obj, attr, None)
     if not callable(original):
         raise LltraceError(f"cannot instrument {type(obj).__name__}.{attr}: not a method")
-    own = vars(obj) if hasattr(obj, "__dict__") else {}
-    had_own, previous = attr in own, own.get(attr)
     target = original
     if isinstance(obj, type):
         # On a class, wrap the plain function so that `self` is passed through.
@@ -241,15 +254,7 @@ def wrap_method(obj: object, attr: str, name: str, level: str = "op") -> Instrum
         # Kept out of compiled regions on purpose (e.g. the KV-cache update under regional
         # compile): keep the wrapper out too, so it runs eagerly and its region is recorded.
         wrapper = torch.compiler.disable(wrapper, recursive=True)
-    setattr(obj, attr, wrapper)
-
-    def restore():
-        if had_own:
-            setattr(obj, attr, previous)
-        else:
-            delattr(obj, attr)
-
-    handle._removers.append(restore)
+    handle._removers.append(set_attr(obj, attr, wrapper))
     owner = obj.__name__ if isinstance(obj, type) else type(obj).__name__
     handle.installed.append((f"{owner}.{attr}", name))
     return handle

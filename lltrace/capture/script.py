@@ -55,6 +55,7 @@ from lltrace.capture.hooks import (
     LEVEL_RANK,
     InstrumentHandle,
     instrument_module,
+    set_attr,
 )
 from lltrace.capture.regions import nvtx_enabled
 from lltrace.capture.session import RunResult, Session
@@ -169,13 +170,11 @@ class _Wrapped:
     def wrap(self, owner: Any, attr: str, before: Callable, after: Callable, label: str) -> None:
         """Call `token = before(args, kwargs)` and `after(token, out, ok)` around owner.attr
         (`ok`: it returned; after runs when it raised too)."""
-        own = vars(owner) if hasattr(owner, "__dict__") else {}
         current = getattr(owner, attr)
         if getattr(current, _WRAPPER, False):
             return
         # on a class, the plain function (so `self` passes through); on an instance, the bound method
         target = owner.__dict__.get(attr, current) if isinstance(owner, type) else current
-        had_own, previous = attr in own, own.get(attr)
 
         @functools.wraps(target)
         def wrapper(*args, **kwargs):
@@ -189,15 +188,7 @@ class _Wrapped:
                 after(token, out, ok)
 
         setattr(wrapper, _WRAPPER, True)
-        setattr(owner, attr, wrapper)
-
-        def restore():
-            if had_own:
-                setattr(owner, attr, previous)
-            else:
-                delattr(owner, attr)
-
-        self.removers.append(restore)
+        self.removers.append(set_attr(owner, attr, wrapper))
         self.names.append(label)
 
     def remove(self) -> None:
