@@ -38,31 +38,59 @@ bench() {  # name, limit, args...
   echo "== $name: lltrace bench $* --warmup 3 --blocks 6"
   timeout $limit python3 -m lltrace bench "$@" --warmup 3 --blocks 6 --out /tmp/perf/bench/bench-$name.json 2>&1 | quiet | tail -2
 }
-bench ultra-reference 90 -p ultra --set elementwise=reference --set attention=sdpa
-bench ultra-fused 90 -p ultra --set attention=sdpa
-[ "$FA4" = 1 ] && bench ultra-fused-flash4 90 -p ultra --set attention=flash4
-bench balanced-reference 100 -p balanced --set elementwise=reference --set attention=sdpa
-bench balanced-fused 100 -p balanced --set attention=sdpa
-[ "$FA4" = 1 ] && bench balanced-fused-flash4 90 -p balanced --set attention=flash4
-for p in ultra balanced; do
-  room 40 floor-$p || continue
-  decode=13.0; [ $p = balanced ] && decode=220.0   # issue #17's H200 decode ms per block
-  timeout 60 python3 scripts/device/forward_floor.py -p $p --decode-ms $decode --out /tmp/perf/bench/floor-$p.json 2>&1 | quiet
-done
-for mode in before:reference after:fused; do
-  name=bal-${mode%%:*}
-  room 100 $name || continue
-  echo "== $name: lltrace run -p balanced --headless --frames 33 --set elementwise=${mode##*:}"
-  timeout 100 python3 -m lltrace run -p balanced --headless --frames 33 --set elementwise=${mode##*:} \
-    --set attention=sdpa --no-doctor -o /tmp/runs/$name 2>&1 | quiet | tail -6
-  [ -d /tmp/runs/$name ] && tar -C /tmp/runs -cf $OUT/$name.tar $name
-done
-# Last, if time is left: ultra with inductor's coordinate-descent tuning of its generated
-# kernels (the budget's slowest are Triton reductions: the FFN's fp8 quantize, ~120 us a layer).
-# Only the plain search: torchao's "all directions" variant made the compile take minutes.
-export TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1
-bench ultra-fused-cdt 120 -p ultra --set attention=sdpa
-unset TORCHINDUCTOR_COORDINATE_DESCENT_TUNING
+# STEPS picks the steps, in order (default: all). Names: ultra-reference ultra-fused
+# ultra-flash4 balanced-reference balanced-fused balanced-flash4 turbo-fused turbo-fp8-fused
+# balanced-async turbo-async balanced-graphs turbo-graphs bal-async-run async-test floors
+# doctor bal-diff cdt. `doctor` is `lltrace doctor --preset baseline` under cProfile
+# ($OUT/doctor.prof, for where its time goes; SIGINT at its limit still writes the profile).
+STEPS=${STEPS:-"ultra-reference ultra-fused ultra-flash4 balanced-reference balanced-fused balanced-flash4 floors bal-diff cdt"}
+for step in $STEPS; do case $step in
+  ultra-reference) bench ultra-reference 90 -p ultra --set elementwise=reference --set attention=sdpa ;;
+  ultra-fused) bench ultra-fused 90 -p ultra --set attention=sdpa ;;
+  ultra-flash4) [ "$FA4" = 1 ] && bench ultra-fused-flash4 90 -p ultra --set attention=flash4 ;;
+  balanced-reference) bench balanced-reference 100 -p balanced --set elementwise=reference --set attention=sdpa ;;
+  balanced-fused) bench balanced-fused 100 -p balanced --set elementwise=fused --set attention=sdpa ;;
+  balanced-flash4) [ "$FA4" = 1 ] && bench balanced-fused-flash4 90 -p balanced --set elementwise=fused --set attention=flash4 ;;
+  turbo-fused) bench turbo-fused 100 -p turbo --set elementwise=fused --set attention=sdpa ;;
+  turbo-fp8-fused) bench turbo-fp8-fused 110 -p turbo-fp8 --set elementwise=fused --set attention=sdpa ;;
+  balanced-async) bench balanced-fused-async 100 -p balanced --set elementwise=fused --set decode_async=true --set attention=sdpa ;;
+  balanced-graphs) bench balanced-fused-graphs 130 -p balanced --set elementwise=fused --set kv_cache=static --set cuda_graphs=true --set attention=sdpa ;;
+  turbo-graphs) bench turbo-fused-graphs 130 -p turbo --set elementwise=fused --set kv_cache=static --set cuda_graphs=true --set attention=sdpa ;;
+  turbo-async) bench turbo-fused-async 100 -p turbo --set elementwise=fused --set decode_async=true --set attention=sdpa ;;
+  bal-async-run)
+    # a profiled balanced run with the fused path and the async decode: its trace shows the overlap
+    room 100 bal-async && { echo "== bal-async: lltrace run -p balanced --headless --frames 33 (fused, decode_async)"
+      timeout 100 python3 -m lltrace run -p balanced --headless --frames 33 --set elementwise=fused \
+        --set decode_async=true --set attention=sdpa --no-doctor -o /tmp/runs/bal-async 2>&1 | quiet | tail -8
+      [ -d /tmp/runs/bal-async ] && tar -C /tmp/runs -cf $OUT/bal-async.tar bal-async; } ;;
+  async-test)
+    room 60 async-test && timeout 60 python3 -m pytest -q -x tests/test_decoder_cuda.py -p no:cacheprovider 2>&1 | tail -15 ;;
+  floors)
+    for p in ultra balanced; do
+      room 40 floor-$p || continue
+      decode=13.7; [ $p = balanced ] && decode=107.4   # H200 decode ms per block (BENCHMARKS.md, 2026-12-02)
+      timeout 60 python3 scripts/device/forward_floor.py -p $p --decode-ms $decode --out /tmp/perf/bench/floor-$p.json 2>&1 | quiet
+    done ;;
+  doctor)
+    room 130 doctor && { echo "== doctor: lltrace doctor --preset baseline (cProfile)"; T1=$SECONDS
+      timeout -s INT 130 python3 -m cProfile -o $OUT/doctor.prof -m lltrace doctor --preset baseline 2>&1 | quiet | tail -25
+      echo "doctor wall $((SECONDS - T1)) s"; } ;;
+  bal-diff)
+    for mode in before:reference after:fused; do
+      name=bal-${mode%%:*}
+      room 100 $name || continue
+      echo "== $name: lltrace run -p balanced --headless --frames 33 --set elementwise=${mode##*:}"
+      timeout 100 python3 -m lltrace run -p balanced --headless --frames 33 --set elementwise=${mode##*:} \
+        --set attention=sdpa --no-doctor -o /tmp/runs/$name 2>&1 | quiet | tail -6
+      [ -d /tmp/runs/$name ] && tar -C /tmp/runs -cf $OUT/$name.tar $name
+    done ;;
+  cdt)
+    # ultra with inductor's coordinate-descent tuning of its generated kernels (the budget's
+    # slowest are Triton reductions: the FFN's fp8 quantize, ~120 us a layer). Only the plain
+    # search: torchao's "all directions" variant made the compile take minutes.
+    TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 bench ultra-fused-cdt 120 -p ultra --set attention=sdpa ;;
+  *) echo "unknown step $step" ;;
+esac; done
 tar -C /tmp/perf -cf $OUT/bench.tar bench
 python3 - <<'PY' | tee $OUT/summary.txt
 import glob, json, os
