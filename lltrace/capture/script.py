@@ -499,6 +499,13 @@ class Detector:
         s = self.s
         if s._signalled is not None:   # a Ctrl-C the user's code swallowed still ends the run
             raise s._interrupt(s._signalled)
+        # the live TUI's hook: waits here while paused (a block boundary of the user's code)
+        if s.next_switch is not None and self.block_index and s.next_switch(self.block_index) is not None:
+            s._event(RunEvent("note", "prompt switch ignored: a --script run's prompts are its own",
+                              {"source": "script"}))
+        if s._stop.is_set():           # q in the live TUI: the run ends at this block boundary
+            s._stopped = True
+            raise Stopped()
         self.sync_op_hooks()           # a window may have opened since (one at block 0: at the start)
         s.clock.profiled_next = s.profiler.state() != "idle" or s._saved_before < len(s.profiler.windows)
         s._saved_before = len(s.profiler.windows)
@@ -527,6 +534,7 @@ class Detector:
             frames = video_frames(self.block_frames or 1, first_block=self.block_index == 0)
             self.frames_from.add("latent")
         s.observer.block_done(self.block_index, frames, self.prompt_index, self.after_switch)
+        s._notify("on_block", types.SimpleNamespace(index=self.block_index, num_frames=frames))
         self.block_index += 1
         self.after_switch = False
         with s._deferred():   # a window opening or being saved is not cut in half
@@ -687,6 +695,11 @@ class Detector:
             self.close_block()   # frames: of the decodes inside it, else latent-derived
 
 
+class Stopped(KeyboardInterrupt):
+    """Raised into the user's code at a block boundary after `request_stop()` (q in the live
+    TUI): it unwinds their code as Ctrl-C would; the run ends "interrupted", reason "stopped"."""
+
+
 class _Target:
     """What a Session calls its pipeline: meta.json's description of the foreign code."""
 
@@ -723,6 +736,7 @@ class ForeignSession(Session):
         self.detector: Detector | None = None
         self._saved_before = 0
         self._script_switches: list[int] = []
+        self._stopped = False
 
     def _run_name(self) -> str:
         return self.name
@@ -745,6 +759,9 @@ class ForeignSession(Session):
 
     def _finalize(self, status, reason, message, handle, previous_observer, spy, mid_block) -> RunResult:
         d = self.detector
+        if self._stopped and status == "interrupted":
+            reason = "stopped"
+            message = f"stopped after {d.block_index if d is not None else 0} blocks"
         if d is not None:
             try:
                 self.run_dir.write_meta(num_blocks=d.block_index, frames_from=sorted(d.frames_from) or None,
@@ -805,16 +822,20 @@ def check_script(path: str | os.PathLike) -> Path:
     return p
 
 
-def run_script(path: str | os.PathLike, args: Sequence[str] = (), **session_kwargs: Any
+def run_script(path: str | os.PathLike, args: Sequence[str] = (), *,
+               on_session: Callable[[ForeignSession], None] | None = None, **session_kwargs: Any
                ) -> tuple[RunResult, ForeignSession, BaseException | None]:
     """Run the Python file `path` in this process as `__main__` (sys.argv = [path, *args], its
     directory first on sys.path, as `python path args` does) under a ForeignSession. Returns
     (result, session, error): `error` is the script's own exception (the run directory is
     final, status error), None for a completed or interrupted run. `sys.exit(0)` is a normal
-    end. lltrace's own errors (a bad --block-fn) are raised."""
+    end. lltrace's own errors (a bad --block-fn) are raised. `on_session(session)` is called
+    before the run starts (the live TUI's bridge)."""
     p = check_script(path)
     describe = {"source": "script", "script": {"path": str(p), "args": list(args)}, "preset": None}
     session = ForeignSession(describe, name=script_name(p), **session_kwargs)
+    if on_session is not None:
+        on_session(session)
     argv, path0 = sys.argv[:], list(sys.path)
     sys.argv = [str(p), *args]
     sys.path.insert(0, str(p.resolve().parent))
