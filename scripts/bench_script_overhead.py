@@ -66,9 +66,13 @@ def rounds_order(arms, r):
     return order[::-1] if r % 2 else order
 
 
-def interleaved(run_group, arms, rounds, *, log=None):
+def interleaved(run_group, arms, rounds, *, log=None, warmup_rounds=1):
     """{arm: [group value per round]}: every round runs `run_group(arm)` once per arm
-    (rounds_order). `run_group` returns the group's value (median ms per block)."""
+    (rounds_order). `run_group` returns the group's value (median ms per block). The first
+    `warmup_rounds` rounds are run and dropped (allocator, kernel choices, lltrace's first use)."""
+    for _ in range(warmup_rounds):
+        for arm in arms:
+            run_group(arm)
     out = {arm: [] for arm in arms}
     for r in range(rounds):
         for arm in rounds_order(arms, r):
