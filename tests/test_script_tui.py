@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from lltrace.ui.app import LltraceApp
 from lltrace.ui.script_feed import ScriptFeed
@@ -86,3 +89,44 @@ def test_pause_waits_at_a_block_boundary_and_q_stops_the_script_there(tmp_path):
     frames = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
     assert {f["block"] for f in frames} == set(range(m["num_blocks"]))
     assert app.run_error is None and feed.error is None
+
+
+def test_a_failing_script_shows_in_the_tui_and_its_run_directory_is_final(tmp_path):
+    out = tmp_path / "run"
+    feed = ScriptFeed(SCRIPT, ["--blocks", "3", "--fail-at", "1"],
+                      {"run_dir": out, "profile_blocks": None, "regions_level": "block", "kernel_map": False})
+
+    async def go():
+        app = LltraceApp(feed=feed, refresh_s=0.05)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: app.ended, "the end of the script")
+            assert app.state.startswith("error: RuntimeError")
+            await pilot.press("q")
+        return app
+
+    app = asyncio.run(go())
+    assert isinstance(feed.error, RuntimeError) and app.run_error is feed.error   # the caller shows it
+    assert feed.result.status == "error" and meta(out)["status"] == "error"
+
+
+@pytest.mark.slow
+def test_script_command_in_a_terminal_keeps_the_script_output_off_the_screen(tmp_path):
+    from test_ui_terminal import ALT_SCREEN_OFF, Terminal, _env
+
+    out = tmp_path / "run"
+    env = dict(_env(tmp_path), COLUMNS="80", LINES="24")
+    term = Terminal([sys.executable, "-m", "lltrace", "run", "--script", str(SCRIPT), "-o", str(out),
+                     "--profile-blocks", "1:2", "--", "--blocks", "3"], env, size=(80, 24))
+    try:
+        term.wait_for(b"frame latency")
+        term.wait_for(b"final: ")                    # the event log: "run directory final: ..."
+        term.press(b"q")
+    finally:
+        rc = term.close()
+    screen = bytes(term.out)
+    assert rc == 0, screen[-2000:].decode(errors="replace")
+    assert meta(out)["status"] == "completed"
+    assert "video (1, 33, 3, 8, 8)" in (out / "script.log").read_text()
+    after = screen[screen.rindex(ALT_SCREEN_OFF):]
+    assert b"video (1, 33" not in screen                      # not drawn over the TUI, nor after it
+    assert f"saved in {out}".encode() in after and f"{out}/script.log".encode() in after

@@ -18,7 +18,9 @@
 #     in an order rotated each round; each block timed with a CUDA sync at its edges only (the
 #     same in every arm), the first block of each group not counted. Prints one table: ms per
 #     block, overhead % (median of the per-round ratios) with its sign-test interval; writes
-#     overhead.json to $OUT. The VAE is the stub here: it runs after the blocks.
+#     overhead.json to $OUT. The VAE is the stub here: it runs after the blocks. First,
+#     tests/test_script_timesteps.py (its CUDA test: torch.cuda.set_sync_debug_mode("error")
+#     around root calls after block 0), about 20 s.
 # (b) record: one `lltrace run --script` with a profiler window (--profile-blocks 2:4,
 #     --regions op, LongLive's WanVAE with random weights decoding at the end), and one with a
 #     prompt switch (InteractiveCausalInferencePipeline) at --regions layer; each run directory
@@ -40,6 +42,8 @@ NOREC="--profile-blocks none --headless"
 
 if [ "$PART" = all ] || [ "$PART" = overhead ]; then
   [ $HAVE_SCRIPT = 1 ] || { echo "(a) needs lltrace.profile"; exit 1; }
+  echo "== (a) no host sync by lltrace between root calls after block 0 (CUDA test)"
+  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_script_timesteps.py 2>&1 | tail -3
   echo "== (a) overhead in one process: $ROUNDS rounds x (bare, block, layer, op) x $K blocks, stub VAE"
   timeout 480 python3 $S --vae stub --ab-rounds $ROUNDS --ab-blocks $K $EXTRA \
     --timings-json $OUT/overhead.json 2>$OUT/overhead.log | quiet | grep -v -E "^Failed to load|^Unable to"
