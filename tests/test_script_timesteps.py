@@ -110,3 +110,17 @@ def test_no_host_sync_between_root_calls_after_block_0(tmp_path):
             torch.cuda.set_sync_debug_mode(previous)
     assert run.detector.timesteps.copies == 15 and not run.detector.timesteps.exact
     assert run.result.summary["blocks"] == 4
+
+
+def test_a_noisy_context_call_pattern_is_predicted_too(tmp_path, predicting):
+    """Code whose cache-writing call has a small timestep (LongLive's context_noise > 0): block
+    0 teaches 5 noisy calls and no clean one; later blocks start where the timestep goes up."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(script._Timesteps, "LAZY_DEVICES", frozenset())
+        run_foreign(tmp_path / "e", 4, context_noise=10.0)
+    lazy = run_foreign(tmp_path / "l", 4, context_noise=10.0)
+    ts = lazy.detector.timesteps
+    # block 0 ends only when block 1's first timestep goes up: that one is read exactly too
+    assert ts.pattern == (5, False) and not ts.exact and ts.copies == 3 * 5 - 1
+    assert frames_of(tmp_path / "l") == frames_of(tmp_path / "e")
+    assert lazy.result.summary["blocks"] == 4
