@@ -552,7 +552,7 @@ def run(args) -> int:
           f"{cfg.model_kwargs.sink_size}; {n_blocks} blocks", flush=True)
 
     if args.ab_rounds:
-        return ab_overhead(args, pipe, device, dtype, fpb, steps, (h, w), used)
+        return ab_overhead(args, pipe, device, dtype, fpb, steps, (h, w), used, model_cfg["num_layers"])
     noise = torch.randn([1, n_blocks * fpb, 16, h, w], device=device, dtype=dtype)
     switches = [s for s in args.switch if s < n_blocks * fpb]
     schedule = calls_per_block(n_blocks, fpb, steps, switches if args.switch else [])
@@ -591,7 +591,7 @@ def run(args) -> int:
     return 0
 
 
-def ab_overhead(args, pipe, device, dtype, fpb, steps, hw, attention) -> int:
+def ab_overhead(args, pipe, device, dtype, fpb, steps, hw, attention, layers) -> int:
     """--ab-rounds: lltrace's overhead on this pipeline inside one process. Every group is one
     inference() of K+1 blocks (its first block, where lltrace finds the root, not counted),
     timed by BlockClock with a sync at block edges; scripts/bench_script_overhead.py holds the
@@ -627,7 +627,7 @@ def ab_overhead(args, pipe, device, dtype, fpb, steps, hw, attention) -> int:
         write_json_atomic(args.timings_json, {
             "pipeline": type(pipe).__name__, "longlive_commit": _commit(args.source),
             "device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "dtype": str(dtype),
-            "attention": attention, "vae": args.vae, "layers": len(pipe.generator.model.blocks),
+            "attention": attention, "vae": args.vae, "layers": layers, "lora": args.lora,
             "frames_per_block": fpb, "method": "in-process rounds (scripts/bench_script_overhead.py)",
             "rounds": args.ab_rounds, "blocks_per_group": k, "arms": rows})
     return 0
