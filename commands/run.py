@@ -87,7 +87,7 @@ def run(ctx, preset, script, script_args, regions_map, block_fn, decode_fn, reca
     \b
     Your own pipeline: lltrace run --script FILE.py [-- ARGS...]
     runs FILE.py as `python FILE.py ARGS` would, under the same capture
-    (headless; --profile-blocks counts the blocks found in its calls).
+    (live TUI or headless; --profile-blocks counts the blocks found in its calls).
     """
     given = {name for name in ctx.params if ctx.get_parameter_source(name) not in
              (click.core.ParameterSource.DEFAULT, None)}
@@ -179,7 +179,9 @@ def run(ctx, preset, script, script_args, regions_map, block_fn, decode_fn, reca
 
 def _run_script(script, script_args, *, regions_map, block_fn, decode_fn, recache_fn, headless, profile_blocks,
                 regions_level, py_spy, out_dir, kernel_map, as_json):
-    """`--script`: the user's file under a ForeignSession (lltrace.capture.script), headless."""
+    """`--script`: the user's file under a ForeignSession (lltrace.capture.script): in the live
+    TUI on a terminal (lltrace.ui.script_feed; the script's output goes to <run>/script.log),
+    else headless with a summary."""
     from rich.console import Console
 
     from lltrace.capture.hooks import DEFAULT_PATTERNS
@@ -189,9 +191,7 @@ def _run_script(script, script_args, *, regions_map, block_fn, decode_fn, recach
     check_script(script)
     err = Console(stderr=True)
     notes = []
-    if not (headless or as_json) and sys.stdout.isatty():
-        notes.append("--script runs are headless (the live TUI drives only --preset runs); "
-                     "`lltrace view` shows the run directory")
+    live = not (headless or as_json) and sys.stdout.isatty() and sys.stdin.isatty()
     profile = (2, 4) if profile_blocks is None else (None if profile_blocks == NO_BLOCKS else profile_blocks)
     kwargs = {"patterns": tuple(regions_map or ()) + DEFAULT_PATTERNS,
               "boundaries": Boundaries(block_fn, decode_fn, recache_fn), "profile_blocks": profile,
@@ -201,15 +201,32 @@ def _run_script(script, script_args, *, regions_map, block_fn, decode_fn, recach
     if kernel_map:
         from lltrace.capture import provenance
         provenance.recording()
-    # --json: stdout is one JSON document, so what the script prints goes to stderr
-    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
-        result, session, error = run_script(script, script_args, **kwargs)
+    if live:
+        try:
+            from lltrace.ui.script_feed import ScriptFeed, run_script_app
+        except ImportError:
+            live = False
+            err.print("[yellow]note:[/yellow] the live TUI is not available; running headless")
+    if live:
+        feed = ScriptFeed(script, script_args, kwargs)
+        result = run_script_app(feed)
+        session, error = feed.session, feed.error
+        if result is None and error is None:
+            return
+    else:
+        # --json: stdout is one JSON document, so what the script prints goes to stderr
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            result, session, error = run_script(script, script_args, **kwargs)
     if error is not None:   # the script's own bug: its traceback, exit 1 (or its sys.exit code)
         _print_user_traceback(error, script)
         click.echo(f"lltrace: {script} raised {type(error).__name__}; run directory {result.run_dir} "
                    f"(status {result.status})", err=True)
         code = error.code if isinstance(error, SystemExit) and isinstance(error.code, int) else 1
         raise click.exceptions.Exit(code)
+    if live:   # the TUI showed the run; saved_message said where it is
+        if result.status == "interrupted" and result.reason != "stopped":
+            raise click.exceptions.Exit(130)
+        return
     notes = session.notes() + notes
     if profile is not None and not result.traces:
         notes.append(f"no profiler window: the script ran {session.detector.block_index} blocks "

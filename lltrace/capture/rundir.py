@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from lltrace.capture.events import EventRecord, RunEvent, TimeBase
 from lltrace.capture.frame_clock import ClockStats, FrameRecord, clock_stats
 from lltrace.capture.schema import check_meta, check_summary
@@ -23,6 +25,7 @@ from lltrace.inputs import is_regular_file, what_is
 from lltrace.paths import traces_dir
 
 STATUSES = ("running", "completed", "interrupted", "error")
+_FRAME_ENCODER = msgspec.json.Encoder()
 
 
 def _json_default(obj: Any) -> Any:
@@ -120,7 +123,9 @@ class RunDirectory:
 
     # -- line files -----------------------------------------------------------------------------
     def _append(self, name: str, obj: dict[str, Any]) -> None:
-        line = dumps(obj) + "\n"
+        self._write_line(name, dumps(obj) + "\n")
+
+    def _write_line(self, name: str, line: str) -> None:
         with self._lock:
             f = self._files.get(name)
             if f is None:
@@ -129,7 +134,10 @@ class RunDirectory:
             f.flush()
 
     def append_frame(self, rec: FrameRecord) -> None:
-        self._append("frames.jsonl", rec.to_json())
+        # msgspec, not dumps(): 0.3 vs 8 us a line, and a block has 12 frames, written on the
+        # thread of a host-bound pipeline (CPU) or the clock's, which takes the GIL from it (CUDA).
+        # Its NaN/inf -> null is what _finite does; a record holds only numbers and strings.
+        self._write_line("frames.jsonl", _FRAME_ENCODER.encode(rec.to_json()).decode() + "\n")
         self.frames_written += 1
 
     def append_event(self, event: RunEvent) -> None:

@@ -32,6 +32,7 @@ is open, or for the whole run when nsys records NVTX.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import importlib
@@ -124,12 +125,107 @@ def _timestep_arg(spec: tuple[int, str], args: tuple, kwargs: dict) -> Any:
 
 
 def _timestep_value(t: Any) -> float | None:
-    """The largest timestep of the call (a host sync when it lives on a GPU: one per root call)."""
+    """The largest timestep of the call (a host sync when it lives on a GPU: see _Timesteps)."""
     if isinstance(t, torch.Tensor):
         return float(t.detach().max()) if t.numel() else None
     if isinstance(t, (int, float)) and not isinstance(t, bool):
         return float(t)
     return None
+
+
+def _has_timestep(t: Any) -> bool:
+    """_timestep_value(t) is not None, without reading a value (no sync)."""
+    if isinstance(t, torch.Tensor):
+        return t.numel() > 0
+    return isinstance(t, (int, float)) and not isinstance(t, bool)
+
+
+class _Timesteps:
+    """Step or context, for each root call, without draining the GPU queue (FORMATS.md §7).
+
+    A timestep on the host (a number, a CPU tensor) is read as it is. One on a GPU would cost a
+    host sync per root call (5 a block), so after the first block, read exactly, has taught the
+    block's pattern (S noisy calls, then a clean one or none), each call is classified by its
+    place in the block, and its timestep is copied to pinned memory without blocking (one copy
+    launch and an event); the copy is checked when its event has completed (polled at each root
+    call and block end, waited for only at the end of the run). A timestep that breaks the
+    pattern (the wrong clean flag, or steps not counting down) ends the prediction: a note says
+    which block may be misnamed, and every later call is read exactly again."""
+
+    LAZY_DEVICES = frozenset({"cuda"})   # tests add "cpu" to run the predicting path on a CPU
+    COPY_MAX = 1024                      # a larger tensor is reduced on the device first
+
+    def __init__(self, on_break: Callable[[int, int, float, str], None]):
+        self.on_break = on_break           # (block, place, t, note): the pattern broke there
+        self.pattern: tuple[int, bool] | None = None   # (noisy calls S, ends with a clean call)
+        self.exact = False                 # the pattern broke: read every call
+        self.pending: collections.deque = collections.deque()
+        self.last: tuple[int, int, float] | None = None   # (block, place, t) of the last checked call
+        self.copies = 0
+
+    def lazy(self, t: Any) -> bool:
+        return (self.pattern is not None and not self.exact and isinstance(t, torch.Tensor)
+                and t.device.type in self.LAZY_DEVICES and t.numel() > 0)
+
+    def learn(self, steps: int, clean: bool) -> None:
+        """A block closed that was read exactly: its shape is the pattern (the first one only)."""
+        if self.pattern is None and not self.exact and steps > 0:
+            self.pattern = (steps, clean)
+
+    def predict(self, place: int) -> bool | None:
+        """Whether the call at `place` in its block is the clean one; None: past the pattern's
+        end (the block is over: this call starts the next one)."""
+        steps, clean = self.pattern
+        if place < steps:
+            return False
+        if place == steps and clean:
+            return True
+        return None
+
+    def copy(self, t: torch.Tensor, block: int, place: int, clean: bool) -> None:
+        t = t.detach().reshape(-1)
+        if t.numel() > self.COPY_MAX:
+            t = t.max().reshape(1)
+        if t.device.type == "cpu":
+            host, event = t.clone(), None
+        else:
+            host = t.to("cpu", non_blocking=True)   # pinned by torch, no sync
+            event = torch.cuda.Event()
+            event.record()
+        self.copies += 1
+        self.pending.append((host, event, block, place, clean))
+        self.check()
+
+    def check(self, wait: bool = False) -> None:
+        """Confirm the copies whose events completed (all of them with `wait`), in order."""
+        while self.pending:
+            host, event, block, place, clean = self.pending[0]
+            if event is not None and not event.query():
+                if not wait:
+                    return
+                event.synchronize()
+            self.pending.popleft()
+            self._confirm(float(host.max()), block, place, clean)
+
+    def _confirm(self, t: float, block: int, place: int, clean: bool) -> None:
+        if self.exact:
+            return
+        last, self.last = self.last, (block, place, t)
+        actual = t <= 1e-6
+        ok = actual == clean
+        if ok and not actual and last is not None:
+            if last[0] == block and place > 0:
+                ok = t < last[2]                 # steps count down inside a block
+            elif last[0] == block - 1 and place == 0 and not self.pattern[1]:
+                ok = t >= last[2]                # no clean call: a block starts where t goes up
+        if not ok:
+            self.exact = True
+            self.pending.clear()
+            steps, ctx = self.pattern
+            self.on_break(block, place, t, f"root call {place} of block {block} had timestep {t:g}, off the "
+                          f"pattern of block 0 ({steps} steps{' and a clean call' if ctx else ''}): block "
+                          f"{block} may be misnamed; timesteps are read exactly from here on (a host sync "
+                          "per root call)")
 
 
 def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
@@ -251,6 +347,11 @@ class Detector:
         self.decoders: list[str] = []
         self.recaches: list[str] = []
         self.meta: dict[str, Any] | None = None   # meta.json keys, written at the end
+        self.timesteps = _Timesteps(self._timestep_break)
+        self.place = 0                         # root calls of the open block so far
+        self.block_exact = True                # every timestep of the open block was read, none predicted
+        self._spec: tuple[int, str] | None = None
+        self._regions: dict[str, Any] = {}     # step/context regions, reused (root calls do not nest)
 
     # -- setup ----------------------------------------------------------------------------------
     def install(self, model: Any = None) -> None:
@@ -277,7 +378,7 @@ class Detector:
         def finder_call(module, *args, **kwargs):
             if detector._finder_on:
                 spec = _timestep_param(type(module))
-                if spec is not None and _timestep_value(_timestep_arg(spec, args, kwargs)) is not None:
+                if spec is not None and _has_timestep(_timestep_arg(spec, args, kwargs)):
                     detector._adopt(module, sys._getframe(1))   # the frame that called the module
             return original(module, *args, **kwargs)
 
@@ -294,9 +395,8 @@ class Detector:
         self._stop_finder()
         self.root = root
         self.root_name = f"{type(root).__module__}.{type(root).__qualname__}"
-        spec = _timestep_param(type(root))
-        self._root_hooks = [root.register_forward_pre_hook(self._root_pre, with_kwargs=True),
-                            root.register_forward_hook(self._root_post, always_call=True)]
+        spec = self._spec = _timestep_param(type(root))
+        self._hook_root(root)
         level = self.level
         if LEVEL_RANK[level] >= LEVEL_RANK["layer"]:
             # op regions only while something records (or for the whole run under nsys)
@@ -324,6 +424,30 @@ class Detector:
         self.s._event(RunEvent("note", found + extra, {"source": "script", "root": self.root_name,
                                                         "decoders": self.decoders, "recache": self.recaches}))
         self.sync_op_hooks()
+
+    def _hook_root(self, root: nn.Module) -> None:
+        """The root's calls -> _root_enter / _root_leave. Its own forward wrapped on the instance
+        where it can be, as hooks.py does for layers: nn.Module's hook path (with kwargs) costs
+        ~5 us a call more, idle or not. Hooks where forward is already set on the instance."""
+        if "forward" in vars(root) or hasattr(root, "_orig_mod"):
+            self._root_hooks = [root.register_forward_pre_hook(self._root_pre, with_kwargs=True),
+                                root.register_forward_hook(self._root_post, always_call=True)]
+            return
+        forward, enter, leave = root.forward, self._root_enter, self._root_leave
+        compiling = torch.compiler.is_compiling
+
+        @functools.wraps(forward)
+        def root_forward(*args, **kwargs):
+            if compiling():
+                return forward(*args, **kwargs)
+            enter(args, kwargs)
+            try:
+                return forward(*args, **kwargs)
+            finally:
+                leave()
+
+        undo = set_attr(root, "forward", root_forward)
+        self._root_hooks = [types.SimpleNamespace(remove=undo)]
 
     def _scan_owner(self, owner: Any) -> None:
         if isinstance(owner, nn.Module):
@@ -375,12 +499,20 @@ class Detector:
         s = self.s
         if s._signalled is not None:   # a Ctrl-C the user's code swallowed still ends the run
             raise s._interrupt(s._signalled)
+        # the live TUI's hook: waits here while paused (a block boundary of the user's code)
+        if s.next_switch is not None and self.block_index and s.next_switch(self.block_index) is not None:
+            s._event(RunEvent("note", "prompt switch ignored: a --script run's prompts are its own",
+                              {"source": "script"}))
+        if s._stop.is_set():           # q in the live TUI: the run ends at this block boundary
+            s._stopped = True
+            raise Stopped()
         self.sync_op_hooks()           # a window may have opened since (one at block 0: at the start)
         s.clock.profiled_next = s.profiler.state() != "idle" or s._saved_before < len(s.profiler.windows)
         s._saved_before = len(s.profiler.windows)
         self.block = s.observer.region(names.name(names.BLOCK, self.block_index))
         self.block.__enter__()
         self.context_done, self.step, self.last_t = False, 0, None
+        self.place, self.block_exact = 0, True
         self.block_frames, self.block_latent, self.block_decoded = None, None, None
 
     def close_block(self) -> None:
@@ -391,6 +523,9 @@ class Detector:
         s = self.s
         block, self.block = self.block, None
         block.__exit__(None, None, None)
+        if self.block_exact:
+            self.timesteps.learn(self.step, self.context_done)
+        self.timesteps.check()
         decoded_frames, self.block_decoded = self.block_decoded, None
         if decoded_frames is not None:
             frames = decoded_frames
@@ -399,6 +534,7 @@ class Detector:
             frames = video_frames(self.block_frames or 1, first_block=self.block_index == 0)
             self.frames_from.add("latent")
         s.observer.block_done(self.block_index, frames, self.prompt_index, self.after_switch)
+        s._notify("on_block", types.SimpleNamespace(index=self.block_index, num_frames=frames))
         self.block_index += 1
         self.after_switch = False
         with s._deferred():   # a window opening or being saved is not cut in half
@@ -408,51 +544,88 @@ class Detector:
     def finish(self) -> None:
         """The user's code returned: the last block is complete."""
         self.close_block()
+        self.timesteps.check(wait=True)   # the end of the run: the last copies are confirmed
 
     def settle(self) -> None:
         """The user's code raised (or was interrupted): a block whose context forward ran, with
         no forward or decode of it still open, is complete; one cut mid-way is not."""
         if self.block is not None and self.context_done and not self.forward and not self.decode_depth:
             self.close_block()
+        with contextlib.suppress(Exception):   # a failed device: the run's own error is what counts
+            self.timesteps.check(wait=True)
 
     # -- root calls -----------------------------------------------------------------------------
     def _root_pre(self, module, args, kwargs):
-        if torch.compiler.is_compiling():
-            return
+        if not torch.compiler.is_compiling():
+            self._root_enter(args, kwargs)
+
+    def _root_post(self, module, args, output):
+        if not torch.compiler.is_compiling():
+            self._root_leave()
+
+    def _root_enter(self, args: tuple, kwargs: dict) -> None:
         if self.forward or self.recache_depth or self.decode_depth:
             self.forward.append(None)   # nested, or part of a recache / decode: its layers only
             return
-        spec = _timestep_param(type(module))
-        t = _timestep_value(_timestep_arg(spec, args, kwargs)) if spec else None
-        clean = t is not None and t <= 1e-6
+        spec = self._spec
+        raw = _timestep_arg(spec, args, kwargs) if spec else None
+        ts = self.timesteps
+        if ts.pending:
+            ts.check()   # earlier calls' copies, before this one is classified
         by_fn = self.boundaries.block is not None
-        if not by_fn:
-            if not clean and self.block is not None and (
-                    self.context_done or (self.last_t is not None and t is not None and t >= self.last_t)):
-                self.close_block()
-            if self.block is None:
-                self._open_block()
+        if ts.lazy(raw):   # classified by its place in the block; the value is checked later
+            if not by_fn:
+                if self.block is not None and ts.predict(self.place) is None:
+                    self.close_block()
+                if self.block is None:
+                    self._open_block()
+            clean = bool(ts.predict(self.place))
+            t = None
+        else:
+            t = _timestep_value(raw)
+            clean = t is not None and t <= 1e-6
+            if not by_fn:
+                if not clean and self.block is not None and (
+                        self.context_done or (self.last_t is not None and t is not None and t >= self.last_t)):
+                    self.close_block()
+                if self.block is None:
+                    self._open_block()
         if self.block is not None and self.block_frames is None:
             x = _first_tensor(args, kwargs)
             self.block_frames, self.block_latent = _latent_frames(x), x
         name = names.name(names.CONTEXT) if clean else names.name(names.STEP, self.step)
+        place = self.place
+        self.place += 1
         if not clean:
             self.step += 1
-        r = self.s.observer.region(name)
+        r = self._regions.get(name)
+        if r is None:
+            r = self._regions[name] = self.s.observer.region(name)
         r.__enter__()
         self.forward.append(r)
         self.last_t = t
         if clean:
             self.context_done = True
-        return
+            if self.block_exact:   # the block's pattern is complete: any noisy call next ends it
+                ts.learn(self.step, True)
+        if t is None and raw is not None:   # predicted: checked once its copy lands (last: a break repairs state)
+            self.block_exact = False
+            ts.copy(raw, self.block_index, place, clean)
 
-    def _root_post(self, module, args, output):
-        if torch.compiler.is_compiling() or not self.forward:
+    def _root_leave(self) -> None:
+        if not self.forward:
             return
         r = self.forward.pop()
         if r is not None:
             r.__exit__(None, None, None)
-        return
+
+    def _timestep_break(self, block: int, place: int, t: float, text: str) -> None:
+        """A predicted call was not what its timestep says: if it was the open block's latest,
+        its state is put right, so the exact rules close the block where they would have."""
+        if block == self.block_index and self.block is not None and place == self.place - 1:
+            self.context_done = self.context_done or t <= 1e-6
+            self.last_t = t
+        self.s._event(RunEvent("note", text, {"source": "script", "block": block, "call": place}))
 
     # -- decode ---------------------------------------------------------------------------------
     def _decode_start(self, args, kwargs):
@@ -522,6 +695,11 @@ class Detector:
             self.close_block()   # frames: of the decodes inside it, else latent-derived
 
 
+class Stopped(KeyboardInterrupt):
+    """Raised into the user's code at a block boundary after `request_stop()` (q in the live
+    TUI): it unwinds their code as Ctrl-C would; the run ends "interrupted", reason "stopped"."""
+
+
 class _Target:
     """What a Session calls its pipeline: meta.json's description of the foreign code."""
 
@@ -558,6 +736,7 @@ class ForeignSession(Session):
         self.detector: Detector | None = None
         self._saved_before = 0
         self._script_switches: list[int] = []
+        self._stopped = False
 
     def _run_name(self) -> str:
         return self.name
@@ -580,6 +759,9 @@ class ForeignSession(Session):
 
     def _finalize(self, status, reason, message, handle, previous_observer, spy, mid_block) -> RunResult:
         d = self.detector
+        if self._stopped and status == "interrupted":
+            reason = "stopped"
+            message = f"stopped after {d.block_index if d is not None else 0} blocks"
         if d is not None:
             try:
                 self.run_dir.write_meta(num_blocks=d.block_index, frames_from=sorted(d.frames_from) or None,
@@ -640,16 +822,20 @@ def check_script(path: str | os.PathLike) -> Path:
     return p
 
 
-def run_script(path: str | os.PathLike, args: Sequence[str] = (), **session_kwargs: Any
+def run_script(path: str | os.PathLike, args: Sequence[str] = (), *,
+               on_session: Callable[[ForeignSession], None] | None = None, **session_kwargs: Any
                ) -> tuple[RunResult, ForeignSession, BaseException | None]:
     """Run the Python file `path` in this process as `__main__` (sys.argv = [path, *args], its
     directory first on sys.path, as `python path args` does) under a ForeignSession. Returns
     (result, session, error): `error` is the script's own exception (the run directory is
     final, status error), None for a completed or interrupted run. `sys.exit(0)` is a normal
-    end. lltrace's own errors (a bad --block-fn) are raised."""
+    end. lltrace's own errors (a bad --block-fn) are raised. `on_session(session)` is called
+    before the run starts (the live TUI's bridge)."""
     p = check_script(path)
     describe = {"source": "script", "script": {"path": str(p), "args": list(args)}, "preset": None}
     session = ForeignSession(describe, name=script_name(p), **session_kwargs)
+    if on_session is not None:
+        on_session(session)
     argv, path0 = sys.argv[:], list(sys.path)
     sys.argv = [str(p), *args]
     sys.path.insert(0, str(p.resolve().parent))

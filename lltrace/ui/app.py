@@ -95,7 +95,8 @@ class LltraceApp(App):
             feed = (LiveFeed(pipeline, session_kwargs, doctor=doctor) if pipeline is not None
                     else RecordedFeed(recorded))
         self.feed = feed
-        self.live = isinstance(feed, LiveFeed)
+        self.live = isinstance(feed, LiveFeed) or getattr(feed, "live", False)
+        self.script = getattr(feed, "script", False) is True   # lltrace.ui.script_feed: a --script run
         doctor = self.live and feed.doctor
         self.notes = tuple(notes)
         self.budget_ms = budget_ms
@@ -151,7 +152,8 @@ class LltraceApp(App):
         if self.live:
             tree.show_message(f"no profiled window yet: press p to profile the next "
                               f"{count(self.profile_window_blocks, 'block')}")
-            self.state = "building the pipeline" if not is_pipeline(self.feed.pipeline) else "starting"
+            self.state = getattr(self.feed, "starting", None) or (
+                "building the pipeline" if not is_pipeline(self.feed.pipeline) else "starting")
             self._run_feed()
             self.set_interval(self.refresh_s, self._tick)
         else:
@@ -406,6 +408,10 @@ class LltraceApp(App):
     def action_switch_prompt(self) -> None:
         if self._ended_notice("no blocks are left to show a new prompt"):
             return
+        if self.script:
+            self.notify("a --script run's prompts are the script's own: lltrace cannot switch them",
+                        severity="warning")
+            return
         box = self.query_one("#prompt", Input)
         box.add_class("-visible")
         box.focus()
@@ -464,7 +470,9 @@ class LltraceApp(App):
             return
         self.quitting = True
         self.stop_run()
-        self.state = "stopping after the current block; saving the run directory (q again: leave now)"
+        self.state = ("stopping the script at its next block; saving the run directory (q again: leave now)"
+                      if self.script else
+                      "stopping after the current block; saving the run directory (q again: leave now)")
 
     def stop_run(self) -> None:
         """Thread-safe: ask the run to stop after its current block (a paused run resumes to stop)."""

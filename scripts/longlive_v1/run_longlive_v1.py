@@ -367,10 +367,13 @@ def calls_per_block(n_blocks: int, fpb: int, steps: int, switches: list[int]) ->
 class BlockClock:
     """Marks the end of each block from the generator's forward hooks: CUDA events on the GPU
     (recorded on the stream, read after the run, so the clock adds no sync), perf_counter on
-    the CPU. Block i's time runs from block i-1's last call to its own (block 0 from its first)."""
+    the CPU, or with `sync` a device sync then perf_counter (the A/B: the same syncs, at block
+    edges only, in both arms). Block i's time runs from block i-1's last call to its own (block
+    0 from its first)."""
 
-    def __init__(self, generator, schedule: list[int], cuda: bool):
-        self.schedule, self.cuda, self.calls = schedule, cuda, 0
+    def __init__(self, generator, schedule: list[int], cuda: bool, sync: bool = False):
+        self.schedule, self.cuda, self.calls = schedule, cuda and not sync, 0
+        self.sync = sync and cuda
         self.ends = [sum(schedule[:i + 1]) for i in range(len(schedule))]
         self.marks = []
         self._event = (lambda: torch.cuda.Event(enable_timing=True)) if cuda else None
@@ -378,6 +381,8 @@ class BlockClock:
                          generator.register_forward_hook(self._post)]
 
     def _mark(self):
+        if self.sync:
+            torch.cuda.synchronize()
         if self.cuda:
             ev = self._event()
             ev.record()
@@ -457,11 +462,25 @@ def parse_args(argv):
                    help="LongLive v1.0 source folder (default: .longlive/ at the repo root)")
     p.add_argument("--timings-json", type=Path, default=None, metavar="FILE",
                    help="also write the block and decode times to FILE")
+    p.add_argument("--ab-rounds", type=int, default=0, metavar="N",
+                   help="measure lltrace's overhead in this process instead: N rounds, each one "
+                        "group of --ab-blocks blocks bare and one under lltrace.profile per "
+                        "--ab-levels level (scripts/bench_script_overhead.py's method)")
+    p.add_argument("--ab-blocks", type=int, default=4, metavar="K",
+                   help="blocks counted per A/B group (one more runs first, not counted)")
+    p.add_argument("--ab-levels", default="block,layer,op", help="lltrace --regions levels to compare")
     args = p.parse_args(argv)
     if args.blocks is not None and args.blocks < 1:
         p.error("--blocks must be at least 1")
     if args.layers is not None and args.layers < 1:
         p.error("--layers must be at least 1")
+    if args.ab_rounds < 0 or args.ab_blocks < 1:
+        p.error("--ab-rounds must be positive and --ab-blocks at least 1")
+    if args.ab_rounds and args.switch:
+        p.error("--ab-rounds runs CausalInferencePipeline: no --switch")
+    args.ab_levels = [lv for lv in args.ab_levels.split(",") if lv]
+    if not set(args.ab_levels) <= {"off", "block", "layer", "op"}:
+        p.error(f"--ab-levels takes off, block, layer, op, not {','.join(args.ab_levels)}")
     try:
         args.switch = [int(s) for s in args.switch.split(",") if s.strip()]
     except ValueError:
@@ -532,6 +551,8 @@ def run(args) -> int:
           f"  attention window {cfg.model_kwargs.local_attn_size} frames, sink "
           f"{cfg.model_kwargs.sink_size}; {n_blocks} blocks", flush=True)
 
+    if args.ab_rounds:
+        return ab_overhead(args, pipe, device, dtype, fpb, steps, (h, w), used, model_cfg["num_layers"])
     noise = torch.randn([1, n_blocks * fpb, 16, h, w], device=device, dtype=dtype)
     switches = [s for s in args.switch if s < n_blocks * fpb]
     schedule = calls_per_block(n_blocks, fpb, steps, switches if args.switch else [])
@@ -567,6 +588,48 @@ def run(args) -> int:
             "frames_per_block": fpb, "switch": switches, "block_ms": block_ms,
             "median_block_ms": med, "decode_ms": decode_ms, "build_s": build_s,
             "video_shape": list(video.shape)})
+    return 0
+
+
+def ab_overhead(args, pipe, device, dtype, fpb, steps, hw, attention, layers) -> int:
+    """--ab-rounds: lltrace's overhead on this pipeline inside one process. Every group is one
+    inference() of K+1 blocks (its first block, where lltrace finds the root, not counted),
+    timed by BlockClock with a sync at block edges; scripts/bench_script_overhead.py holds the
+    method (rounds, rotation, median of per-round ratios, sign-test interval)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import bench_script_overhead as ab
+
+    k = args.ab_blocks
+    noise = torch.randn([1, (k + 1) * fpb, 16, *hw], device=device, dtype=dtype)
+    schedule = calls_per_block(k + 1, fpb, steps, [])
+    prompt = "a panda walking in a bamboo forest"
+
+    def run_blocks():
+        clock = BlockClock(pipe.generator, schedule, cuda=device == "cuda", sync=True)
+        with torch.no_grad():
+            pipe.inference(noise, text_prompts=[prompt], low_memory=args.low_memory)
+        block_ms, _ = clock.finish()
+        if clock.calls != sum(schedule):
+            raise RuntimeError(f"expected {sum(schedule)} generator calls, saw {clock.calls}")
+        return block_ms
+
+    t0 = time.perf_counter()
+    run_blocks()   # warm-up: allocator, cuDNN/cuBLAS choices, lltrace's imports below
+    # LongLive prints per inference() call: to stderr
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
+        groups = ab.interleaved(ab.group_runner(run_blocks, pipe, tmp), ["bare", *args.ab_levels],
+                                args.ab_rounds, log=lambda m: print(m, file=sys.stderr, flush=True))
+    rows = ab.overhead_rows(groups)
+    print(f"lltrace overhead on LongLive v1.0 {type(pipe).__name__}, {device}: {args.ab_rounds} rounds of "
+          f"{k} blocks per arm, in one process ({time.perf_counter() - t0:.0f} s)")
+    print(ab.overhead_table(rows), flush=True)
+    if args.timings_json:
+        write_json_atomic(args.timings_json, {
+            "pipeline": type(pipe).__name__, "longlive_commit": _commit(args.source),
+            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "dtype": str(dtype),
+            "attention": attention, "vae": args.vae, "layers": layers, "lora": args.lora,
+            "frames_per_block": fpb, "method": "in-process rounds (scripts/bench_script_overhead.py)",
+            "rounds": args.ab_rounds, "blocks_per_group": k, "arms": rows})
     return 0
 
 
