@@ -112,10 +112,9 @@ def test_the_knob_sets_every_fused_module_and_is_validated():
     with pytest.raises(ValueError, match="elementwise"):
         model.set_elementwise("triton")
     assert load_preset("baseline").elementwise == "reference"   # LongLive as published
-    assert load_preset("ultra").elementwise == "fused"     # measured on the H200 (BENCHMARKS.md)
-    for name in ("balanced", "turbo", "turbo-fp8"):            # not measured there yet
-        assert load_preset(name).elementwise == "reference"
-    assert load_preset("balanced", {"elementwise": "fused"}).elementwise == "fused"
+    for name in ("balanced", "turbo", "turbo-fp8", "ultra"):   # measured on the H200 (BENCHMARKS.md)
+        assert load_preset(name).elementwise == "fused"
+    assert load_preset("balanced", {"elementwise": "reference"}).elementwise == "reference"
     with pytest.raises(LltraceError, match="elementwise.*reference, fused"):
         load_preset("balanced", {"elementwise": "bf16"})
 
