@@ -18,6 +18,10 @@
 # unpacks a part once all its chunks are there, and puts FA4 on the path once both parts are.
 # The calls (which chunks each one carries) are printed at the end, from the real sizes.
 #
+# Since DSL 4.8 the `cutlass` Python package (cutlass.cute) is in nvidia-cutlass-dsl-libs-core,
+# and libs-base needs cuda-bindings and protobuf: without them FA4's import fails with "No module
+# named 'cutlass.cute'" (seen on the H200, 2026-12-02).
+#
 # CUDA_FLAVOR=12|13 (default 13: the device's torch 2.11 is built for CUDA 13.0).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,7 +35,8 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$dl" \
   flash-attn-4==4.0.0b36 nvidia-cutlass-dsl==$DSL nvidia-cutlass-dsl-libs-base==$DSL \
-  nvidia-cutlass-dsl-libs-cu$CU==$DSL 'apache-tvm-ffi>=0.1.11,<0.2' torch-c-dlpack-ext \
+  nvidia-cutlass-dsl-libs-cu$CU==$DSL nvidia-cutlass-dsl-libs-core==$DSL 'cuda-bindings>=12.8' protobuf \
+  'apache-tvm-ffi>=0.1.11,<0.2' torch-c-dlpack-ext \
   'quack-kernels>=0.5.3' einops
 ls -la "$dl"
 # A wheel without .data/ is installed by unpacking it (none of these has one); the .pth that
