@@ -67,7 +67,7 @@ def budget(path, depth, by, expand, as_json, top, with_hta, ceiling, rank):
         result.ceiling_tflops = ceiling
     ranks = None
     meta = getattr(trace, "run_meta", None) if src.kind == "run" else None
-    from lltrace.analysis.ranks import rank_traces
+    from lltrace.trace.ranks import rank_traces
     if src.kind == "run" and rank_traces(meta):
         from lltrace.analysis.ranks import analyze_run
         with err.status("reading the other ranks' traces"):

@@ -36,6 +36,7 @@ from lltrace.trace.events import (
     Trace,
 )
 from lltrace.trace.loader import load_trace
+from lltrace.trace.ranks import base_offset_us, rank_traces
 
 COMM = names.name(names.COMM)
 COMM_LEAF = names.leaf(COMM)
@@ -65,20 +66,6 @@ class RankView:
     @property
     def comm_ms(self) -> float:
         return float((self.collectives.end - self.collectives.start).sum()) / 1e3
-
-
-def rank_traces(meta: dict[str, Any] | None) -> dict[int, list[str]]:
-    """{rank: trace file names} from meta.json `ranks`; {} for a single-rank run."""
-    ranks = (meta or {}).get("ranks")
-    per = ranks.get("per_rank") if isinstance(ranks, dict) else None
-    if not isinstance(per, dict):
-        return {}
-    out = {}
-    for r, v in per.items():
-        files = v.get("traces") if isinstance(v, dict) else None
-        if str(r).isdigit() and isinstance(files, list) and files and all(isinstance(f, str) for f in files):
-            out[int(r)] = files
-    return dict(sorted(out.items()))
 
 
 # ----------------------------------------------------------------------------- intervals
@@ -114,11 +101,7 @@ def covered(start: np.ndarray, end: np.ndarray, us: np.ndarray, ue: np.ndarray) 
 
 # ----------------------------------------------------------------------------- one rank
 def _offset_us(trace: Trace, base_ns: float | None) -> float:
-    """Kineto's ts is µs from the trace's baseTimeNanoseconds: put every rank on rank 0's base."""
-    own = trace.top.get("baseTimeNanoseconds")
-    if not isinstance(own, (int, float)) or base_ns is None:
-        return 0.0
-    return (float(own) - float(base_ns)) / 1e3
+    return base_offset_us(trace.top, base_ns)
 
 
 def _is_collective_kernel(name: str) -> bool:
