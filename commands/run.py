@@ -192,6 +192,7 @@ def _run_ranks(nproc, p, dev, model, notes, run_kwargs, out_dir, as_json, pipeli
     from lltrace.capture.rundir import RunDirectory
     from lltrace.pipeline.config import load_model_config
     from lltrace.pipeline.parallel import check_split
+    from lltrace.trace.roofline import measure_matmul_tflops
     from lltrace.ui.run_summary import run_summary
 
     check_split(load_model_config(model or p.model), nproc)
@@ -204,9 +205,14 @@ def _run_ranks(nproc, p, dev, model, notes, run_kwargs, out_dir, as_json, pipeli
     rd = RunDirectory(_fresh_dir(out_dir)) if out_dir is not None else RunDirectory.create(p.name)
     rd.path.mkdir(parents=True, exist_ok=True)
     spec = {"preset": p, "device": str(dev), "model": model, "pipeline": dict(pipeline_kwargs, model=model),
+            "ceiling": measure_matmul_tflops,   # each rank measures its own GPU
             "run_dir": str(rd.path), "session": dict(run_kwargs, command=["lltrace", *sys.argv[1:]])}
-    with Console(stderr=True).status(f"{p.name}: {run_kwargs['num_blocks']} blocks on {nproc} ranks"):
-        result, describe, ranks = run_ranks(nproc, spec)
+    try:
+        with Console(stderr=True).status(f"{p.name}: {run_kwargs['num_blocks']} blocks on {nproc} ranks"):
+            result, describe, ranks = run_ranks(nproc, spec)
+    except KeyboardInterrupt:
+        click.echo(f"lltrace: interrupted; the run directory {rd.path} is complete up to there", err=True)
+        raise click.exceptions.Exit(130) from None
     if as_json:
         click.echo(json.dumps({"run_dir": str(result.run_dir), "status": result.status, **result.summary,
                                "ranks": ranks}, indent=2))

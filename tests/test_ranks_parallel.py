@@ -84,3 +84,18 @@ def test_nproc_2_writes_one_run_directory_with_a_trace_per_rank(tmp_path, capsys
         inside = [c for c in comm if any(a["ts"] <= c["ts"] and c["ts"] + c["dur"] <= a["ts"] + a["dur"]
                                          for a in attn)]
         assert (len(attn), len(inside), len(comm)) == (2 * 5, 2 * 2 * 5, 2 * 2 * 5 + 5)
+
+
+@pytest.mark.slow
+def test_a_mistake_the_ranks_find_is_one_line_without_their_tracebacks(tmp_path, capfd):
+    from lltrace.commands.cli import main
+
+    lora = tmp_path / "lora.safetensors"
+    lora.write_bytes(b"")
+    run = tmp_path / "run"
+    code = main(["run", "--preset", "baseline", "--nproc", "2", "--device", "cpu", "--frames", "3",
+                 "--lora", str(lora), "--headless", "-o", str(run)])
+    err = capfd.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "lltrace: error: --lora needs --weights" in err
+    assert not run.exists()   # nothing ran: no half run directory left

@@ -79,7 +79,15 @@ def rank_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
         cfg = load_model_config(spec["model"] or spec["preset"].model)
         sp = SequenceParallel(cfg.frame_seqlen)
-        pipe = StreamingPipeline(spec["preset"], device=device, sequence_parallel=sp, **spec["pipeline"])
+        try:
+            pipe = StreamingPipeline(spec["preset"], device=device, sequence_parallel=sp, **spec["pipeline"])
+        except LltraceError as exc:
+            # the user's mistake (every rank makes the same): its line for the launcher, exit 2
+            # (the launcher stops the other ranks on a failure)
+            (Path(spec["log_dir"]) / f"error.rank{rank}.txt").write_text(str(exc))
+            raise SystemExit(2) from None
+        if device.type == "cuda" and spec.get("ceiling") is not None:   # meta.json's roofline ceiling
+            pipe.ceiling_tflops = spec["ceiling"](iters=10)
         offsets = _clock_offset_us()
         run_dir = Path(spec["run_dir"])
         if rank:
@@ -102,14 +110,35 @@ def run_ranks(nproc: int, spec: dict[str, Any]) -> tuple[Any, dict[str, Any], di
 
     run_dir = Path(spec["run_dir"])
     log_dir = run_dir / ".ranks-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    spec = {**spec, "log_dir": str(log_dir)}
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
     try:
-        out = launch(nproc, rank_worker, spec, run_id=run_dir.name, log_dir=str(log_dir))
+        out = launch(nproc, rank_worker, spec, run_id=run_dir.name, log_dir=str(log_dir), quiet=True)
+    except SignalException:
+        # Ctrl-C / SIGTERM: the launcher stopped the ranks with SIGTERM, which each rank's
+        # session ends like Ctrl-C (its run directory finalized, an open window saved)
+        merge_partial(run_dir, nproc)
+        shutil.rmtree(log_dir, ignore_errors=True)
+        raise KeyboardInterrupt from None
     except ChildFailedError as exc:   # the first failure's message, not its traceback
+        mistakes = sorted(log_dir.glob("error.rank*.txt"))
+        if mistakes:
+            message = mistakes[0].read_text().strip()
+            if _only_logs(run_dir):
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise LltraceError(message) from None
         raise LltraceError(f"a rank failed: {_first_failure(exc)}",
-                           f"each rank's log is under {log_dir}") from None
+                           f"each rank's output is under {log_dir}") from None
     ranks = merge_ranks(run_dir, out)
     shutil.rmtree(log_dir, ignore_errors=True)
     return out[0]["result"], out[0]["describe"], ranks
+
+
+def _only_logs(run_dir: Path) -> bool:
+    """Nothing but the launcher's logs: the run never started (a user mistake at build)."""
+    return all(p.name == ".ranks-logs" for p in run_dir.iterdir())
 
 
 def _first_failure(exc: BaseException) -> str:
@@ -121,6 +150,38 @@ def _first_failure(exc: BaseException) -> str:
         if msg:
             return str(msg).strip().splitlines()[-1][:200]
     return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+
+
+def merge_partial(run_dir: Path, nproc: int) -> None:
+    """After an interrupted launch (no return values): the traces the ranks saved, moved up and
+    listed in meta.json `ranks` as far as they exist."""
+    import json
+
+    meta_path = run_dir / "meta.json"
+    if not meta_path.is_file():
+        return
+    per_rank: dict[str, Any] = {}
+    for r in range(nproc):
+        src_dir = run_dir if r == 0 else run_dir / f".rank{r}"
+        files = []
+        for src in sorted(src_dir.glob("trace*.json.gz")) if src_dir.is_dir() else []:
+            if "rank" in src.name:
+                continue
+            dst = run_dir / rank_trace_name(src.name, r)
+            if r:
+                os.replace(src, dst)
+            files.append(dst.name)
+        status = None
+        if r and (src_dir / "meta.json").is_file():
+            status = json.loads((src_dir / "meta.json").read_text()).get("status")
+        per_rank[str(r)] = {"traces": files, "status": status if r else None}
+        if r:
+            shutil.rmtree(src_dir, ignore_errors=True)
+    meta = json.loads(meta_path.read_text())
+    per_rank["0"]["status"] = meta.get("status")
+    meta["ranks"] = {"world_size": nproc, "kind": "ulysses", "frame_clock_rank": 0, "per_rank": per_rank}
+    meta["files"] = sorted(set(meta.get("files") or []) | {f for v in per_rank.values() for f in v["traces"]})
+    write_json_atomic(meta_path, meta)
 
 
 def merge_ranks(run_dir: Path, out: dict[int, dict[str, Any]]) -> dict[str, Any]:

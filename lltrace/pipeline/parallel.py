@@ -136,15 +136,26 @@ def _free_port() -> int:
 
 
 def launch(nproc: int, entrypoint: Callable[..., Any], *args: Any, run_id: str = "lltrace",
-           log_dir: str | None = None) -> dict[int, Any]:
+           log_dir: str | None = None, quiet: bool = False) -> dict[int, Any]:
     """Run `entrypoint(*args)` in `nproc` processes on this host through torch's elastic launcher
     (what torchrun runs): rendezvous on a free local port, no restarts. Returns {rank: return
-    value}. A worker's exception comes back as torch's ChildFailedError."""
-    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+    value}. A worker's exception comes back as torch's ChildFailedError. `quiet`: the workers'
+    stdout/stderr go to files under `log_dir` only, and the launcher's own log stays silent
+    (the caller reports a failure)."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=run_id,
                           rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{_free_port()}",
                           max_restarts=0, monitor_interval=0.1, start_method="spawn",
-                          logs_specs=DefaultLogsSpecs(log_dir=log_dir))
-    return elastic_launch(config, entrypoint)(*args)
+                          logs_specs=DefaultLogsSpecs(log_dir=log_dir, redirects=Std.ALL if quiet else Std.NONE))
+    log = logging.getLogger("torch.distributed")
+    level = log.level
+    if quiet:
+        log.setLevel(logging.CRITICAL + 1)
+    try:
+        return elastic_launch(config, entrypoint)(*args)
+    finally:
+        log.setLevel(level)

@@ -43,10 +43,10 @@ def summary_lines(a: RanksAnalysis) -> list[Text]:
             worst = max(layers, key=layers.get)
             median = statistics.median(layers.values())
             # the regions hold the all-to-all's layout copies too, not only the collective
-            line = Text(f"  ll/comm ms per layer: median {median:,.2f}, max {layers[worst]:,.2f} {worst}",
+            line = Text(f"  ll/comm per layer: median {median:,.2f} ms, max {layers[worst]:,.2f} {worst}",
                         style="dim")
             if by.get("(outside layers)"):
-                line.append(f"; outside layers {by['(outside layers)']:,.2f}")
+                line.append(f"; else {by['(outside layers)']:,.2f}")
             lines.append(line)
     return lines
 
