@@ -200,8 +200,6 @@ def _run_ranks(nproc, p, dev, model, notes, run_kwargs, out_dir, as_json, pipeli
         import torch
         if torch.cuda.device_count() < nproc:
             raise LltraceError(f"--nproc {nproc} needs {nproc} GPUs, this machine has {torch.cuda.device_count()}")
-    if p.cuda_graphs:
-        raise LltraceError("--nproc does not run CUDA graphs yet", "add --set cuda_graphs=false")
     rd = RunDirectory(_fresh_dir(out_dir)) if out_dir is not None else RunDirectory.create(p.name)
     rd.path.mkdir(parents=True, exist_ok=True)
     spec = {"preset": p, "device": str(dev), "model": model, "pipeline": dict(pipeline_kwargs, model=model),

@@ -282,10 +282,26 @@ def analyze_run(run_dir: Path, meta: dict[str, Any], rank0: Trace | None = None,
     base = traces[0].top.get("baseTimeNanoseconds")
     base = float(base) if isinstance(base, (int, float)) else None
     views, colls = [], {}
+    world = int(meta["ranks"].get("world_size") or len(files))
     for r, t in traces.items():
         b = budget0 if (r == 0 and budget0 is not None) else build_budget(t, meta)
+        per_rank_flops(b, world)
         c = colls[r] = collectives_of(t, base)
         exposed, over = exposure(t, c, base)
         views.append(RankView(r, t, b, c, exposed, over, per_meta.get(str(r), {}) or {}))
     skew, straggler, w = skew_and_straggler(colls)
-    return RanksAnalysis(views, int(meta["ranks"].get("world_size") or len(files)), skew, straggler, warnings + w)
+    return RanksAnalysis(views, world, skew, straggler, warnings + w)
+
+
+def per_rank_flops(budget: Budget, world: int) -> None:
+    """The roofline counts the whole model's FLOPs (meta.json's config); under Ulysses a rank
+    does 1/world of every layer's (its tokens in the linears, its heads in attention). The
+    patch embedding runs whole on every rank: its few FLOPs are undercounted the same way."""
+    if world <= 1 or getattr(budget, "_per_rank_flops", False):
+        return
+    budget._per_rank_flops = True
+    for _, node in budget.tree.walk():
+        if node.flops:
+            node.flops /= world
+        if node.tflops:
+            node.tflops /= world
