@@ -149,3 +149,19 @@ def test_reading_a_multi_rank_run_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr[-500:]
     assert out.stdout.strip() == "25"
+
+
+def test_diff_of_one_process_against_two_ranks_names_the_parallelism_and_comm_share(tmp_path, capsys):
+    single = tmp_path / "single.json.gz"   # rank 0's trace without its run: one process to diff
+    single.write_bytes((RUN / "trace.json.gz").read_bytes())
+    assert main(["diff", str(single), str(RUN)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("parallelism:"))
+    share = line.rsplit("B ", 1)[1]
+    assert line == f"parallelism: A 1 process, B 2 ranks; rank 0's comm share: A {share}, B {share}"
+    assert "B ms per block p50 by rank: 0: " in out and max(map(len, out.splitlines())) <= 80
+    assert main(["diff", str(single), str(RUN), "--json"]) == 0
+    ranks = json.loads(capsys.readouterr().out)["ranks"]
+    assert ranks["a"]["world_size"] == 1 and ranks["b"]["world_size"] == 2
+    assert 0 < ranks["b"]["comm_share"] < 1 and set(ranks["b"]["ms_per_block_p50"]) == {"0", "1"}
+    assert ranks["a"]["comm_share"] == pytest.approx(ranks["b"]["comm_share"])   # the same trace

@@ -305,3 +305,17 @@ def per_rank_flops(budget: Budget, world: int) -> None:
             node.flops /= world
         if node.tflops:
             node.tflops /= world
+
+
+def side_ranks(meta: dict[str, Any] | None, budget: Budget) -> dict[str, Any]:
+    """What `lltrace diff` says of one side's parallelism, without reading the other ranks'
+    traces: the ranks, rank 0's comm share (its `comm` regions over the run, from the budget
+    it already has) and each rank's ms per block (meta.json)."""
+    files = rank_traces(meta)
+    world = len(files) if files else 1
+    comm = sum(v for v in comm_by_layer(budget.tree).values())
+    total = budget.tree.value(budget.metric)
+    per = ((meta or {}).get("ranks") or {}).get("per_rank") or {} if files else {}
+    blocks = {r: (v.get("ms_per_block") or {}).get("p50") for r, v in per.items() if isinstance(v, dict)}
+    return {"world_size": world, "comm_ms": comm, "comm_share": comm / total if total else None,
+            "ms_per_block_p50": blocks}

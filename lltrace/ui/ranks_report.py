@@ -86,3 +86,23 @@ def render(a: RanksAnalysis, console: Console, ranks: list[int], depth: int | No
         console.print(line)
     for w in a.warnings:
         console.print(Text(f"warning: {w}", style="yellow"))
+
+
+def diff_lines(a: dict, b: dict) -> list[Text]:
+    """`lltrace diff`'s lines on parallelism (analysis.ranks.side_ranks of A and B)."""
+    def share(s: dict) -> str:
+        return "-" if not s["comm_share"] else f"{s['comm_share']:.1%}"
+
+    def procs(s: dict) -> str:
+        return "1 process" if s["world_size"] == 1 else f"{s['world_size']} ranks"
+
+    lines = [Text(f"parallelism: A {procs(a)}, B {procs(b)}; rank 0's comm share: "
+                  f"A {share(a)}, B {share(b)}", style="bold")]
+    for side, s in (("A", a), ("B", b)):
+        blocks = {r: v for r, v in s["ms_per_block_p50"].items() if isinstance(v, (int, float))}
+        if len(blocks) > 1:
+            slow = max(blocks, key=blocks.get)
+            lines.append(Text(f"  {side} ms per block p50 by rank: "
+                              + ", ".join(f"{r}: {v:,.1f}" for r, v in sorted(blocks.items()))
+                              + f" (slowest rank {slow})", style="dim"))
+    return lines
