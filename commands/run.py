@@ -141,6 +141,9 @@ def run(ctx, preset, script, script_args, regions_map, block_fn, decode_fn, reca
     run_kwargs = {"num_blocks": num_blocks, "prompt": prompt, "switches": switches, "profile_blocks": profile,
                   "regions_level": regions_level, "py_spy": py_spy, "kernel_map": kernel_map}
     if nproc > 1:
+        if not (headless or as_json) and sys.stdout.isatty():
+            notes.append("--nproc runs are headless (the live TUI drives one process); "
+                         "`lltrace view` shows the run directory")
         return _run_ranks(nproc, p, dev, model, notes, run_kwargs, out_dir, as_json,
                           {"weights": weights, "lora": lora, "lora_alpha": lora_alpha,
                            "vae_weights": vae_weights, "tokenizer": tokenizer, "seed": seed})
@@ -215,8 +218,11 @@ def _run_ranks(nproc, p, dev, model, notes, run_kwargs, out_dir, as_json, pipeli
         click.echo(json.dumps({"run_dir": str(result.run_dir), "status": result.status, **result.summary,
                                "ranks": ranks}, indent=2))
         return
+    blocks = {r: (v.get("ms_per_block") or {}).get("p50") for r, v in ranks["per_rank"].items()}
     notes = [*notes, (f"{nproc} ranks (Ulysses, {ranks['backend']}); the frame clock is rank 0's; "
-                      f"`lltrace budget {result.run_dir}` shows each rank")]
+                      f"`lltrace budget {result.run_dir}` shows each rank"),
+             "ms per block p50 by rank: " + ", ".join(
+                 f"{r}: {v:,.1f}" if isinstance(v, (int, float)) else f"{r}: -" for r, v in sorted(blocks.items()))]
     Console().print(run_summary(result, describe, notes))
     if result.status == "interrupted" and result.reason != "stopped":
         raise click.exceptions.Exit(130)

@@ -9,9 +9,11 @@ from lltrace.pipeline.parallel import check_split, launch
 
 
 @pytest.mark.slow
-def test_two_ranks_produce_the_one_process_latents_through_a_prompt_switch():
-    ref, ref_cache = tiny_blocks()
-    out = launch(2, sequence_parallel_blocks)
+@pytest.mark.parametrize("knobs", [{}, {"kv_cache": "static", "elementwise": "fused"}],
+                         ids=["baseline", "static-cache-fused"])
+def test_two_ranks_produce_the_one_process_latents_through_a_prompt_switch(knobs):
+    ref, ref_cache = tiny_blocks(knobs=knobs)
+    out = launch(2, sequence_parallel_blocks, knobs)
     assert sorted(out) == [0, 1]
     for latents, cache_shape in out.values():
         # each rank's KV cache holds its half of the heads for the whole sequence

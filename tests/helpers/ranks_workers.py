@@ -3,13 +3,13 @@ so that the launcher's spawned processes can unpickle them."""
 from __future__ import annotations
 
 
-def tiny_blocks(sp=None, blocks: int = 3, switch_before: int = 2):
-    """Clean latents of `blocks` blocks of the tiny model (fp32, CPU, no decoder), with a prompt
-    switch (the KV recache) before block `switch_before`."""
+def tiny_blocks(sp=None, blocks: int = 3, switch_before: int = 2, knobs: dict | None = None):
+    """Clean latents of `blocks` blocks of the tiny model (fp32, CPU, no decoder, preset knobs
+    `knobs` on baseline's), with a prompt switch (the KV recache) before block `switch_before`."""
     from lltrace.pipeline.generator import StreamingPipeline
     from lltrace.pipeline.presets import cpu_fallback, load_preset
 
-    preset, _ = cpu_fallback(load_preset("baseline", {"decoder": "none"}))
+    preset, _ = cpu_fallback(load_preset("baseline", {"decoder": "none", **(knobs or {})}))
     pipe = StreamingPipeline(preset, device="cpu", model="tiny", sequence_parallel=sp)
     pipe.start("a red fox in the snow")
     out = []
@@ -20,11 +20,11 @@ def tiny_blocks(sp=None, blocks: int = 3, switch_before: int = 2):
     return out, tuple(pipe.kv_cache.k[0].shape)
 
 
-def sequence_parallel_blocks():
+def sequence_parallel_blocks(knobs: dict | None = None):
     """One rank's latents under Ulysses over the launched group (gloo)."""
     from lltrace.pipeline.parallel import SequenceParallel, init_worker
 
     init_worker("cpu")
     from lltrace.pipeline.config import load_model_config
 
-    return tiny_blocks(SequenceParallel(load_model_config("tiny").frame_seqlen))
+    return tiny_blocks(SequenceParallel(load_model_config("tiny").frame_seqlen), knobs=knobs)
