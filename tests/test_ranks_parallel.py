@@ -101,3 +101,28 @@ def test_a_mistake_the_ranks_find_is_one_line_without_their_tracebacks(tmp_path,
     assert code == 2 and "Traceback" not in err
     assert "lltrace: error: --lora needs --weights" in err
     assert not run.exists()   # nothing ran: no half run directory left
+
+
+def test_rank_trace_names_and_the_merge_after_an_interrupt(tmp_path):
+    import json
+
+    from lltrace.capture.ranks import merge_partial, rank_trace_name
+
+    assert rank_trace_name("trace.json.gz", 0) == "trace.json.gz"
+    assert rank_trace_name("trace.json.gz", 3) == "trace.rank3.json.gz"
+    assert rank_trace_name("trace-2.json.gz", 1) == "trace-2.rank1.json.gz"
+    run = tmp_path / "run"
+    (run / ".rank1").mkdir(parents=True)
+    (run / "meta.json").write_text(json.dumps({"status": "interrupted", "files": ["meta.json", "trace.json.gz"]}))
+    (run / "trace.json.gz").write_bytes(b"r0")
+    (run / ".rank1" / "trace.json.gz").write_bytes(b"r1")
+    (run / ".rank1" / "meta.json").write_text(json.dumps({"status": "interrupted"}))
+    merge_partial(run, 3)   # rank 2 saved nothing before the interrupt
+    assert sorted(p.name for p in run.iterdir()) == ["meta.json", "trace.json.gz", "trace.rank1.json.gz"]
+    assert (run / "trace.rank1.json.gz").read_bytes() == b"r1"
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["ranks"]["world_size"] == 3
+    assert meta["ranks"]["per_rank"] == {"0": {"traces": ["trace.json.gz"], "status": "interrupted"},
+                                         "1": {"traces": ["trace.rank1.json.gz"], "status": "interrupted"},
+                                         "2": {"traces": [], "status": None}}
+    assert "trace.rank1.json.gz" in meta["files"]
