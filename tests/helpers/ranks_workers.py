@@ -3,7 +3,7 @@ so that the launcher's spawned processes can unpickle them."""
 from __future__ import annotations
 
 
-def tiny_blocks(sp=None, blocks: int = 3, switch_before: int = 2, knobs: dict | None = None):
+def tiny_blocks(sp=None, blocks: int = 2, switch_before: int = 1, knobs: dict | None = None):
     """Clean latents of `blocks` blocks of the tiny model (fp32, CPU, no decoder, preset knobs
     `knobs` on baseline's), with a prompt switch (the KV recache) before block `switch_before`."""
     from lltrace.pipeline.generator import StreamingPipeline
@@ -20,11 +20,13 @@ def tiny_blocks(sp=None, blocks: int = 3, switch_before: int = 2, knobs: dict | 
     return out, tuple(pipe.kv_cache.k[0].shape)
 
 
-def sequence_parallel_blocks(knobs: dict | None = None):
-    """One rank's latents under Ulysses over the launched group (gloo)."""
+def sequence_parallel_blocks(knob_sets: list[dict]):
+    """One rank's latents under Ulysses over the launched group (gloo), for each knob set
+    (one launch for all: starting the processes is most of the cost)."""
     from lltrace.pipeline.parallel import SequenceParallel, init_worker
 
     init_worker("cpu")
     from lltrace.pipeline.config import load_model_config
 
-    return tiny_blocks(SequenceParallel(load_model_config("tiny").frame_seqlen), knobs=knobs)
+    frame_seqlen = load_model_config("tiny").frame_seqlen
+    return [tiny_blocks(SequenceParallel(frame_seqlen), knobs=knobs) for knobs in knob_sets]
