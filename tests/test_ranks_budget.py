@@ -113,6 +113,7 @@ def test_budget_of_a_two_rank_run_shows_each_rank_with_its_comm_regions(capsys):
     assert "2 ranks (sequence parallel)" in out
     assert any(line.startswith("rank 0  wall") for line in lines) and any(line.startswith("rank 1  wall")
                                                                           for line in lines)
+    assert sum(line.endswith("  straggler") for line in lines) == 1
     assert sum("── rank" in line for line in lines) == 2          # a tree per rank
     assert sum("comm" in line and "├─" in line or "└─ comm" in line for line in lines) >= 4
     assert "rank skew over 25 collectives" in out and "straggler: rank" in out

@@ -18,25 +18,29 @@ def _ms(us: float) -> str:
 
 
 def rank_line(v: RankView) -> Text:
-    """`rank 1  wall 3,187 ms  block 1,414 ms  comm 326.7 ms 10.2%  exposed 322.8`"""
+    """`rank 1  wall 3,187  block 1,414.3  comm 326.7 10.2%  exposed 322.8` (ms)"""
     b = v.budget
     block = (v.meta.get("ms_per_block") or {}).get("p50")
     share = v.comm_ms / b.wall_ms if b.wall_ms else 0.0
     t = Text(f"rank {v.rank}", style="bold")
-    t.append(f"  wall {b.wall_ms:,.0f} ms")
+    t.append(f"  wall {b.wall_ms:,.0f}")
     if isinstance(block, (int, float)):
-        t.append(f"  block p50 {block:,.1f}")
-    t.append(f"  comm {v.comm_ms:,.1f} ms {share:.1%}")
+        t.append(f"  block {block:,.1f}")
+    t.append(f"  comm {v.comm_ms:,.1f} {share:.1%}")
     t.append(f"  exposed {v.exposed_ms:,.1f}", style="yellow" if v.exposed_ms > 0.5 * v.comm_ms else "")
     return t
 
 
 def summary_lines(a: RanksAnalysis) -> list[Text]:
-    lines = [Text(f"{a.world_size} ranks (sequence parallel); collectives "
-                  f"{'NCCL kernels' if a.skew.get('clock') == 'device' else 'gloo ops on the host'}",
+    lines = [Text(f"{a.world_size} ranks (sequence parallel), ms; block: p50; collectives: "
+                  f"{'NCCL kernels' if a.skew.get('clock') == 'device' else 'gloo on the host'}",
                   style="bold")]
+    straggler = (a.straggler or {}).get("rank")
     for v in a.ranks:
-        lines.append(rank_line(v))
+        line = rank_line(v)
+        if v.rank == straggler and len(a.ranks) > 1:
+            line.append("  straggler", style="bold yellow")
+        lines.append(line)
         by = comm_by_layer(v.budget.tree)
         layers = {k: ms for k, ms in by.items() if k.startswith("layer[")}
         if layers:

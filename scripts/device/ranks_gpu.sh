@@ -8,11 +8,15 @@
 # Call with the device tool: kind nvidia-h200-x2, carry [".whl"] (scripts/device/fetch_wheels.sh
 # fills it), command
 #     bash scripts/device/ranks_gpu.sh
-# About 4 min on 2 GPUs (RUN_TIMEOUT per run, default 150 s). Results in $OUT:
+# One preset a call keeps it under 5 min: PRESETS=balanced bash scripts/device/ranks_gpu.sh, then
+# PRESETS=ultra (RUN_TIMEOUT per run, default 200 s). Results in $OUT:
 #   ranks.txt            the table (ms per video frame against 1 GPU, comm share, exposed)
 #   budget-P-nN.txt      `lltrace budget` of each run (80 columns)
 #   ranks-P-nN.json      the `ranks` object of `lltrace budget --json`, summary-P-nN.json
 . scripts/device/setup.sh || exit 1
+# NVLink multicast stays off (the device's rule: it can take the shared GPUs out of service);
+# the launcher hands this environment to every rank
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export LLTRACE_TRACES=/tmp/ranks
 gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
 sizes="1 2"; [ "$gpus" -ge 4 ] && sizes="1 2 4"
@@ -22,13 +26,13 @@ for p in ${PRESETS:-balanced ultra}; do
     [ "$n" -gt "$gpus" ] && continue
     dir=/tmp/ranks/$p-n$n
     extra=""
-    timeout ${RUN_TIMEOUT:-150} python3 -m lltrace run -p $p --nproc $n --frames 120 --headless --json \
+    timeout ${RUN_TIMEOUT:-200} python3 -m lltrace run -p $p --nproc $n --frames 120 --headless --json \
       -o $dir > $OUT/summary-$p-n$n.json 2> /tmp/err-$p-n$n.txt
     rc=$?
     if [ $rc -ne 0 ] && [ "$p" = ultra ] && [ "$n" -gt 1 ]; then
       echo "$p n=$n: exit $rc ($(grep -v -E 'torchao|_pytree|^W1' /tmp/err-$p-n$n.txt | tail -1)); retrying with cuda_graphs=false" | tee -a $OUT/ranks.txt
       rm -rf $dir; extra="--set cuda_graphs=false"
-      timeout ${RUN_TIMEOUT:-150} python3 -m lltrace run -p $p --nproc $n --frames 120 --headless --json \
+      timeout ${RUN_TIMEOUT:-200} python3 -m lltrace run -p $p --nproc $n --frames 120 --headless --json \
         $extra -o $dir > $OUT/summary-$p-n$n.json 2> /tmp/err-$p-n$n.txt
       rc=$?
     fi
