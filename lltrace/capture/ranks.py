@@ -104,6 +104,7 @@ def rank_worker(spec: dict[str, Any]) -> dict[str, Any]:
 def run_ranks(nproc: int, spec: dict[str, Any]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """Run `spec` over `nproc` ranks; merge their traces into rank 0's run directory.
     Returns (rank 0's RunResult, rank 0's pipeline description, meta.json's `ranks`)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     from lltrace.pipeline.parallel import launch
@@ -112,8 +113,6 @@ def run_ranks(nproc: int, spec: dict[str, Any]) -> tuple[Any, dict[str, Any], di
     log_dir = run_dir / ".ranks-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     spec = {**spec, "log_dir": str(log_dir)}
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-
     try:
         out = launch(nproc, rank_worker, spec, run_id=run_dir.name, log_dir=str(log_dir), quiet=True)
     except SignalException:
