@@ -53,19 +53,32 @@ def diff(a, b, depth, top, expand, as_json, as_markdown, fail_above, metric, str
     with err.status(f"reading A and B: {a}, {b}") if err.is_terminal else contextlib.nullcontext():
         sides = load_sides(a, b)         # at the same time; an error names its side
     result = diff_mod.diff(*sides, alpha=alpha, min_effect=effect)
+    from lltrace.analysis.ranks import side_ranks
+
+    # a sequence-parallel side (lltrace run --nproc): its ranks and comm share
+    ranks = [side_ranks(s.run.meta, s.budget) for s in sides]
+    if all(r["world_size"] == 1 for r in ranks):
+        ranks = None
     verdict = gate_mod.gate(result, threshold, metric, strict) if threshold is not None else None
 
     if as_json:
         data = result.to_dict(depth=depth, top=top)
         data["gate"] = verdict.to_dict() if verdict else None
+        if ranks is not None:
+            data["ranks"] = {"a": ranks[0], "b": ranks[1]}
         json.dump(data, sys.stdout, indent=1)
         sys.stdout.write("\n")
     elif as_markdown:
         sys.stdout.write(diff_report.markdown(result, depth=3 if depth is None else depth, top=top, gate=verdict,
                                                  expand=expand))
     else:
-        diff_report.render(result, Console(), depth=3 if depth is None else depth, top=top, gate=verdict,
+        out = Console()
+        diff_report.render(result, out, depth=3 if depth is None else depth, top=top, gate=verdict,
                            expand=expand)
+        if ranks is not None:
+            from lltrace.ui.ranks_report import diff_lines
+            for line in diff_lines(*ranks):
+                out.print(line)
     if verdict is not None:
         if as_json or as_markdown:   # the gate line goes to stderr so stdout stays parseable
             err.print(verdict.message, style="bold red" if verdict.failed else "green", highlight=False)

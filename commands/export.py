@@ -24,7 +24,8 @@ from lltrace.commands.params import BLOCKS, MS_WINDOW
 def export(source, out, blocks, window_ms, gzip_level, check):
     """Write SOURCE (a run directory, run id or trace file) as a Chrome trace that opens in
     ui.perfetto.dev, with lltrace's tracks added: video frames, prompt switches, run events
-    (recompiles, ...), regions on host and GPU, and a frame-latency counter."""
+    (recompiles, ...), regions on host and GPU, and a frame-latency counter. A multi-rank
+    run (lltrace run --nproc) becomes one trace with a process per rank ("rank r")."""
     from rich.console import Console
 
     from lltrace.errors import LltraceError

@@ -20,7 +20,7 @@ from lltrace.errors import LltraceError
 DEFAULT_PRESET = "ultra"
 # options that only mean something when lltrace builds and drives its own pipeline
 PRESET_ONLY = ("frames", "prompt", "switch_at", "model", "device", "overrides", "weights", "lora", "lora_alpha",
-               "vae_weights", "tokenizer", "seed", "doctor")
+               "vae_weights", "tokenizer", "seed", "doctor", "nproc")
 SCRIPT_ONLY = ("regions_map", "block_fn", "decode_fn", "recache_fn")
 
 
@@ -72,13 +72,16 @@ SCRIPT_ONLY = ("regions_map", "block_fn", "decode_fn", "recache_fn")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout at the end (implies --headless; "
               "a --script's own output goes to stderr then).")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Sequence parallelism (Ulysses) over N processes: gloo on the CPU, NCCL on N GPUs; "
+                   "a trace per rank in one run directory. Headless.")
 @click.option("--doctor/--no-doctor", default=True, show_default=True,
               help="TUI only: check the built pipeline with `lltrace doctor` (denoise, kv_update) and show "
                    "its CUDA-graph verdict; costs a few seconds before the first frame (not counted in it).")
 @click.pass_context
 def run(ctx, preset, script, script_args, regions_map, block_fn, decode_fn, recache_fn, frames, prompt, switch_at,
         headless, profile_blocks, regions_level, py_spy, out_dir, kernel_map, model, device,
-        overrides, weights, lora, lora_alpha, vae_weights, tokenizer, seed, as_json, doctor):
+        overrides, weights, lora, lora_alpha, vae_weights, tokenizer, seed, as_json, doctor, nproc):
     """Run the LongLive pipeline with full instrumentation; write traces/<run-id>/.
 
     On a terminal this opens the live TUI; without one (or with --headless) it prints a
@@ -135,6 +138,15 @@ def run(ctx, preset, script, script_args, regions_map, block_fn, decode_fn, reca
     if p.compile and regions_level == "op":
         notes.append("compiled blocks get layer regions only: inductor fuses across op boundaries")
 
+    run_kwargs = {"num_blocks": num_blocks, "prompt": prompt, "switches": switches, "profile_blocks": profile,
+                  "regions_level": regions_level, "py_spy": py_spy, "kernel_map": kernel_map}
+    if nproc > 1:
+        if not (headless or as_json) and sys.stdout.isatty():
+            notes.append("--nproc runs are headless (the live TUI drives one process); "
+                         "`lltrace view` shows the run directory")
+        return _run_ranks(nproc, p, dev, model, notes, run_kwargs, out_dir, as_json,
+                          {"weights": weights, "lora": lora, "lora_alpha": lora_alpha,
+                           "vae_weights": vae_weights, "tokenizer": tokenizer, "seed": seed})
     live = not (headless or as_json) and sys.stdout.isatty()
     if live:  # headless runs list the notes in their summary
         for n in notes:
@@ -150,9 +162,7 @@ def run(ctx, preset, script, script_args, regions_map, block_fn, decode_fn, reca
         pipe.ceiling_tflops = measure_matmul_tflops(iters=10)  # ~0.1 s; meta.json's roofline ceiling
         if p.fp8:
             pipe.ceiling_fp8_tflops = measure_fp8_tflops(iters=10)
-    session_kwargs = dict(num_blocks=num_blocks, prompt=prompt, switches=switches, profile_blocks=profile,
-                          regions_level=regions_level, py_spy=py_spy, kernel_map=kernel_map,
-                          run_dir=_fresh_dir(out_dir) if out_dir is not None else None, command=["lltrace", *sys.argv[1:]])
+    session_kwargs = dict(run_kwargs, run_dir=_fresh_dir(out_dir) if out_dir is not None else None, command=["lltrace", *sys.argv[1:]])
     if live:
         try:
             from lltrace.ui.app import run_live_app
@@ -174,6 +184,47 @@ def run(ctx, preset, script, script_args, regions_map, block_fn, decode_fn, reca
             Console().print(run_summary(result, pipe.describe(), notes))
     # Ctrl-C / SIGTERM: the shell convention 130. Quitting the TUI with `q` is a normal end.
     if result is not None and result.status == "interrupted" and result.reason != "stopped":
+        raise click.exceptions.Exit(130)
+
+
+def _run_ranks(nproc, p, dev, model, notes, run_kwargs, out_dir, as_json, pipeline_kwargs):
+    """--nproc N: N sequence-parallel ranks (lltrace.capture.ranks), headless; rank 0's summary."""
+    from rich.console import Console
+
+    from lltrace.capture.ranks import run_ranks
+    from lltrace.capture.rundir import RunDirectory
+    from lltrace.pipeline.config import load_model_config
+    from lltrace.pipeline.parallel import check_split
+    from lltrace.trace.roofline import measure_matmul_tflops
+    from lltrace.ui.run_summary import run_summary
+
+    check_split(load_model_config(model or p.model), nproc)
+    if dev.type == "cuda":
+        import torch
+        if torch.cuda.device_count() < nproc:
+            raise LltraceError(f"--nproc {nproc} needs {nproc} GPUs, this machine has {torch.cuda.device_count()}")
+    rd = RunDirectory(_fresh_dir(out_dir)) if out_dir is not None else RunDirectory.create(p.name)
+    rd.path.mkdir(parents=True, exist_ok=True)
+    spec = {"preset": p, "device": str(dev), "model": model, "pipeline": dict(pipeline_kwargs, model=model),
+            "ceiling": measure_matmul_tflops,   # each rank measures its own GPU
+            "run_dir": str(rd.path), "session": dict(run_kwargs, command=["lltrace", *sys.argv[1:]])}
+    try:
+        with Console(stderr=True).status(f"{p.name}: {run_kwargs['num_blocks']} blocks on {nproc} ranks"):
+            result, describe, ranks = run_ranks(nproc, spec)
+    except KeyboardInterrupt:
+        click.echo(f"lltrace: interrupted; the run directory {rd.path} is complete up to there", err=True)
+        raise click.exceptions.Exit(130) from None
+    if as_json:
+        click.echo(json.dumps({"run_dir": str(result.run_dir), "status": result.status, **result.summary,
+                               "ranks": ranks}, indent=2))
+        return
+    blocks = {r: (v.get("ms_per_block") or {}).get("p50") for r, v in ranks["per_rank"].items()}
+    notes = [*notes, (f"{nproc} ranks (Ulysses, {ranks['backend']}); the frame clock is rank 0's; "
+                      f"`lltrace budget {result.run_dir}` shows each rank"),
+             "ms per block p50 by rank: " + ", ".join(
+                 f"{r}: {v:,.1f}" if isinstance(v, (int, float)) else f"{r}: -" for r, v in sorted(blocks.items()))]
+    Console().print(run_summary(result, describe, notes))
+    if result.status == "interrupted" and result.reason != "stopped":
         raise click.exceptions.Exit(130)
 
 

@@ -17,6 +17,8 @@ RUN, TEXT_ENCODE, BLOCK, NOISE, STEP, CONTEXT, DECODE, RECACHE = (
 EMBED, LAYER, NORM, SELF_ATTN, KV_UPDATE, CROSS_ATTN, FFN, HEAD = (
     "embed", "layer", "norm", "self_attn", "kv_update", "cross_attn", "ffn", "head")
 CLOCK_SYNC_KIND = "clock_sync"
+# sequence parallelism (pipeline.parallel): a collective of the rank's group, e.g. an all-to-all
+COMM = "comm"
 # CUDA graphs: ll/graph_capture[i] around the capture of graph i, ll/graph[i] around each replay
 GRAPH_CAPTURE, GRAPH = "graph_capture", "graph"
 # rows the trace layer adds (lltrace.trace.kernelmap): a compiled layer's own code, and kernels
@@ -32,7 +34,7 @@ _SYNC_SITE = f"ll/{SYNC_SITE_KIND}:"
 INDEXED = frozenset({BLOCK, STEP, LAYER, GRAPH_CAPTURE, GRAPH})
 KINDS = frozenset({RUN, TEXT_ENCODE, BLOCK, NOISE, STEP, CONTEXT, DECODE, RECACHE, EMBED, LAYER, NORM,
                    SELF_ATTN, KV_UPDATE, CROSS_ATTN, FFN, HEAD, CLOCK_SYNC_KIND, GRAPH_CAPTURE, GRAPH,
-                   MODULATION, GRAPH_LAUNCH})
+                   MODULATION, GRAPH_LAUNCH, COMM})
 
 # `kind[i]`; the kind may hold dots so that foreign leaves such as `blocks.0[2]` split too
 _INDEXED_LEAF = re.compile(r"^([A-Za-z_][\w.]*)\[(\d+)\]$")

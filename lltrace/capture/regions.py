@@ -27,7 +27,7 @@ LEVELS = ("off", "block", "layer", "op")
 
 _RANK = {lv: i for i, lv in enumerate(LEVELS)}
 OP_REGIONS = frozenset({names.SELF_ATTN, names.CROSS_ATTN, names.FFN, names.KV_UPDATE, names.NORM, names.EMBED,
-                        names.HEAD})
+                        names.HEAD, names.COMM})
 
 _domain = nvtx.get_domain(DOMAIN)  # a dummy domain (no-op calls) unless nsys injected NVTX
 # nvtx.enabled() is only "NVTX_DISABLE is unset" (True without any tool): a tool is attached
@@ -38,7 +38,7 @@ _attrs: dict[str, object] = {}
 
 _COLORS = {"block": 0x4C9BE8, "step": 0x2CA02C, "context": 0x17BECF, "decode": 0x9467BD,
            "layer": 0x7F7F7F, "self_attn": 0xD62728, "cross_attn": 0xFF7F0E, "ffn": 0x8C564B,
-           "kv_update": 0xE377C2, "norm": 0xBCBD22, "embed": 0x1F77B4, "head": 0x1F77B4}
+           "kv_update": 0xE377C2, "comm": 0x393B79, "norm": 0xBCBD22, "embed": 0x1F77B4, "head": 0x1F77B4}
 
 
 def level_of(name: str) -> str:

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 import msgspec
 import numpy as np
 
-from lltrace.capture.rundir import read_run
+from lltrace.capture.rundir import read_meta, read_run
 from lltrace.errors import LltraceError
 from lltrace.export import timeline as tl_mod
 from lltrace.trace.deflate import DEFAULT_LEVEL, gzip_writer
@@ -34,6 +34,7 @@ from lltrace.trace.events import GPU_ACTIVITY, MAX_US, RUNTIME, Trace, lenient_e
 from lltrace.trace.instances import measure
 from lltrace.trace.jsonround import num, rounded
 from lltrace.trace.loader import Source, load_trace, resolve_source
+from lltrace.trace.ranks import rank_traces
 from lltrace.trace.reader import read_events
 
 BROWSER_LIMIT = 256 << 20     # uncompressed JSON above this is slow or too big for a browser tab
@@ -508,6 +509,10 @@ def export(source: str | Path, out: str | Path, *, blocks: tuple[int, int] | Non
                            "pass the run directory or its trace.json.gz")
     gz = out.name.endswith(".gz")
     level = gzip_level if gz else None
+    if src.kind == "run" and src.meta_path is not None:
+        files = rank_traces(read_meta(src.meta_path))
+        if len(files) > 1:   # a sequence-parallel run: every rank, a process each
+            return _export_ranks(src, out, files, blocks, window_ms, level, progress)
     trace: Trace | None = None
     if blocks is None and window_ms is None:
         try:
@@ -530,6 +535,39 @@ def export(source: str | Path, out: str | Path, *, blocks: tuple[int, int] | Non
 
     writer, sink = _atomic(out, level, body)
     result = _result(out, gz, writer, sink.total, sink.kept, plan)
+    result.bytes = out.stat().st_size
+    return result
+
+
+def _export_ranks(src: Source, out: Path, files: dict[int, list[str]], blocks, window_ms, level: int | None,
+                  progress) -> ExportResult:
+    """A multi-rank run (lltrace.export.ranks): rank 0's lltrace tracks, every rank's events."""
+    from lltrace.export.ranks import merged_events
+
+    trace = load_trace(src, progress)   # rank 0: its frames, events and window are the run's
+    plan = _plan(src, trace, blocks, window_ms)
+    files = {**files, 0: [p.name for p in src.traces]}
+    base = trace.top.get("baseTimeNanoseconds")
+    window = None if plan.window is None else (plan.window.start_us, plan.window.end_us)
+    events, info = merged_events(src.run_dir, files, plan.pid + 1, base if isinstance(base, (int, float)) else None,
+                                 window)
+    header = {k: v for k, v in trace.top.items() if k not in ("traceEvents", "distributedInfo")}
+
+    def body(f: BinaryIO) -> _Writer:
+        writer = _Writer(f, header)
+        dropped = 0
+        for e in [*events, *plan.extra]:
+            try:
+                writer.event(_enc_json(e))
+            except (ValueError, TypeError):   # NaN / Infinity: JSON cannot hold them
+                dropped += 1
+        if dropped:
+            plan.warnings.append(f"{dropped} events with values JSON cannot hold (NaN, Infinity) were left out")
+        writer.close({**_trailer(src, plan), "lltraceRanks": info})
+        return writer
+
+    writer = _atomic(out, level, body)
+    result = _result(out, out.name.endswith(".gz"), writer, len(events), writer.n - len(plan.extra), plan)
     result.bytes = out.stat().st_size
     return result
 

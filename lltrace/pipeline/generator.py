@@ -106,7 +106,7 @@ class StreamingPipeline:
     def __init__(self, preset: Preset, *, device=None, model: str | None = None, weights: str | None = None,
                  lora: str | None = None, lora_alpha: float | None = None, vae_weights: str | None = None,
                  tokenizer: str | None = None, batch: int = 1, seed: int = 0,
-                 observer: PipelineObserver = NULL_OBSERVER):
+                 observer: PipelineObserver = NULL_OBSERVER, sequence_parallel=None):
         from lltrace.pipeline import optimize
         from lltrace.pipeline.attention import resolve_backend
         from lltrace.pipeline.decoders import build_decoder, optimize_decoder
@@ -141,6 +141,11 @@ class StreamingPipeline:
         elif lora:
             raise LltraceError("--lora needs --weights (a LoRA merges into a base checkpoint)")
         self.generator = generator.to(self.dtype).eval().requires_grad_(False)
+        # pipeline.parallel.SequenceParallel: Ulysses over its group; the KV cache holds this rank's heads
+        self.sequence_parallel = sequence_parallel
+        if sequence_parallel is not None:
+            from lltrace.pipeline.parallel import local_config
+            sequence_parallel.attach(self.generator)
 
         self.text_encoder = TextEncoder(cfg, dtype=self.dtype, device=self.device, tokenizer_path=tokenizer,
                                         seed=seed)
@@ -163,7 +168,8 @@ class StreamingPipeline:
         self.ceiling_tflops: float | None = None  # measured matmul ceiling, for the roofline
         self.ceiling_fp8_tflops: float | None = None  # the same for fp8 GEMMs (presets with fp8 linears)
         self.graphed_forward = None  # set by optimize.apply when the preset asks for CUDA graphs
-        self.kv_cache = make_kv_cache(preset.kv_cache, cfg, batch, preset.local_attn_size, preset.sink_size,
+        kv_cfg = cfg if sequence_parallel is None else local_config(cfg, sequence_parallel.world)
+        self.kv_cache = make_kv_cache(preset.kv_cache, kv_cfg, batch, preset.local_attn_size, preset.sink_size,
                                       self.dtype, self.device)
         self.crossattn_cache = CrossAttnCache(cfg, batch, self.dtype, self.device)
         self.optimizations = optimize.apply(self)  # fp8, regional compile, CUDA graphs (per preset)
@@ -195,6 +201,9 @@ class StreamingPipeline:
                 "device": dev, "dtype": str(self.dtype).removeprefix("torch."),
                 "attention_backend": self.attention_backend, "timesteps": self.timesteps,
                 "optimizations": self.optimizations, "batch": self.batch, "seed": self.seed,
+                **({} if self.sequence_parallel is None else {"sequence_parallel": {
+                    "ranks": self.sequence_parallel.world, "rank": self.sequence_parallel.rank,
+                    "kind": "ulysses"}}),
                 "weights": "random" if self.weights_report is None else str(self.weights_report)}
 
     # -- the stream ---------------------------------------------------------------------------

@@ -171,6 +171,7 @@ class _Attention(nn.Module):
 
 class CausalSelfAttention(_Attention):
     fused = False   # rope: (cos, sin) of Rope3D.tables, or Rope3D.fused_tables when fused
+    sp = None       # pipeline.parallel.SequenceParallel: x is this rank's tokens (Ulysses)
 
     def project(self, x, rope):
         """RoPE'd q, k and v of x, [B, L, heads, head_dim]."""
@@ -187,8 +188,13 @@ class CausalSelfAttention(_Attention):
 
     def forward(self, x, rope, kv_cache: KVCache, layer_idx: int, current_start):
         q, k, v = self.project(x, rope)
+        if self.sp is not None:   # -> all tokens, this rank's heads (the KV cache holds those)
+            q, k, v = self.sp.heads_from_tokens(q, k, v)
         k_att, v_att, mask = kv_cache.update(layer_idx, k, v, current_start)
-        return self.o(self.attend(q, k_att, v_att, mask).flatten(2))
+        out = self.attend(q, k_att, v_att, mask)
+        if self.sp is not None:
+            out = self.sp.tokens_from_heads(out)
+        return self.o(out.flatten(2))
 
 
 class CrossAttention(_Attention):
@@ -272,8 +278,13 @@ class CausalWanBlock(nn.Module):
 
     def forward_split(self, x, e0, context, rope, kv_cache, cross_kv, layer_idx, current_start):
         q, k, v, mods = self.pre_attn(x, e0, rope)
+        sp = self.self_attn.sp
+        if sp is not None:   # the all-to-alls stay eager, between the compiled halves
+            q, k, v = sp.heads_from_tokens(q, k, v)
         k_att, v_att, mask = kv_cache.update(layer_idx, k, v, current_start)
         attn = self.self_attn.attend(q, k_att, v_att, mask)
+        if sp is not None:
+            attn = sp.tokens_from_heads(attn)
         return self.post_attn(x, attn, mods, context, *cross_kv)
 
 
@@ -303,7 +314,10 @@ class CausalWanModel(nn.Module):
     (set_elementwise: the same steps in the model's dtype, fewer kernels).
     No instrumentation inside: lltrace.capture.hooks puts the ll/layer[k], ll/self_attn, ...
     regions (docs/FORMATS.md §1) on these module names, and ll/kv_update on `kv_cache.update`.
+    `sp` (pipeline.parallel.SequenceParallel.attach): the forward runs sequence-parallel.
     """
+
+    sp = None
 
     def __init__(self, cfg: ModelConfig, attention_backend: str = "sdpa", elementwise: str = "reference"):
         super().__init__()
@@ -393,11 +407,17 @@ class CausalWanModel(nn.Module):
             rope = self.rope.fused_tables(self.start_frame(current_start), *grid, x.dtype)
         else:
             rope = self.rope.tables(self.start_frame(current_start), *grid)
+        if self.sp is not None:   # this rank's slice of every frame's tokens, and their RoPE rows
+            x = self.sp.split_tokens(x, 1, grid[0])
+            rope = tuple(self.sp.split_tokens(r, 0, grid[0]) for r in rope)
         for i, block in enumerate(self.blocks):
             cross_kv = (crossattn_cache.k[i], crossattn_cache.v[i])
             x = block(x, e0, ctx, rope, kv_cache, cross_kv, i, current_start)
         crossattn_cache.ready = True
-        return self.unpatchify(self.head(x, e), grid)
+        x = self.head(x, e)
+        if self.sp is not None:   # every rank ends with the whole prediction
+            x = self.sp.gather_tokens(x, grid[0])
+        return self.unpatchify(x, grid)
 
 
 def count_parameters(cfg: ModelConfig) -> int:
