@@ -113,11 +113,15 @@ def _description(stage: str, pipe, plan: _Plan) -> str:
 
 def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
                       compile_check: bool | Sequence[str] = True, capture: bool | None = None,
+                      graph_savings: bool = True,
                       progress: Callable[[str], None] = lambda s: None) -> DoctorReport:
     """Probe each stage of a StreamingPipeline; see the module docstring.
 
     `compile_check`: True / False for every stage, or the stages to run the compile checks on.
     `capture`: try CUDA-graph captures (default: when CUDA is available).
+    `graph_savings`: bound what CUDA graphs would save on each per-block stage (denoise,
+    kv_update, recache, decode) from one profiled eager call (savings.py; CUDA only).
+    `progress(text)`: told each stage's check as it starts ("denoise: CUDA-graph capture ...").
     """
     stages = parse_stages(stages)
     compiled = set(stages) if compile_check is True else set(parse_stages(compile_check)) if compile_check else set()
@@ -135,19 +139,18 @@ def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
         return pipe.generator(x, t, pipe.context, pipe.kv_cache, pipe.crossattn_cache, current_start)
 
     for stage in stages:
-        desc = _description(stage, pipe, plan)
+        common = {"compile_check": stage in compiled, "capture": capture, "progress": progress,
+                  "description": _description(stage, pipe, plan),
+                  "graph_savings": graph_savings and stage != "text"}
         if stage in ("denoise", "kv_update", "recache"):
             probes[stage] = StageProbe(stage, generator_forward, state=gen_state, roots=gen_roots,
-                                       compile_check=stage in compiled, capture=capture, description=desc,
-                                       fixes=_pipeline_fixes)
+                                       fixes=_pipeline_fixes, **common)
         elif stage == "decode":
             probes[stage] = StageProbe(stage, pipe.decoder.decode_block, state=[pipe.decoder],
-                                       roots={"decoder": pipe.decoder}, compile_check=stage in compiled,
-                                       capture=capture, description=desc)
-        else:
+                                       roots={"decoder": pipe.decoder}, **common)
+        else:   # the text encoder runs once per prompt: what graphs would save there is not per block
             probes[stage] = StageProbe(stage, pipe.text_encoder.encode, state=[pipe.text_encoder],
-                                       roots={"text_encoder": pipe.text_encoder}, compile_check=stage in compiled,
-                                       capture=capture, description=desc, fixes=_text_fixes)
+                                       roots={"text_encoder": pipe.text_encoder}, fixes=_text_fixes, **common)
 
     where = {"phase": "start", "block": -1, "fwd": 0, "switch": -1, "encode": 0}
 
