@@ -97,5 +97,7 @@ def doctor(preset, stages, module_spec, model, device, overrides, no_compile, as
         from lltrace.ui.doctor_report import doctor_renderable
 
         Console().print(doctor_renderable(report))
+    if report.stopped:   # the report is printed, and the command still failed
+        raise click.exceptions.Exit(1)
     if strict and any(s.verdict == INCOMPATIBLE for s in report.stages):
         raise click.exceptions.Exit(1)

@@ -163,3 +163,28 @@ def test_the_text_report_says_needs_cuda_per_stage(capsys):
     assert code == 0
     lines = out.splitlines()
     assert lines.count("  CUDA graphs would save: needs CUDA") == 2
+
+
+def test_a_stage_that_raises_still_prints_the_report(capsys, monkeypatch):
+    """The stream raising at the second block (an OOM on a GPU, say): the stages checked before
+    are reported, the error is named, the command exits 1."""
+    from lltrace.pipeline.generator import StreamingPipeline
+
+    real, calls = StreamingPipeline.generate_block, []
+
+    def generate_block(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory (planted)")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(StreamingPipeline, "generate_block", generate_block)
+    code, out, _ = run(capsys, "--preset", "baseline", "--stage", "denoise", "--no-compile", "--json")
+    assert code == 1
+    data = json.loads(out)
+    assert data["stopped"] == "at block 2/3: RuntimeError: CUDA out of memory (planted)"
+    (st,) = data["stages"]
+    assert any("not called at two positions" in f["message"] for f in st["findings"])
+    calls.clear()
+    code, out, _ = run(capsys, "--preset", "baseline", "--stage", "denoise", "--no-compile")
+    assert code == 1 and "the doctor stopped at block 2/3: RuntimeError" in out

@@ -203,23 +203,29 @@ def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
         es.callback(setattr, pipe, "decoder", decoder)
         if "decode" not in probes:
             pipe.decoder = None   # decoding blocks the doctor does not look at only costs time
-        pipe.start(PROMPTS[0])
-        for b in range(plan.blocks):
-            if b == 3:
-                pipe.decoder = None   # the decode stage's three blocks are done
-            # Each probed call compiles / captures / replays its stage: seconds to minutes (fp8).
-            progress(f"block {b + 1}/{plan.blocks}" + (" after a prompt switch" if b in plan.switches else ""))
-            if b in plan.switches:
-                where.update(phase="switch", switch=plan.switches.index(b), fwd=0)
-                pipe.switch_prompt(PROMPTS[1 + plan.switches.index(b)])
-            where.update(phase="block", block=b, fwd=0)
-            pipe.generate_block()
-            where["phase"] = "idle"
+        stopped, at = None, "the first prompt"
+        try:
+            pipe.start(PROMPTS[0])
+            for b in range(plan.blocks):
+                at = f"block {b + 1}/{plan.blocks}"
+                if b == 3:
+                    pipe.decoder = None   # the decode stage's three blocks are done
+                # Each probed call compiles / captures / replays its stage: seconds to minutes (fp8).
+                progress(f"block {b + 1}/{plan.blocks}" + (" after a prompt switch" if b in plan.switches else ""))
+                if b in plan.switches:
+                    where.update(phase="switch", switch=plan.switches.index(b), fwd=0)
+                    pipe.switch_prompt(PROMPTS[1 + plan.switches.index(b)])
+                where.update(phase="block", block=b, fwd=0)
+                pipe.generate_block()
+                where["phase"] = "idle"
+        except Exception as exc:  # noqa: BLE001 - the stages checked so far are still reported
+            text = (str(exc).strip().splitlines() or [""])[0]
+            stopped = f"at {at}: {type(exc).__name__}: {text}"[:300]
 
     device = pipe.device.type
     if device == "cuda":
         device = f"cuda ({torch.cuda.get_device_name(pipe.device)})"
-    report = DoctorReport(pipe.preset.name, device, pipe.model_config.name, notes=notes)
+    report = DoctorReport(pipe.preset.name, device, pipe.model_config.name, notes=notes, stopped=stopped)
     for stage in stages:
         report.stages.append(probes[stage].report())
         probes[stage].release()

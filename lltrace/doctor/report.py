@@ -140,6 +140,7 @@ class DoctorReport:
     model: str | None = None
     stages: list[StageReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    stopped: str | None = None           # the error the pipeline's stream stopped at, if it did
 
     def stage(self, name: str) -> StageReport:
         for s in self.stages:
@@ -159,4 +160,5 @@ class DoctorReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "device": self.device, "model": self.model, "verdict": self.verdict,
-                "stages": [s.to_dict() for s in self.stages], "notes": list(self.notes)}
+                "stages": [s.to_dict() for s in self.stages], "notes": list(self.notes),
+                "stopped": self.stopped}

@@ -115,6 +115,9 @@ def doctor_renderable(report: DoctorReport) -> Group:
     overall = Text("CUDA graphs: ")
     overall.append(panel_verdict(report), style=STYLE.get(report.verdict, "yellow"))
     items.append(overall)
+    if report.stopped:
+        items.append(_indented(Text(f"the doctor stopped {report.stopped}; the stages below are what it "
+                                    "checked before", style="bold red"), 0))
     for s in report.stages:
         items.append(Text(""))
         items.extend(stage_block(s))
