@@ -7,13 +7,13 @@ input buffers (what graph replays need), so only the stage's own behaviour is ju
 - Everywhere (CPU too): the ops of calls A and B are recorded and diffed (op_recorder.py):
   changing Python values, shapes, addresses, control flow, host syncs, host data, RNG. The
   recorded calls are the real calls (their outputs go back to the driver).
-- On CUDA also: sync debug mode during the recorded calls; one eager call at A under
-  torch.profiler, for what graphs would save (savings.py); a real capture at A (warm-up on a
+- On CUDA also: sync debug mode during the recorded calls; a real capture at A (warm-up on a
   side stream, then CUDAGraph.capture_begin/end); a replay at A and at B compared with the
   eager call at the same position. Not tried when the stage copies CPU tensors to the device.
   A replay at B that differs means "the graph captured one position".
   A failed capture is reported with its message and the innermost line of user code; the
-  process stays usable (the stream is synchronized, the stage's state restored).
+  process stays usable (the stream is synchronized, the stage's state restored). Then one
+  eager call at A under torch.profiler: what graphs would save (savings.py).
 - torch.compile health (compile.py): one dynamo run at A's inputs and state, then at B's, both
   when B comes (A's inputs and state are kept until then), so another stage's compile never
   lands between them.
@@ -182,6 +182,7 @@ class StageProbe:
         self._tol = 1e-4
         self._replays: list[tuple[str, float]] = []   # (position, max rel diff)
         self._compile_a = None   # (A's inputs, A's state snapshot) until the compile check runs at B
+        self._emptied = False    # the CUDA caching allocator was emptied after a failed capture
         self._done = False
         self.seconds = 0.0
 
@@ -227,14 +228,15 @@ class StageProbe:
             after = StateSnapshot(self.state)   # what the recorded call left
             try:
                 snap.restore()
-                if self.measure_savings:
-                    self._measure(snap)
                 if self.capture_enabled:
                     hazard = _capture_hazard(rec)
                     if hazard:
                         self.capture_note = f"capture not tried: {hazard}"
-                    elif not self.cuda_broken:
+                    else:
                         self._capture(snap)
+                # profiled after the capture, so the profiler (CUPTI) cannot be what failed it
+                if self.measure_savings and not self.cuda_broken:
+                    self._measure(snap)
             finally:
                 if not self.cuda_broken:
                     after.restore()   # as if only the recorded call had run
@@ -253,6 +255,9 @@ class StageProbe:
 
         self._step("profiling one eager call (what graphs would save)")
         try:
+            if self._emptied:   # a failed capture emptied the allocator's cache: warm it again
+                self._call(self._static)
+                snap.restore()
             self.savings = savings.measure(lambda: self._call(self._static))
         except Exception as exc:  # noqa: BLE001 - a profiler already running (a user's), no Kineto: said, not fatal
             self.savings = GraphSavings(note=f"not measured: {_first_line(exc)}")
@@ -384,6 +389,7 @@ class StageProbe:
         try:
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
+            self._emptied = True
         except Exception as exc:  # a sticky CUDA error: nothing more can run on this device
             self.cuda_broken = True
             self.findings.append(Finding("error", f"CUDA context unusable after the failed capture: "
