@@ -58,7 +58,7 @@ def test_eager_baseline_denoise_states_what_graphs_would_save():
     """The bound comes from one profiled eager call: present, > 0 for eager baseline (its
     kernels wait on the host between launches), and within the call's GPU span and wall time."""
     baseline, _ = build_doctor_pipeline("baseline", device="cuda", model="tiny")
-    report = diagnose(baseline, ["denoise", "kv_update", "decode"], compile_check=False)
+    report = diagnose(baseline, ["denoise", "kv_update", "decode"], compile_check=False, graph_savings=True)
     for st in report.stages:
         g = st.graph_savings
         assert g is not None and g.ms is not None, (st.stage, g)

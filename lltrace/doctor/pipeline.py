@@ -113,14 +113,16 @@ def _description(stage: str, pipe, plan: _Plan) -> str:
 
 def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
                       compile_check: bool | Sequence[str] = True, capture: bool | None = None,
-                      graph_savings: bool = True,
+                      graph_savings: bool = False,
                       progress: Callable[[str], None] = lambda s: None) -> DoctorReport:
     """Probe each stage of a StreamingPipeline; see the module docstring.
 
     `compile_check`: True / False for every stage, or the stages to run the compile checks on.
     `capture`: try CUDA-graph captures (default: when CUDA is available).
     `graph_savings`: bound what CUDA graphs would save on each per-block stage (denoise,
-    kv_update, recache, decode) from one profiled eager call (savings.py; CUDA only).
+    kv_update, recache, decode) from one profiled eager call (savings.py; CUDA only). Off by
+    default: `lltrace run`'s pre-flight check runs before the first frame, and its TUI bounds
+    the savings from the run's own profiled window; `lltrace doctor` turns it on.
     `progress(text)`: told each stage's check as it starts ("denoise: CUDA-graph capture ...").
     """
     stages = parse_stages(stages)
@@ -260,11 +262,13 @@ def build_doctor_pipeline(preset: str, *, device: str = "auto", model: str | Non
 
 def diagnose_preset(preset: str, stages: Sequence[str] | str | None = None, *, device: str = "auto",
                     model: str | None = None, overrides: dict[str, Any] | None = None,
-                    compile_check: bool = True, progress: Callable[[str], None] = lambda s: None) -> DoctorReport:
+                    compile_check: bool = True, graph_savings: bool = True,
+                    progress: Callable[[str], None] = lambda s: None) -> DoctorReport:
     """Build the doctor's pipeline for `preset` and diagnose it (what `lltrace doctor` runs)."""
     stages = parse_stages(stages)   # a bad stage is an error before minutes of model building
     progress(f"building {preset}")
     pipe, notes = build_doctor_pipeline(preset, device=device, model=model, overrides=overrides)
-    report = diagnose_pipeline(pipe, stages, compile_check=compile_check, progress=progress)
+    report = diagnose_pipeline(pipe, stages, compile_check=compile_check, graph_savings=graph_savings,
+                               progress=progress)
     report.notes = notes + report.notes
     return report
