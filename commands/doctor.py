@@ -23,7 +23,7 @@ def _progress(err, title: str):
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                       console=err, transient=True) as bar:
             task = bar.add_task(title)
-            yield lambda text: bar.update(task, description=f"{title}: {text}")
+            yield lambda text: bar.update(task, description=text)
         return
     t0 = time.perf_counter()
     err.print(f"  {0.0:6.1f} s  {title}", markup=False, highlight=False)
