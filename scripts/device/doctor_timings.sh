@@ -11,7 +11,7 @@
 # How to call it: run scripts/device/fetch_wheels.sh here first (it fills .whl/), then give
 # the device tool's `run` the command
 #     bash scripts/device/doctor_timings.sh baseline
-# with carry [".whl"] (about 2-4 minutes: the doctor, then tests/test_doctor_cuda.py).
+# with carry [".whl"] (at most 5 minutes: the doctor, cut at 180 s, then tests/test_doctor_cuda.py, at 100 s).
 . scripts/device/setup.sh || exit 1
 preset=${1:-baseline}
 OUT=${OUT:-/tmp/doctor-timings}; mkdir -p "$OUT"
@@ -24,7 +24,7 @@ rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
 how = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
 print(f"doctor: {how}, wall {time.perf_counter() - t0:.1f} s, max RSS {rss:.2f} GiB", file=sys.stderr)
 PY
-python3 /tmp/lltrace_timed.py timeout -s INT "${DOCTOR_TIMEOUT:-200}" \
+python3 /tmp/lltrace_timed.py timeout -s INT "${DOCTOR_TIMEOUT:-180}" \
   python3 -m lltrace doctor --preset "$preset" --json > "$OUT/doctor-$preset.json" 2> "$OUT/doctor-$preset.err"
 grep -E "^ +[0-9]+\.[0-9] s  " "$OUT/doctor-$preset.err"
 grep -E "^doctor: |Fatal Python|Traceback|Error" "$OUT/doctor-$preset.err" | head -20
@@ -42,4 +42,4 @@ for s in d["stages"]:
           f"{s['verdict_text'][:34]:<34}  graphs save: {g.get('text', '-')}")
 PY
 python3 /tmp/lltrace_stages.py "$OUT/doctor-$preset.json"
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_doctor_cuda.py 2>&1 | tail -6
+timeout 100 python3 -m pytest -q -p no:cacheprovider tests/test_doctor_cuda.py 2>&1 | tail -6
