@@ -1,12 +1,33 @@
 """`lltrace doctor`: CUDA-graph compatibility and torch.compile health of each pipeline stage."""
 from __future__ import annotations
 
+import faulthandler
 import json
+import time
+from contextlib import contextmanager
 
 import click
 
 from lltrace.commands.params import MODULE_FACTORY
 from lltrace.errors import LltraceError
+
+
+@contextmanager
+def _progress(err, title: str):
+    """Yields `show(text)`, told each stage's check as it starts. On a terminal: one rich status
+    line with a spinner and the elapsed time; otherwise a plain line per check on stderr, with
+    the seconds since the start (stdout stays the report: `--json` is clean)."""
+    if err.is_terminal:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=err, transient=True) as bar:
+            task = bar.add_task(title)
+            yield lambda text: bar.update(task, description=text)
+        return
+    t0 = time.perf_counter()
+    err.print(f"  {0.0:6.1f} s  {title}", markup=False, highlight=False)
+    yield lambda text: err.print(f"  {time.perf_counter() - t0:6.1f} s  {text}", markup=False, highlight=False)
 
 
 @click.command()
@@ -36,6 +57,13 @@ def doctor(preset, stages, module_spec, model, device, overrides, no_compile, as
     from lltrace.doctor.report import INCOMPATIBLE
 
     err = Console(stderr=True)
+    # A native crash inside torch (a segfault or abort in a capture or a compile) prints the
+    # Python stack where it happened, rather than ending the process without a word.
+    if not faulthandler.is_enabled():
+        try:
+            faulthandler.enable()
+        except (OSError, ValueError):   # a stderr without a file descriptor (captured)
+            pass
     if module_spec is not None:
         given = [flag for flag, v in (("--preset", preset), ("--stage", stages), ("--model", model),
                                       ("--set", overrides)) if v]
@@ -45,9 +73,9 @@ def doctor(preset, stages, module_spec, model, device, overrides, no_compile, as
 
         mod_name, factory = module_spec
         module, calls = load_module_factory(mod_name, factory)
-        with err.status(f"diagnosing {mod_name}:{factory}"):
+        with _progress(err, f"diagnosing {mod_name}:{factory}") as show:
             report = diagnose_module(module, calls, name=factory, target=f"{mod_name}:{factory}",
-                                     compile_check=not no_compile)
+                                     compile_check=not no_compile, progress=show)
     else:
         from lltrace.doctor.pipeline import diagnose_preset, parse_stages
         from lltrace.pipeline.generator import resolve_device
@@ -59,9 +87,7 @@ def doctor(preset, stages, module_spec, model, device, overrides, no_compile, as
         dev = resolve_device(device)
         if dev.type != "cuda":
             err.print("[yellow]no CUDA: static and compile checks on the tiny model; capture needs CUDA[/yellow]")
-        with err.status(f"diagnosing {preset or 'baseline'}: {', '.join(names)}") as status:
-            # Without a terminal the spinner shows nothing: print each step instead.
-            show = status.update if err.is_terminal else (lambda s: err.print(f"  {s}"))
+        with _progress(err, f"diagnosing {preset or 'baseline'}: {', '.join(names)}") as show:
             report = diagnose_preset(preset or "baseline", names, device=str(dev), model=model,
                                      overrides=knobs, compile_check=not no_compile, progress=show)
 
@@ -71,5 +97,7 @@ def doctor(preset, stages, module_spec, model, device, overrides, no_compile, as
         from lltrace.ui.doctor_report import doctor_renderable
 
         Console().print(doctor_renderable(report))
+    if report.stopped:   # the report is printed, and the command still failed
+        raise click.exceptions.Exit(1)
     if strict and any(s.verdict == INCOMPATIBLE for s in report.stages):
         raise click.exceptions.Exit(1)

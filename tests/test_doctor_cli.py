@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -101,3 +102,89 @@ def test_panel_lines_show_verdict_and_first_reason(case_file):
     assert line.plain.startswith("module") and "INCOMPATIBLE" in line.plain
     assert "doctor_case.py:11" in line.plain
     assert panel_verdict(report).startswith("INCOMPATIBLE (module): host sync")
+
+
+@pytest.fixture(scope="module")
+def denoise_json_run():
+    """`lltrace doctor --stage denoise --json` once, with stdout and stderr apart (no TTY)."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["doctor", "--preset", "baseline", "--stage", "denoise", "--json"])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_progress_is_a_line_per_check_on_stderr_and_json_stays_clean(denoise_json_run):
+    code, out, err = denoise_json_run
+    assert code == 0
+    data = json.loads(out)                      # stdout is the report, nothing else
+    assert [s["stage"] for s in data["stages"]] == ["denoise"]
+    lines = err.strip().splitlines()
+    timed = [line for line in lines if re.match(r"^ +\d+\.\d s  ", line)]
+    checks = [line.split(" s  ", 1)[1] for line in timed]
+    assert "denoise: recording the ops (position A)" in checks
+    assert "denoise: torch.compile check (dynamo at A, then at B)" in checks
+    assert "denoise: recording the ops (position B)" in checks
+    assert checks.index("denoise: recording the ops (position A)") < \
+        checks.index("denoise: torch.compile check (dynamo at A, then at B)")
+    seconds = [float(line.split()[0]) for line in timed]
+    assert seconds == sorted(seconds)           # elapsed since the start
+    assert all(len(line) <= 80 for line in lines)
+    if not torch.cuda.is_available():
+        assert "denoise: CUDA-graph capture and replay (position A)" not in checks
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asserts the CPU behaviour")
+def test_what_graphs_would_save_needs_cuda_on_cpu(denoise_json_run, capsys):
+    _, out, _ = denoise_json_run
+    (stage,) = json.loads(out)["stages"]
+    g = stage["graph_savings"]
+    assert g["note"] == "needs CUDA" and g["text"] == "needs CUDA"
+    assert g["ms"] is None and g["share"] is None and g["call_ms"] is None
+    # the report's line for the stage
+    from rich.console import Console
+
+    from lltrace.doctor.report import GraphSavings, StageReport
+    from lltrace.ui.doctor_report import stage_block
+
+    console = Console(width=80, record=True, color_system=None)
+    for item in stage_block(StageReport("denoise", graph_savings=GraphSavings(**{
+            k: v for k, v in g.items() if k != "text"}))):
+        console.print(item)
+    assert "  CUDA graphs would save: needs CUDA" in console.export_text().splitlines()
+    capsys.readouterr()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asserts the CPU behaviour")
+def test_the_text_report_says_needs_cuda_per_stage(capsys):
+    code, out, _ = run(capsys, "--preset", "baseline", "--stage", "denoise,decode", "--no-compile")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines.count("  CUDA graphs would save: needs CUDA") == 2
+
+
+def test_a_stage_that_raises_still_prints_the_report(capsys, monkeypatch):
+    """The stream raising at the second block (an OOM on a GPU, say): the stages checked before
+    are reported, the error is named, the command exits 1."""
+    from lltrace.pipeline.generator import StreamingPipeline
+
+    real, calls = StreamingPipeline.generate_block, []
+
+    def generate_block(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory (planted)")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(StreamingPipeline, "generate_block", generate_block)
+    code, out, _ = run(capsys, "--preset", "baseline", "--stage", "denoise", "--no-compile", "--json")
+    assert code == 1
+    data = json.loads(out)
+    assert data["stopped"] == "at block 2/3: RuntimeError: CUDA out of memory (planted)"
+    (st,) = data["stages"]
+    assert any("not called at two positions" in f["message"] for f in st["findings"])
+    calls.clear()
+    code, out, _ = run(capsys, "--preset", "baseline", "--stage", "denoise", "--no-compile")
+    assert code == 1 and "the doctor stopped at block 2/3: RuntimeError" in out

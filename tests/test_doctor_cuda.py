@@ -52,3 +52,33 @@ def test_pipeline_static_cache_captures_and_dynamic_cache_does_not():
     cap = [f for f in st.findings if f.kind == "capture"]
     assert cap and cap[0].where.startswith("lltrace/pipeline/kv_cache.py:")
     assert torch.ones(3, device="cuda").sum().item() == 3.0
+
+
+def test_eager_baseline_denoise_states_what_graphs_would_save():
+    """The bound comes from one profiled eager call: present, > 0 for eager baseline (its
+    kernels wait on the host between launches), and within the call's GPU span and wall time."""
+    baseline, _ = build_doctor_pipeline("baseline", device="cuda", model="tiny")
+    report = diagnose(baseline, ["denoise", "kv_update", "decode"], compile_check=False, graph_savings=True)
+    for st in report.stages:
+        g = st.graph_savings
+        assert g is not None and g.ms is not None, (st.stage, g)
+        assert 0 <= g.ms <= g.gpu_span_ms <= g.call_ms, (st.stage, g)
+        assert 0 <= g.share <= 1
+        assert g.text().startswith("<= ") and "of the call's GPU time" in g.text()
+    den = report.stage("denoise").graph_savings
+    assert den.ms > 0, den
+    assert torch.ones(3, device="cuda").sum().item() == 3.0
+
+
+def test_doctor_json_has_the_bound_and_progress_on_stderr(capsys):
+    import json
+
+    from lltrace.commands.cli import main
+
+    code = main(["doctor", "--preset", "baseline", "--model", "tiny", "--stage", "denoise", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    (st,) = json.loads(out)["stages"]
+    assert st["graph_savings"]["ms"] > 0 and st["graph_savings"]["note"] == ""
+    assert "denoise: profiling one eager call (what graphs would save)" in err
+    assert "denoise: CUDA-graph capture and replay (position A)" in err

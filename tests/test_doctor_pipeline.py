@@ -154,3 +154,25 @@ def test_compiled_blocks_run_eagerly_under_the_doctor_and_come_back(monkeypatch)
         assert all(vars(block)[a] is h[a] for a in h)
     list(compiled.stream("a red fox", 2))
     assert counters["stats"]["unique_graphs"] >= 1      # the run streams through them again
+
+
+def _compile_findings(stage) -> dict:
+    d = stage.compile.to_dict()
+    d.pop("seconds")
+    return d
+
+
+@pytest.mark.slow
+def test_a_stages_compile_findings_do_not_depend_on_the_other_stages(baseline_report):
+    """Each stage's dynamo runs (at A, then at B) come back to back: denoise's compile check
+    (in the same blocks) neither resets nor fills the cache kv_update's check reads. Before,
+    another stage's dynamo reset between A and B turned the next-position check into a fresh
+    trace."""
+    alone_pipe, _ = build_doctor_pipeline("baseline", device="cpu")
+    alone = diagnose(alone_pipe, ["kv_update"], compile_check=True).stage("kv_update")
+    both_pipe, _ = build_doctor_pipeline("baseline", device="cpu")
+    both = diagnose(both_pipe, ["denoise", "kv_update"], compile_check=True)
+    assert _compile_findings(both.stage("kv_update")) == _compile_findings(alone)
+    assert _compile_findings(both.stage("denoise")) == _compile_findings(baseline_report.stage("denoise"))
+    guards = [r["guard"] for r in alone.compile.recompiles_next_call]
+    assert any("local_end" in g for g in guards), guards   # the cache's Python int, at the next block

@@ -1,14 +1,19 @@
 """torch.compile health of one stage: graph breaks and recompiles between consecutive calls.
 
-- graph breaks: `torch._dynamo.explain(fn)(*args)` at the first call: graph count, and for
-  each break its reason and the innermost user line of its stack;
-- recompile risk: `torch.compile(fn, backend="eager")` run at the first call, then at the next
-  position, under lltrace's RecompileMonitor: the guards that failed (e.g. `layer_idx == 0`
-  within one call, `___stack1 == 48` or a size mismatch at the next position) with their lines.
-backend="eager" runs dynamo alone (no inductor codegen), so this takes seconds on a CPU; the
-breaks and guards are dynamo's, the same under inductor. `explain` resets dynamo's caches
-(torch._dynamo.reset()): compiled code elsewhere in the process recompiles on its next call.
-The caller snapshots and restores the stage's state around each run (these runs mutate it).
+One dynamo run per position, under lltrace's RecompileMonitor:
+- at the first call, `torch.compile(fn, backend=ExplainWithBackend("eager"))` (dynamo's own
+  explain accumulator, the backend behind `torch._dynamo.explain`): the graph count and each
+  break's reason with the innermost user line of its stack, and the guards that failed within
+  that call (e.g. `layer_idx == 0`);
+- at the next position, the same compiled function again: the guards that fail there
+  (`___stack1 == 48`, a size mismatch) with their lines.
+(It was `explain` and then a separate `torch.compile(backend="eager")` run at the first call:
+two dynamo traces of the same call; `explain` resets dynamo's caches, so the second traced
+everything again.) The "eager" backend runs dynamo alone (no inductor codegen), so this takes
+seconds on a CPU; the breaks and guards are dynamo's, the same under inductor. The first call
+resets dynamo's caches (torch._dynamo.reset()): compiled code elsewhere in the process
+recompiles on its next call. The caller snapshots and restores the stage's state around each
+run (these runs mutate it).
 """
 from __future__ import annotations
 
@@ -104,7 +109,7 @@ def _dedupe(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class CompileProbe:
-    """Call `first(args)` and `first_compiled(args)` at the first position, `next(args)` at the next."""
+    """Call `first(args)` at the first position, `next(args)` at the next."""
 
     def __init__(self, fn: Callable[..., Any]):
         self.fn = fn
@@ -116,45 +121,48 @@ class CompileProbe:
         self._compiled = None
 
     def first(self, args: tuple) -> None:
+        """Graph breaks and the recompiles within the first call, from one dynamo run."""
+        from torch._dynamo.backends.debugging import ExplainWithBackend
+
         t0 = time.perf_counter()
         try:
-            with quiet_dynamo():
-                ex = torch._dynamo.explain(self.fn)(*args)
-            self.health.graphs = ex.graph_count
-            self.health.graph_breaks = ex.graph_break_count
-            seen: dict[tuple, dict[str, Any]] = {}
-            for br in ex.break_reasons:
-                reason, where = _first_line(br.reason), _break_where(br.user_stack)
-                if (reason, where) in seen:
-                    seen[(reason, where)]["count"] += 1
-                else:
-                    seen[(reason, where)] = {"reason": reason, "where": where, "count": 1}
-            self.health.breaks = list(seen.values())
-        except Exception as exc:  # a stage dynamo cannot trace at all is a finding, not a crash
+            torch._dynamo.reset()
+            explained = ExplainWithBackend("eager")
+            self._compiled = torch.compile(self.fn, backend=explained)
+            self.health.recompiles_first_call = self._monitored(args)
+        except Exception as exc:  # noqa: BLE001 - a stage dynamo cannot trace at all is a finding, not a crash
             self.health.error = f"explain failed: {_error(exc)}"
-        self.health.seconds += time.perf_counter() - t0
-
-    def first_compiled(self, args: tuple) -> None:
-        self.health.recompiles_first_call = self._run(args, fresh=True)
-
-    def next(self, args: tuple) -> None:
-        if self._compiled is not None:
-            self.health.recompiles_next_call = self._run(args, fresh=False)
-
-    def _run(self, args: tuple, fresh: bool) -> list[dict[str, Any]]:
-        from lltrace.capture.recompiles import RecompileMonitor
-
-        t0 = time.perf_counter()
-        try:
-            if fresh:
-                torch._dynamo.reset()
-                self._compiled = torch.compile(self.fn, backend="eager")
-            with quiet_dynamo(), RecompileMonitor() as mon:
-                self._compiled(*args)
-            return _dedupe([parse_recompile(e) for e in mon.events if e.kind == "recompile"])
-        except Exception as exc:
-            self.health.error = f"compiled run failed: {_error(exc)}"
             self._compiled = None
-            return []
+            return
         finally:
             self.health.seconds += time.perf_counter() - t0
+        # what `torch._dynamo.explain` reports: every graph of the call, recompiled ones included
+        self.health.graphs = len(explained.graphs)
+        self.health.graph_breaks = len(explained.graphs) - 1
+        seen: dict[tuple, dict[str, Any]] = {}
+        for br in explained.break_reasons:
+            reason, where = _first_line(br.reason), _break_where(br.user_stack)
+            if (reason, where) in seen:
+                seen[(reason, where)]["count"] += 1
+            else:
+                seen[(reason, where)] = {"reason": reason, "where": where, "count": 1}
+        self.health.breaks = list(seen.values())
+
+    def next(self, args: tuple) -> None:
+        if self._compiled is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            self.health.recompiles_next_call = self._monitored(args)
+        except Exception as exc:  # noqa: BLE001 - reported as the compile check's error
+            self.health.error = f"compiled run failed: {_error(exc)}"
+            self._compiled = None
+        finally:
+            self.health.seconds += time.perf_counter() - t0
+
+    def _monitored(self, args: tuple) -> list[dict[str, Any]]:
+        from lltrace.capture.recompiles import RecompileMonitor
+
+        with quiet_dynamo(), RecompileMonitor() as mon:
+            self._compiled(*args)
+        return _dedupe([parse_recompile(e) for e in mon.events if e.kind == "recompile"])

@@ -5,17 +5,22 @@ the next one (B), each through `StageProbe.run(role, *args)`, which returns what
 returns so the driver's program goes on as usual. Tensor arguments are copied into static
 input buffers (what graph replays need), so only the stage's own behaviour is judged.
 - Everywhere (CPU too): the ops of calls A and B are recorded and diffed (op_recorder.py):
-  changing Python values, shapes, addresses, control flow, host syncs, host data, RNG.
-- On CUDA also: sync debug mode during the recorded calls; a real capture at A (warm-up on
-  a side stream, then CUDAGraph.capture_begin/end); a replay at A and at B compared with the
-  eager call at the same position. Not tried when the stage copies CPU tensors to the device. A replay at B that differs means "the graph captured one position".
+  changing Python values, shapes, addresses, control flow, host syncs, host data, RNG. The
+  recorded calls are the real calls (their outputs go back to the driver).
+- On CUDA also: sync debug mode during the recorded calls; a real capture at A (warm-up on a
+  side stream, then CUDAGraph.capture_begin/end); a replay at A and at B compared with the
+  eager call at the same position. Not tried when the stage copies CPU tensors to the device.
+  A replay at B that differs means "the graph captured one position".
   A failed capture is reported with its message and the innermost line of user code; the
-  process stays usable (the stream is synchronized, the stage's state restored).
-- torch.compile health at A and B (compile.py).
-Every extra run (capture, replay, compiled run) is bracketed by a StateSnapshot restore, so
-the stage's state is as if only the real calls had happened.
+  process stays usable (the stream is synchronized, the stage's state restored). Then one
+  eager call at A under torch.profiler: what graphs would save (savings.py).
+- torch.compile health (compile.py): one dynamo run at A's inputs and state, then at B's, both
+  when B comes (A's inputs and state are kept until then), so another stage's compile never
+  lands between them.
+Every extra run (profile, capture, replay, compiled run) is bracketed by StateSnapshot
+restores, so the stage's state is as if only the real calls had happened.
 
-`diagnose_pipeline(pipe, stages)` (the pipeline's stages) lives in pipeline.py and is
+`diagnose_pipeline(pipe, stages)` (the pipeline's stages) lives in pipeline.py;
 `diagnose_module(module, calls)` runs the same checks on a user's module.
 """
 from __future__ import annotations
@@ -35,7 +40,7 @@ from torch.utils._pytree import tree_leaves
 
 from lltrace.doctor.compile import CompileProbe, compile_time_notes
 from lltrace.doctor.report import (COMPATIBLE, INCOMPATIBLE, NOT_RUN, DoctorReport, Finding,
-                                           StageReport)
+                                   GraphSavings, StageReport)
 from lltrace.doctor.op_recorder import OpRecorder, compare_recordings, display_path, is_user_file
 from lltrace.doctor.stage_state import StateSnapshot
 from lltrace.errors import LltraceError
@@ -150,8 +155,12 @@ class StageProbe:
     def __init__(self, name: str, fn: Callable[..., Any], *, state: Sequence[Any] = (),
                  roots: dict[str, nn.Module] | None = None, compile_check: bool = True,
                  capture: bool | None = None, description: str = "",
-                 fixes: Callable[[list[Finding]], list[str]] | None = None):
+                 fixes: Callable[[list[Finding]], list[str]] | None = None,
+                 graph_savings: bool = False, progress: Callable[[str], None] = lambda s: None):
         self.name, self.fn, self.state = name, fn, list(state)
+        self.progress = progress
+        self.measure_savings = graph_savings
+        self.savings = None   # GraphSavings once measured (or why not)
         self.roots = dict(roots or {})
         self.description = description
         self.extra_fixes = fixes
@@ -172,6 +181,8 @@ class StageProbe:
         self._replay_a = None
         self._tol = 1e-4
         self._replays: list[tuple[str, float]] = []   # (position, max rel diff)
+        self._compile_a = None   # (A's inputs, A's state snapshot) until the compile check runs at B
+        self._emptied = False    # the CUDA caching allocator was emptied after a failed capture
         self._done = False
         self.seconds = 0.0
 
@@ -192,40 +203,65 @@ class StageProbe:
         finally:
             self.seconds += time.perf_counter() - t0
 
+    def _step(self, check: str) -> None:
+        self.progress(f"{self.name}: {check}")
+
     def _at_a(self, args: tuple):
         self._args_a = args
         self._static = tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)
         self.cuda = any(t.is_cuda for t in _tensors(args)) or any(
             p.is_cuda for m in self.roots.values() for p in m.parameters())
-        snap = StateSnapshot(self.state)
-        try:
-            # Recorded first (then undone): its findings decide whether a capture is safe to try,
-            # and the recording holds every tensor the stage reads, so a graph captured below never
-            # replays reads of freed memory (a tensor rebound between calls stays alive).
-            with self.recorder.record() as rec:
-                self._call(self._static)
-            snap.restore()
-            self._rec_a, self._ops = rec, len(rec.ops)
-            if self.compile is not None:
-                self.compile.first(self._static)
+        snap = StateSnapshot(self.state)   # the state before A
+        # The recorded call is A's real call: its findings decide whether a capture is safe to
+        # try, and the recording holds every tensor the stage reads, so a graph captured below
+        # never replays reads of freed memory (a tensor rebound between calls stays alive).
+        self._step("recording the ops (position A)")
+        with self.recorder.record() as rec:
+            out = self._call(self._static)
+        self._rec_a, self._ops = rec, len(rec.ops)
+        if self.compile is not None:
+            # dynamo runs at B, at A's inputs and state then at B's, back to back: no other
+            # stage's compile (or dynamo reset) comes between them.
+            self._compile_a = (tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a
+                                     for a in self._static), snap)
+        if self.cuda and (self.capture_enabled or self.measure_savings):
+            after = StateSnapshot(self.state)   # what the recorded call left
+            try:
                 snap.restore()
-                self.compile.first_compiled(self._static)
-                snap.restore()
-            if self.cuda and self.capture_enabled:
-                hazard = _capture_hazard(rec)
-                if hazard:
-                    self.capture_note = f"capture not tried: {hazard}"
-                else:
-                    self._capture(snap)
-        finally:
-            snap.restore()
+                if self.capture_enabled:
+                    hazard = _capture_hazard(rec)
+                    if hazard:
+                        self.capture_note = f"capture not tried: {hazard}"
+                    else:
+                        self._capture(snap)
+                # profiled after the capture, so the profiler (CUPTI) cannot be what failed it
+                if self.measure_savings and not self.cuda_broken:
+                    self._measure(snap)
+            finally:
+                if not self.cuda_broken:
+                    after.restore()   # as if only the recorded call had run
+                del after
+        if self.compile is None:
             del snap
-        out = self._call(self._static)
         if self._graph is not None and self._replays:
             pos, _ = self._replays[-1]
             self._replays[-1] = (pos, max_rel_diff(self._replay_a, out))
             self._tol = _tolerance(out)
         return out
+
+    def _measure(self, snap: StateSnapshot) -> None:
+        """What graphs would save: one warm eager call at A under torch.profiler (savings.py)."""
+        from lltrace.doctor import savings
+
+        self._step("profiling one eager call (what graphs would save)")
+        try:
+            if self._emptied:   # a failed capture emptied the allocator's cache: warm it again
+                self._call(self._static)
+                snap.restore()
+            self.savings = savings.measure(lambda: self._call(self._static))
+        except Exception as exc:  # noqa: BLE001 - a profiler already running (a user's), no Kineto: said, not fatal
+            self.savings = GraphSavings(note=f"not measured: {_first_line(exc)}")
+        snap.restore()
 
     def _at_b(self, args: tuple):
         if self._static is None:
@@ -236,17 +272,26 @@ class StageProbe:
             if copyable else args
         snap = StateSnapshot(self.state)
         try:
-            if self.compile is not None:
+            if self.compile is not None and self._compile_a is not None:
+                self._step("torch.compile check (dynamo at A, then at B)")
+                args_a, state_a = self._compile_a
+                self._compile_a = None
+                state_a.restore()
+                del state_a
+                self.compile.first(args_a)
+                snap.restore()
                 self.compile.next(call_args)
                 snap.restore()
             replay = None
             if self._graph is not None and copyable and not self.cuda_broken:
+                self._step("replaying the graph at B")
                 self._graph.replay()
                 replay = _clone_out(self._graph_out)
                 snap.restore()
         finally:
             snap.restore()
             del snap
+        self._step("recording the ops (position B)")
         with self.recorder.record() as rec:
             out = self._call(call_args)
         if replay is not None:
@@ -293,6 +338,7 @@ class StageProbe:
 
     # -- CUDA capture -------------------------------------------------------------------------
     def _capture(self, snap: StateSnapshot) -> None:
+        self._step("CUDA-graph capture and replay (position A)")
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         try:
@@ -343,6 +389,7 @@ class StageProbe:
         try:
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
+            self._emptied = True
         except Exception as exc:  # a sticky CUDA error: nothing more can run on this device
             self.cuda_broken = True
             self.findings.append(Finding("error", f"CUDA context unusable after the failed capture: "
@@ -398,12 +445,19 @@ class StageProbe:
         if not any(f.blocking for f in findings):
             fixes += [GENERIC_FIXES[f.kind] for f in findings if f.kind in GENERIC_FIXES
                       and GENERIC_FIXES[f.kind] not in fixes and "graph-safe on" not in f.message]
+        savings = None
+        if self.measure_savings:
+            from lltrace.doctor.savings import needs_cuda
+            savings = self.savings or (needs_cuda() if not self.cuda else GraphSavings(note="not measured"))
+        if self.compile is not None and self._compile_a is not None:   # never called at B
+            self.compile.health.error = "not checked: the stage was not called at two positions"
         return StageReport(self.name, self.description, verdict, self.capture_note, findings, fixes,
-                           self.compile.health if self.compile else None, self._ops, self.seconds)
+                           self.compile.health if self.compile else None, self._ops, self.seconds, savings)
 
     def release(self) -> None:
         """Free the captured graph, the static buffers and the compiled function."""
         self._graph = self._graph_out = self._static = self._args_a = self._replay_a = None
+        self._compile_a = None
         if self.compile is not None:
             self.compile.release()
 
@@ -414,7 +468,8 @@ def _as_args(call) -> tuple:
 
 
 def diagnose_module(module: nn.Module, calls: Sequence[Any], *, name: str = "module", target: str | None = None,
-                    compile_check: bool = True, capture: bool | None = None) -> DoctorReport:
+                    compile_check: bool = True, capture: bool | None = None, graph_savings: bool = True,
+                    progress: Callable[[str], None] = lambda s: None) -> DoctorReport:
     """The doctor's checks on any module: `calls` = the arguments of two consecutive calls
     (each a tuple of positional arguments, or one argument). The first call's arguments also
     serve for the warm-up call (run first, as a capture recipe does). Runs under no_grad."""
@@ -426,7 +481,8 @@ def diagnose_module(module: nn.Module, calls: Sequence[Any], *, name: str = "mod
     a, b = _as_args(calls[0]), _as_args(calls[1])
     roots = {"": module} if isinstance(module, nn.Module) else {}
     probe = StageProbe(name, module, state=[module], roots=roots, compile_check=compile_check, capture=capture,
-                       description=f"{type(module).__name__} called at two consecutive inputs")
+                       description=f"{type(module).__name__} called at two consecutive inputs",
+                       graph_savings=graph_savings, progress=progress)
     with torch.no_grad():
         probe.run("warmup", *a)
         probe.run("a", *a)

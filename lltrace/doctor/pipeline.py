@@ -113,11 +113,17 @@ def _description(stage: str, pipe, plan: _Plan) -> str:
 
 def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
                       compile_check: bool | Sequence[str] = True, capture: bool | None = None,
+                      graph_savings: bool = False,
                       progress: Callable[[str], None] = lambda s: None) -> DoctorReport:
     """Probe each stage of a StreamingPipeline; see the module docstring.
 
     `compile_check`: True / False for every stage, or the stages to run the compile checks on.
     `capture`: try CUDA-graph captures (default: when CUDA is available).
+    `graph_savings`: bound what CUDA graphs would save on each per-block stage (denoise,
+    kv_update, recache, decode) from one profiled eager call (savings.py; CUDA only). Off by
+    default: `lltrace run`'s pre-flight check runs before the first frame, and its TUI bounds
+    the savings from the run's own profiled window; `lltrace doctor` turns it on.
+    `progress(text)`: told each stage's check as it starts ("denoise: CUDA-graph capture ...").
     """
     stages = parse_stages(stages)
     compiled = set(stages) if compile_check is True else set(parse_stages(compile_check)) if compile_check else set()
@@ -135,19 +141,18 @@ def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
         return pipe.generator(x, t, pipe.context, pipe.kv_cache, pipe.crossattn_cache, current_start)
 
     for stage in stages:
-        desc = _description(stage, pipe, plan)
+        common = {"compile_check": stage in compiled, "capture": capture, "progress": progress,
+                  "description": _description(stage, pipe, plan),
+                  "graph_savings": graph_savings and stage != "text"}
         if stage in ("denoise", "kv_update", "recache"):
             probes[stage] = StageProbe(stage, generator_forward, state=gen_state, roots=gen_roots,
-                                       compile_check=stage in compiled, capture=capture, description=desc,
-                                       fixes=_pipeline_fixes)
+                                       fixes=_pipeline_fixes, **common)
         elif stage == "decode":
             probes[stage] = StageProbe(stage, pipe.decoder.decode_block, state=[pipe.decoder],
-                                       roots={"decoder": pipe.decoder}, compile_check=stage in compiled,
-                                       capture=capture, description=desc)
-        else:
+                                       roots={"decoder": pipe.decoder}, **common)
+        else:   # the text encoder runs once per prompt: what graphs would save there is not per block
             probes[stage] = StageProbe(stage, pipe.text_encoder.encode, state=[pipe.text_encoder],
-                                       roots={"text_encoder": pipe.text_encoder}, compile_check=stage in compiled,
-                                       capture=capture, description=desc, fixes=_text_fixes)
+                                       roots={"text_encoder": pipe.text_encoder}, fixes=_text_fixes, **common)
 
     where = {"phase": "start", "block": -1, "fwd": 0, "switch": -1, "encode": 0}
 
@@ -200,23 +205,29 @@ def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
         es.callback(setattr, pipe, "decoder", decoder)
         if "decode" not in probes:
             pipe.decoder = None   # decoding blocks the doctor does not look at only costs time
-        pipe.start(PROMPTS[0])
-        for b in range(plan.blocks):
-            if b == 3:
-                pipe.decoder = None   # the decode stage's three blocks are done
-            # Each probed call compiles / captures / replays its stage: seconds to minutes (fp8).
-            progress(f"block {b + 1}/{plan.blocks}" + (" after a prompt switch" if b in plan.switches else ""))
-            if b in plan.switches:
-                where.update(phase="switch", switch=plan.switches.index(b), fwd=0)
-                pipe.switch_prompt(PROMPTS[1 + plan.switches.index(b)])
-            where.update(phase="block", block=b, fwd=0)
-            pipe.generate_block()
-            where["phase"] = "idle"
+        stopped, at = None, "the first prompt"
+        try:
+            pipe.start(PROMPTS[0])
+            for b in range(plan.blocks):
+                at = f"block {b + 1}/{plan.blocks}"
+                if b == 3:
+                    pipe.decoder = None   # the decode stage's three blocks are done
+                # Each probed call compiles / captures / replays its stage: seconds to minutes (fp8).
+                progress(f"block {b + 1}/{plan.blocks}" + (" after a prompt switch" if b in plan.switches else ""))
+                if b in plan.switches:
+                    where.update(phase="switch", switch=plan.switches.index(b), fwd=0)
+                    pipe.switch_prompt(PROMPTS[1 + plan.switches.index(b)])
+                where.update(phase="block", block=b, fwd=0)
+                pipe.generate_block()
+                where["phase"] = "idle"
+        except Exception as exc:  # noqa: BLE001 - the stages checked so far are still reported
+            text = (str(exc).strip().splitlines() or [""])[0]
+            stopped = f"at {at}: {type(exc).__name__}: {text}"[:300]
 
     device = pipe.device.type
     if device == "cuda":
         device = f"cuda ({torch.cuda.get_device_name(pipe.device)})"
-    report = DoctorReport(pipe.preset.name, device, pipe.model_config.name, notes=notes)
+    report = DoctorReport(pipe.preset.name, device, pipe.model_config.name, notes=notes, stopped=stopped)
     for stage in stages:
         report.stages.append(probes[stage].report())
         probes[stage].release()
@@ -251,11 +262,13 @@ def build_doctor_pipeline(preset: str, *, device: str = "auto", model: str | Non
 
 def diagnose_preset(preset: str, stages: Sequence[str] | str | None = None, *, device: str = "auto",
                     model: str | None = None, overrides: dict[str, Any] | None = None,
-                    compile_check: bool = True, progress: Callable[[str], None] = lambda s: None) -> DoctorReport:
+                    compile_check: bool = True, graph_savings: bool = True,
+                    progress: Callable[[str], None] = lambda s: None) -> DoctorReport:
     """Build the doctor's pipeline for `preset` and diagnose it (what `lltrace doctor` runs)."""
     stages = parse_stages(stages)   # a bad stage is an error before minutes of model building
     progress(f"building {preset}")
     pipe, notes = build_doctor_pipeline(preset, device=device, model=model, overrides=overrides)
-    report = diagnose_pipeline(pipe, stages, compile_check=compile_check, progress=progress)
+    report = diagnose_pipeline(pipe, stages, compile_check=compile_check, graph_savings=graph_savings,
+                               progress=progress)
     report.notes = notes + report.notes
     return report

@@ -73,6 +73,36 @@ class CompileHealth:
 
 
 @dataclass
+class GraphSavings:
+    """What CUDA graphs would save on one call of a stage, at most (savings.py): the
+    launch-bound GPU gaps of one profiled eager call, from the budget's idle analysis."""
+
+    ms: float | None = None             # launch-bound gaps of the call; None: not measured
+    share: float | None = None          # ms over the call's GPU span (first kernel start to last end)
+    call_ms: float | None = None        # wall time of the profiled call (host, synchronized)
+    gpu_span_ms: float | None = None
+    idle_ms: float | None = None        # all idle GPU time in the span (every cause)
+    by_cause: dict[str, float] = field(default_factory=dict)   # idle ms by cause (trace/idle.py)
+    note: str = ""                      # why not measured ("needs CUDA"), if so
+
+    def text(self) -> str:
+        """"<= 3.1 ms per call (launch-bound gaps: 41% of the call's GPU time)", or the note."""
+        if self.ms is None:
+            return self.note or "not measured"
+        return (f"<= {self.ms:,.2f} ms per call (launch-bound gaps: {self.share:.0%} of the "
+                "call's GPU time)")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, float):
+                d[k] = round(v, 4)
+        d["by_cause"] = {k: round(v, 4) for k, v in self.by_cause.items()}
+        d["text"] = self.text()
+        return d
+
+
+@dataclass
 class StageReport:
     stage: str
     description: str = ""                 # what was called, at which positions
@@ -83,6 +113,7 @@ class StageReport:
     compile: CompileHealth | None = None
     ops_per_call: int = 0
     seconds: float = 0.0
+    graph_savings: GraphSavings | None = None   # None: not asked for (e.g. the text encoder)
 
     @property
     def blocking(self) -> list[Finding]:
@@ -98,7 +129,8 @@ class StageReport:
                 "verdict_text": self.verdict_text(), "capture": self.capture,
                 "findings": [f.to_dict() for f in self.findings], "fixes": list(self.fixes),
                 "compile": None if self.compile is None else self.compile.to_dict(),
-                "ops_per_call": self.ops_per_call, "seconds": round(self.seconds, 3)}
+                "ops_per_call": self.ops_per_call, "seconds": round(self.seconds, 3),
+                "graph_savings": None if self.graph_savings is None else self.graph_savings.to_dict()}
 
 
 @dataclass
@@ -108,6 +140,7 @@ class DoctorReport:
     model: str | None = None
     stages: list[StageReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    stopped: str | None = None           # the error the pipeline's stream stopped at, if it did
 
     def stage(self, name: str) -> StageReport:
         for s in self.stages:
@@ -127,4 +160,5 @@ class DoctorReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "device": self.device, "model": self.model, "verdict": self.verdict,
-                "stages": [s.to_dict() for s in self.stages], "notes": list(self.notes)}
+                "stages": [s.to_dict() for s in self.stages], "notes": list(self.notes),
+                "stopped": self.stopped}
