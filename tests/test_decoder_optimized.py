@@ -264,5 +264,7 @@ def test_presets_at_80_columns_tells_the_decoder_knobs_apart(capsys):
     out = capsys.readouterr().out
     assert max(len(line) for line in out.splitlines()) <= 80
     firsts = [line.split()[0] for line in out.splitlines() if line.strip()]
+    tables = firsts.count("knob")   # presets that do not fit side by side fold into more tables
+    assert tables >= 1
     for knob in DECODER_KNOBS:
-        assert firsts.count(knob) == 1, knob
+        assert firsts.count(knob) == tables, knob
