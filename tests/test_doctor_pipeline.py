@@ -176,3 +176,17 @@ def test_a_stages_compile_findings_do_not_depend_on_the_other_stages(baseline_re
     assert _compile_findings(both.stage("denoise")) == _compile_findings(baseline_report.stage("denoise"))
     guards = [r["guard"] for r in alone.compile.recompiles_next_call]
     assert any("local_end" in g for g in guards), guards   # the cache's Python int, at the next block
+
+
+def test_the_text_compile_check_is_skipped_only_where_dynamo_crashes_on_it(monkeypatch):
+    """torch 2.11 on CUDA segfaults tracing the text encoder (the H200, twice): the doctor skips
+    that one check there and says so, instead of losing the whole report; elsewhere it runs."""
+    from types import SimpleNamespace
+
+    from lltrace.doctor.pipeline import _text_compile_crashes
+
+    cuda, cpu = SimpleNamespace(device=torch.device("cuda")), SimpleNamespace(device=torch.device("cpu"))
+    monkeypatch.setattr(torch, "__version__", "2.11.0+cu130")
+    assert _text_compile_crashes(cuda) and not _text_compile_crashes(cpu)
+    monkeypatch.setattr(torch, "__version__", "2.13.0+cpu")
+    assert not _text_compile_crashes(cuda)
