@@ -50,6 +50,7 @@ def parts(monkeypatch):
 
     monkeypatch.setattr(rd, "SPLIT_MIN", 64 << 10)
     monkeypatch.setattr(rd.os, "sched_getaffinity", lambda _pid: set(range(8)))
+    monkeypatch.setattr(rd, "_idle_cores", lambda cores: cores - 1)
     monkeypatch.setattr(rd, "_split_read", spy)
 
     def load(path, n):
@@ -180,8 +181,12 @@ def test_merge_equals_one_collector():
 def test_no_parts_for_gzip_small_files_or_inside_a_worker(monkeypatch, tmp_path):
     monkeypatch.delenv(rd.PARTS_ENV, raising=False)
     monkeypatch.setattr(rd.os, "sched_getaffinity", lambda _pid: set(range(4)))
+    monkeypatch.setattr(rd, "_idle_cores", lambda cores: cores - 1)
     assert rd._part_count(rd.SPLIT_MIN * 10) == 4
     assert rd._part_count(rd.SPLIT_MIN) == 1
+    monkeypatch.setattr(rd, "_idle_cores", lambda cores: 1)    # two cores busy: one part each idle core
+    assert rd._part_count(rd.SPLIT_MIN * 10) == 2
+    monkeypatch.setattr(rd, "_idle_cores", lambda cores: 3)
     monkeypatch.setenv(rd.PARTS_ENV, "1")
     assert rd._part_count(rd.SPLIT_MIN * 10) == 1
     with pytest.raises(ValueError):

@@ -534,7 +534,20 @@ def _part_count(size: int) -> int:
     env = os.environ.get(PARTS_ENV, "").strip()
     if env.isdigit():
         most = max(1, int(env))
-    return max(1, min(len(os.sched_getaffinity(0)), most, size // SPLIT_MIN))
+    cores = len(os.sched_getaffinity(0))
+    return max(1, min(cores, 1 + _idle_cores(cores), most, size // SPLIT_MIN))
+
+
+def _idle_cores(cores: int) -> int:
+    """Cores no other process is running on now (/proc/loadavg's running count, this one
+    included): a part on a busy core only adds a fork and a merge (e.g. diff, whose side B
+    is read in a worker meanwhile)."""
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            running = int(f.read().split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return cores - 1
+    return max(0, cores - running)
 
 
 def _split_points(path: Path, size: int, n: int) -> tuple[bool, list[int]]:
