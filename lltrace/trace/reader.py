@@ -642,7 +642,10 @@ def _split_read(path: Path, sink: EventCollector, progress: Progress | None, n: 
     try:
         for i, start in enumerate(points):
             limit = points[i + 1] if i + 1 < len(points) else None
-            children.append(_fork_part((path, start, limit, bare)))
+            try:
+                children.append(_fork_part((path, start, limit, bare)))
+            except OSError:   # no process to be had (EAGAIN, ENOMEM): read it in one piece
+                return None
         step = None
         if progress is not None:
             parts = len(starts)
