@@ -191,3 +191,14 @@ def test_no_parts_for_gzip_small_files_or_inside_a_worker(monkeypatch, tmp_path)
     assert rd._part_count(rd.SPLIT_MIN * 10) == 1
     with pytest.raises(ValueError):
         rd._Bytes(DATA, None, 100, 200)    # a gzip stream has no parts
+
+
+def test_no_process_to_be_had_reads_in_one_piece(parts, tmp_path, monkeypatch):
+    plain = _plain(tmp_path)
+    one, _ = parts(plain, 1)
+
+    def no_fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+    monkeypatch.setattr(rd.os, "fork", no_fork)
+    got, used = parts(plain, 3)
+    assert used == [False] and _everything(got) == _everything(one)
