@@ -9,7 +9,7 @@ and gzipped next to it (the .gz rows).
 Each tool runs in a fresh process, `--repeat` times (interleaved); we report the best wall
 time, its CPU time and the peak RSS (ru_maxrss of the child, via os.wait4). One run prints
 the whole table of issue #18 for every size in `--sizes`:
-  lltrace budget --json (plain and .gz), diff A A, load_sides(A, A) (the parallel diff
+  lltrace budget --json (plain, plain in one part, and .gz), diff A A, load_sides(A, A) (the parallel diff
   loader), export -o .json.gz at the default level and at --gzip-level 1, the import of
   the trace loader alone (what every trace command pays first), HTA's TraceAnalysis when --hta-python has it, any --tool,
   and the floors: msgspec's typed decode of the whole file from an mmap, and streaming
@@ -148,6 +148,7 @@ def tools_for(big: Path, gz: Path, work: Path, args) -> dict[str, list[str]]:
     tools = {
         "import only (the trace loader)": [py, "-c", "import lltrace.trace.loader"],
         "lltrace budget --json": cli + ["budget", str(big), "--json"],
+        "lltrace budget --json (one part)": ["env", "LLTRACE_READ_PARTS=1"] + cli + ["budget", str(big), "--json"],
         "lltrace budget --json (.gz)": cli + ["budget", str(gz), "--json"],
         "lltrace diff A A --json": cli + ["diff", str(big), str(big), "--json"],
         "load_sides(A, A) (parallel)": [py, "-c", ("import sys; from lltrace.analysis.side import load_sides; "
@@ -247,6 +248,14 @@ def report(rows: list[tuple]) -> None:
             print(f"| {mb} | {label} | {shown} |")
 
 
+def _loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "n/a"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("source", type=Path, help="a real trace (run dir's trace.json.gz or a .json[.gz])")
@@ -269,8 +278,10 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
     rows = []
+    load = [_loadavg()]
     for mb in sizes:
         rows += run_size(args.source, mb, work, args, env)
+    load.append(_loadavg())
     report(rows)
     import msgspec
     import numpy
@@ -280,7 +291,8 @@ def main() -> int:
     print(f"source {args.source.name}, replicated (plain JSON; .gz beside it, level 6); machine: "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
           f"msgspec {msgspec.__version__}, numpy {numpy.__version__}; fast gzip: {', '.join(fast) or 'none'}; "
-          f"best of {args.repeat} (interleaved)")
+          f"best of {args.repeat} (interleaved); load average before / after: {load[0]} / {load[1]} "
+          "(a plain trace is read on the idle cores only: see lltrace.trace.reader._part_count)")
     return 0
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,12 +82,17 @@ class _Bytes:
     batches that size would grow the memory the decoded events take.
     """
 
-    def __init__(self, path: Path, progress: Progress | None):
+    def __init__(self, path: Path, progress: Progress | None, start: int = 0, limit: int | None = None):
         self.f = open_regular(path)   # a FIFO or a device is refused, not read forever
         self.size = os.fstat(self.f.fileno()).st_size
         self.progress = progress
         self.gz = self.f.read(2) == b"\x1f\x8b"
-        self.f.seek(0)
+        if (start or limit is not None) and self.gz:
+            raise ValueError("a part of a gzip stream cannot be read on its own")
+        self.f.seek(start)
+        self.offset = start     # of the next plain read
+        self.limit = limit      # a part of a plain file ends here (see _split_read)
+        self.at_limit = False
         self.zlib = deflate.inflater().zlib if self.gz else None
         self.z = self.zlib.decompressobj(31) if self.gz else None
         self.zlib_errors = deflate.errors() if self.gz else ()
@@ -103,12 +110,15 @@ class _Bytes:
             if self.gz and self.pending:
                 out = self._inflate(self.pending)
             else:
-                raw = self.f.read(RAW_READ)
+                want = RAW_READ if self.limit is None else min(RAW_READ, self.limit - self.offset)
+                raw = self.f.read(want) if want > 0 else b""
+                self.offset += len(raw)
                 if self.progress is not None:
                     self.progress(self.f.tell(), self.size)
                 if not self.gz:
                     if not raw:
                         self.eof = True
+                        self.at_limit = self.limit is not None and self.offset >= self.limit
                         return b""
                     self.produced += len(raw)
                     return raw
@@ -169,6 +179,7 @@ class _Parser:
         self.decoder = msgspec.json.Decoder(list[RawEvent])
         self.result = ReadResult(gzip=src.gz)
         self.skipped: dict[str, int] = {}   # why -> array elements stepped over undecoded
+        self.landed = False   # a part's events stopped where its limit is, between two events
 
     # -- buffer --
     def _more(self) -> bool:
@@ -233,13 +244,17 @@ class _Parser:
         self.result.found_events = True
         if self.copy is not None:
             self.copy.start(dict(self.result.top))
+        self._tail()
+        return self.result
+
+    def _tail(self) -> None:
+        """The events, then the top-level keys after them."""
         if self._events():
             try:
                 if self._members() == "events":
                     self.result.warnings.append("a second traceEvents key was ignored")
             except _Stop as stop:
                 self.result.warnings.append(f"the keys after traceEvents are unreadable ({stop.reason})")
-        return self.result
 
     def _empty_message(self) -> str:
         if self.src.error:
@@ -333,6 +348,9 @@ class _Parser:
             self._fill(target)
             c = self._skip(_SEP)
             if c is None:
+                if self.src.at_limit:    # a part of the file, read to its end (_split_read)
+                    self.landed = True
+                    return False
                 return self._stop(self.src.error or "the file ends inside traceEvents (the closing ] is missing)")
             if c == ord("]"):
                 self.pos += 1
@@ -496,6 +514,190 @@ def _raw_item(obj):
         return lenient_event(obj)
 
 
+# -- a big plain file is read in parts at the same time, one process per core --
+
+SPLIT_MIN = 32 << 20      # bytes per part at least: a fork and a merge cost ~20 ms
+MAX_PARTS = 8
+PARTS_ENV = "LLTRACE_READ_PARTS"   # at most this many parts (1: one process, as before)
+
+
+def _part_count(size: int) -> int:
+    """How many processes read a plain file of `size` bytes: one per core the process may use
+    (the typed decode and the collector hold the GIL, so threads would take turns), none
+    where fork is not the safe default (macOS, Windows) or inside a worker (diff's side B)."""
+    if not sys.platform.startswith("linux") or size < 2 * SPLIT_MIN:
+        return 1
+    import multiprocessing
+    if multiprocessing.parent_process() is not None:
+        return 1
+    most = MAX_PARTS
+    env = os.environ.get(PARTS_ENV, "").strip()
+    if env.isdigit():
+        most = max(1, int(env))
+    cores = len(os.sched_getaffinity(0))
+    return max(1, min(cores, 1 + _idle_cores(cores), most, size // SPLIT_MIN))
+
+
+def _idle_cores(cores: int) -> int:
+    """Cores no other process is running on now (/proc/loadavg's running count, this one
+    included): a part on a busy core only adds a fork and a merge (e.g. diff, whose side B
+    is read in a worker meanwhile)."""
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            running = int(f.read().split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return cores - 1
+    return max(0, cores - running)
+
+
+def _split_points(path: Path, size: int, n: int) -> tuple[bool, list[int]]:
+    """(the top level is a bare array, offsets right after an event's closing `}` near
+    size * k / n). A `}` inside a string can look like one: the part before it then does not
+    end cleanly there, and the rest is read in one piece (_split_read)."""
+    with open_regular(path) as f:
+        head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+        points = []
+        for k in range(1, n):
+            f.seek(size * k // n)
+            window = f.read(1 << 20)
+            i = 0
+            while (p := window.find(b"}", i)) >= 0:
+                if _AFTER_EVENT.match(window, p + 1):
+                    at = size * k // n + p + 1
+                    if not points or at > points[-1]:
+                        points.append(at)
+                    break
+                i = p + 1
+    return head.startswith(b"["), points
+
+
+def _read_part(path: Path, start: int, limit: int | None, bare: bool, sink: EventCollector | None = None):
+    """The events of path[start:limit] (start: just after an event), into `sink` or a new
+    collector: (collector, result, skipped, landed). The last part (limit None) reads the keys
+    after the events too."""
+    sink = EventCollector() if sink is None else sink
+    src = _Bytes(path, None, start, limit)
+    try:
+        p = _Parser(src, sink)
+        p.base = start
+        p.result.found_events = True
+        if limit is None and not bare:
+            p._tail()
+        else:
+            p._events()
+    finally:
+        src.close()
+    return sink, p.result, p.skipped, p.landed
+
+
+def _fork_part(args: tuple) -> tuple[int, int]:
+    """_read_part(*args) in a forked child; (pid, the pipe its pickled answer comes on)."""
+    import pickle
+    import warnings
+    r, w = os.pipe()
+    with warnings.catch_warnings():   # 3.12+ warns on fork with threads: the child runs only this
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:   # the child: answer, then leave without running the parent's exit handlers
+        code = 1
+        try:
+            os.close(r)
+            try:
+                out = ("ok", _read_part(*args))
+            except Exception as exc:  # noqa: BLE001 - any failure: the parent reads that part itself
+                out = ("error", f"{type(exc).__name__}: {exc}")
+            with os.fdopen(w, "wb") as f:
+                f.write(pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    return pid, r
+
+
+def _answer(pid: int, fd: int):
+    import pickle
+    with os.fdopen(fd, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    try:
+        return pickle.loads(data) if data else ("error", "the worker died")
+    except (pickle.UnpicklingError, EOFError, ValueError) as exc:   # a truncated answer
+        return ("error", str(exc))
+
+
+def _split_read(path: Path, sink: EventCollector, progress: Progress | None, n: int) -> ReadResult | None:
+    """Read a plain file in n parts at the same time (this process the first, forked children
+    the others) and merge them into `sink` in file order: the same columns, names, ids, stats
+    and warnings as one pass (EventCollector.merge). A part that does not end cleanly at the
+    next one's start (a false split point, damage, an error) is read again here, with all
+    that follows it, in one piece; None when even the first part did not (read it all again).
+    Hand-written: no library splits a JSON array at event boundaries."""
+    size = os.stat(path).st_size
+    bare, points = _split_points(path, size, n)
+    if not points:
+        return None
+    starts = [0, *points]
+    children = []
+    try:
+        for i, start in enumerate(points):
+            limit = points[i + 1] if i + 1 < len(points) else None
+            try:
+                children.append(_fork_part((path, start, limit, bare)))
+            except OSError:   # no process to be had (EAGAIN, ENOMEM): read it in one piece
+                return None
+        step = None
+        if progress is not None:
+            parts = len(starts)
+            step = (lambda done, total: progress(min(done * parts, total), total))
+        first = EventCollector()
+        src = _Bytes(path, step, 0, points[0])
+        try:
+            p0 = _Parser(src, first)
+            try:
+                p0._run()
+            except LltraceError:
+                return None
+        finally:
+            src.close()
+        if not p0.landed:
+            return None
+        sink.merge(first)
+        result, skipped = p0.result, dict(p0.skipped)
+        for i, start in enumerate(points):
+            pid, fd = children[i]
+            children[i] = None
+            status, got = _answer(pid, fd)
+            last = i + 1 == len(points)
+            ok = status == "ok" and (last or got[3]) and sink.mergeable(got[0])
+            if ok:
+                sink.merge(got[0])
+            else:   # read the rest here, from the last start known to be an event boundary
+                got = _read_part(path, start, None, bare, sink)
+                last = True
+            _part, r, sk, _landed = got
+            result.warnings.extend(r.warnings)
+            for why, k in sk.items():
+                skipped[why] = skipped.get(why, 0) + k
+            if last:
+                result.top.update(r.top)
+                result.partial, result.stop_reason, result.stopped_at_byte = r.partial, r.stop_reason, r.stopped_at_byte
+                break
+        result.skipped = sum(skipped.values())
+        result.warnings.extend(f"{k} array element(s) {why} were skipped" for why, k in skipped.items())
+        return result
+    finally:
+        for child in children:
+            if child is not None:
+                pid, fd = child
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os.close(fd)
+                os.waitpid(pid, 0)
+
+
 def read_events(path: Path, sink: EventCollector, progress: Progress | None = None, *,
                 raw: bool = False, copy: Copy | None = None) -> ReadResult:
     """Stream `path` into `sink`; raises LltraceError when it is not a trace at all.
@@ -507,7 +709,15 @@ def read_events(path: Path, sink: EventCollector, progress: Progress | None = No
         raise ValueError("raw=True and copy are exclusive")
     src = open_bytes(path, progress)
     try:
-        result = _RawParser(src, sink).run() if raw else _Parser(src, sink, copy).run()
+        parts = 1 if raw or copy is not None or src.gz else _part_count(src.size)
+        result = None
+        if parts > 1:
+            src.close()
+            result = _split_read(path, sink, progress, parts)
+            if result is None:   # read it in one piece after all
+                src = open_bytes(path, progress)
+        if result is None:
+            result = _RawParser(src, sink).run() if raw else _Parser(src, sink, copy).run()
     except MemoryError:
         raise LltraceError(f"{path}: out of memory while reading the trace") from None
     except OSError as exc:
