@@ -516,7 +516,10 @@ def _raw_item(obj):
 
 # -- a big plain file is read in parts at the same time, one process per core --
 
-SPLIT_MIN = 32 << 20      # bytes per part at least: a fork and a merge cost ~20 ms
+# bytes per part at least. On the 2-core CI-class machine, quiet (BENCHMARKS.md #18): 2 parts
+# made a 156 MB budget slower (1.44 against 1.22 s: the fork, the merge and a second decode
+# buffer) and a 1.5 GB one faster (8.4 against 10.1 s), so only files of 512 MB and more split.
+SPLIT_MIN = 256 << 20
 MAX_PARTS = 8
 PARTS_ENV = "LLTRACE_READ_PARTS"   # at most this many parts (1: one process, as before)
 

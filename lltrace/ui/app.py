@@ -535,6 +535,16 @@ def run_live_app(pipeline_or_factory: Any | Callable[[], Any], session_kwargs: d
     """See the module docstring. Returns the session's RunResult (None if nothing ran)."""
     app = LltraceApp(feed=LiveFeed(pipeline_or_factory, session_kwargs, doctor=doctor), notes=notes,
                      budget_ms=budget_ms, profile_window_blocks=profile_window_blocks)
+    run_to_end(app, "finishing the current block")
+    saved_message(app)
+    if app.run_error is not None:
+        raise app.run_error
+    return app.run_result
+
+
+def run_to_end(app: LltraceApp, stopping: str) -> None:
+    """Run the app until the user leaves it, then wait for its run to finish the block it is in
+    (saying so: the screen is gone by then), so that the run directory is final on return."""
     with native_stderr_captured():
         init_profiler_here()
         try:
@@ -542,12 +552,8 @@ def run_live_app(pipeline_or_factory: Any | Callable[[], Any], session_kwargs: d
         finally:
             app.stop_run()
     if not app.done.is_set():
-        print("lltrace: finishing the current block and saving the run directory...", file=sys.stderr, flush=True)
+        print(f"lltrace: {stopping} and saving the run directory...", file=sys.stderr, flush=True)
         app.done.wait()
-    saved_message(app)
-    if app.run_error is not None:
-        raise app.run_error
-    return app.run_result
 
 
 def saved_message(app: LltraceApp, file: Any = None) -> None:

@@ -95,25 +95,11 @@ def _output_to(log):
 def run_script_app(feed: ScriptFeed, *, notes: Sequence[str] = (), profile_window_blocks: int = 2) -> Any:
     """The TUI over `feed` until the user quits; returns its RunResult (None if nothing ran).
     The script's exception is on `feed.error` (the caller prints its traceback)."""
-    from lltrace.ui.app import (
-        LltraceApp,
-        init_profiler_here,
-        native_stderr_captured,
-        saved_message,
-    )
+    from lltrace.ui.app import LltraceApp, run_to_end, saved_message
 
     app = LltraceApp(feed=feed, notes=notes, profile_window_blocks=profile_window_blocks)
     outputs = sys.stdout, sys.stderr   # Textual swaps them while it runs; the script's log after
-    with native_stderr_captured():
-        init_profiler_here()
-        try:
-            app.run()
-        finally:
-            app.stop_run()
-    if not app.done.is_set():
-        print("lltrace: stopping the script at its next block and saving the run directory...",
-              file=sys.stderr, flush=True)
-        app.done.wait()
+    run_to_end(app, "stopping the script at its next block")
     sys.stdout, sys.stderr = outputs
     if feed.error is None:
         saved_message(app)
