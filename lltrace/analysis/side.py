@@ -82,36 +82,28 @@ def load_sides(*paths: str | Path, labels: tuple[str, ...] = ("A", "B")) -> list
     A side is a few MB to send back. Sequential where fork is not the safe default (macOS,
     Windows) or when a side is a budget JSON (nothing to read). An error names its side:
     "B: no such file ...". """
-    def named(label: str, exc_or_pair) -> LltraceError:
-        message, hint = exc_or_pair if isinstance(exc_or_pair, tuple) else (exc_or_pair.message, exc_or_pair.hint)
-        return LltraceError(f"{label}: {message}", hint)
+    def named(label: str, got: Side | tuple[str, str | None]) -> Side:
+        """The side, or its error (a (message, hint) pair) raised with the side's label."""
+        if isinstance(got, tuple):
+            raise LltraceError(f"{label}: {got[0]}", got[1])
+        return got
 
     srcs = []
     for label, path in zip(labels, paths):
         try:
             srcs.append(resolve_source(path))
         except LltraceError as exc:
-            raise named(label, exc) from None
+            named(label, (exc.message, exc.hint))
     parallel = (len(paths) > 1 and sys.platform.startswith("linux")
                 and sum(s.kind != "budget" for s in srcs) > 1)
     if not parallel:
-        out = []
-        for label, path in zip(labels, paths):
-            try:
-                out.append(load_side(path))
-            except LltraceError as exc:
-                raise named(label, exc) from None
-        return out
+        return [named(label, _side_or_error(path)) for label, path in zip(labels, paths)]
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
         last = pool.submit(_side_or_error, paths[-1])
-        out = []
-        for label, path in zip(labels[:-1], paths[:-1]):
-            try:
-                out.append(load_side(path))
-            except LltraceError as exc:
-                last.cancel()
-                raise named(label, exc) from None
+        try:
+            out = [named(label, _side_or_error(path)) for label, path in zip(labels[:-1], paths[:-1])]
+        except LltraceError:
+            last.cancel()
+            raise
         b = last.result()
-    if isinstance(b, tuple):
-        raise named(labels[len(paths) - 1], b)
-    return [*out, b]
+    return [*out, named(labels[len(paths) - 1], b)]
