@@ -7,24 +7,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from helpers.pilot import wait_for
 
 from lltrace.ui.app import LltraceApp
 from lltrace.ui.script_feed import ScriptFeed
 from lltrace.ui.widgets import BudgetTree, LatencyPlot
 
 SCRIPT = Path(__file__).parent / "data" / "foreign_script.py"
-
-
-async def wait_for(pilot, cond, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.02)
 
 
 def meta(run: Path) -> dict:

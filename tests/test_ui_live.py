@@ -12,14 +12,22 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.pilot import wait_for
+from helpers.recorded_run import plain
 
 from lltrace.capture.session import Session
 from lltrace.errors import LltraceError
 from lltrace.pipeline.observer import NULL_OBSERVER
 from lltrace.ui.app import DOCTOR_STATE, LltraceApp
-from lltrace.ui.widgets import BudgetTree, EventLog, GraphsPanel, LatencyPlot, MemoryPanel, StatsPanel
+from lltrace.ui.widgets import (
+    BudgetTree,
+    EventLog,
+    GraphsPanel,
+    LatencyPlot,
+    MemoryPanel,
+    StatsPanel,
+)
 from lltrace.ui.widgets.stats import fmt_ms
-from helpers.recorded_run import plain
 
 SIZE = (150, 45)
 
@@ -38,14 +46,6 @@ def pipe():
 def traces(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("LLTRACE_TRACES", str(tmp_path / "traces"))
     return tmp_path / "traces"
-
-
-async def wait_for(pilot, cond, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.02)
 
 
 async def type_text(pilot, text: str) -> None:
