@@ -131,35 +131,6 @@ def test_the_pipeline_applies_and_records_the_knob():
     assert pipe.generate_block().latents.isfinite().all()
 
 
-@pytest.mark.slow
-@torch.no_grad()
-def test_fused_static_forward_traces_as_one_graph_without_recompiles():
-    """The fused path keeps the static cache's guarantee (test_model_static_cache.py): no host
-    sync in the fused RoPE tables, so dynamo traces the whole forward and a CUDA graph can
-    capture it; new start positions in a device tensor reuse the graph."""
-    torch._dynamo.reset()
-    model = _model("fused", torch.float32).eval()
-    graphs = []
-
-    def count_backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    compiled = torch.compile(model, backend=count_backend, fullgraph=True)
-    caches = {name: (make_kv_cache("static", CFG, 1, 4, 1, torch.float32, "cpu"),
-                     CrossAttnCache(CFG, 1, torch.float32, "cpu")) for name in ("compiled", "eager")}
-    context = torch.randn(1, CFG.text_len, CFG.text_dim)
-    start = torch.zeros((), dtype=torch.long)
-    for b in range(5):
-        x = torch.randn(1, CFG.in_dim, 2, CFG.latent_height, CFG.latent_width)
-        t = torch.full((1, 2), 400.0)
-        start.fill_(b * 2 * CFG.frame_seqlen)
-        got = compiled(x, t, context, *caches["compiled"], start)
-        torch.testing.assert_close(got, model(x, t, context, *caches["eager"], start), rtol=1e-5, atol=1e-5)
-    assert len(graphs) == 2   # fills the cross-attention cache, then reads it: none per position
-    torch._dynamo.reset()
-
-
 _VIEWS = {"view", "_unsafe_view", "unsqueeze", "expand", "transpose", "t", "unflatten", "flatten",
           "split", "chunk", "slice", "select", "as_strided", "alias", "detach", "permute", "squeeze",
           "reshape", "split_with_sizes", "unbind", "lift_fresh"}
