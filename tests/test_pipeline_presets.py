@@ -43,6 +43,10 @@ def test_unknown_knob_lists_valid_knobs():
     ("denoising_steps", "250,500", "decrease"),
     ("local_attn_size", "3", "sink_size"),
     ("fp8", "maybe", "bool"),
+    ("decoder_graph", "maybe", "bool"),
+    ("decode_async", "2x", "bool"),
+    ("decoder_compile", "fast", "bool"),
+    ("decoder_layout", "nhwc", "channels_last"),
 ])
 def test_bad_knob_values_are_explained(knob, value, needle):
     with pytest.raises(LltraceError) as e:
