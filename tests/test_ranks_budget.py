@@ -15,12 +15,11 @@ from lltrace.analysis.ranks import (
     Collectives,
     analyze_run,
     collectives_of,
-    covered,
     exposure,
     skew_and_straggler,
-    union,
 )
 from lltrace.commands.cli import main
+from lltrace.trace.intervals import coverage, union
 from lltrace.trace.loader import load_trace
 
 RUN = Path(__file__).parent / "data" / "ranks_cpu_run"
@@ -67,7 +66,7 @@ def test_ranks_with_different_collective_counts_match_the_common_prefix_and_say_
 def test_overlap_of_intervals_with_a_union():
     us, ue = union(np.array([5.0, 0.0, 20.0, 8.0]), np.array([10.0, 6.0, 30.0, 9.0]))
     assert us.tolist() == [0.0, 20.0] and ue.tolist() == [10.0, 30.0]
-    got = covered(np.array([-5.0, 9.0, 12.0, 25.0]), np.array([2.0, 22.0, 18.0, 40.0]), us, ue)
+    got = coverage(us, ue)(np.array([-5.0, 9.0, 12.0, 25.0]), np.array([2.0, 22.0, 18.0, 40.0]))
     assert got.tolist() == [2.0, 3.0, 0.0, 5.0]
 
 

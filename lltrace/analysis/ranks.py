@@ -35,6 +35,7 @@ from lltrace.trace.events import (
     USER_ANNOTATION,
     Trace,
 )
+from lltrace.trace.intervals import coverage, union
 from lltrace.trace.loader import load_trace
 from lltrace.trace.ranks import base_offset_us, rank_traces
 
@@ -66,37 +67,6 @@ class RankView:
     @property
     def comm_ms(self) -> float:
         return float((self.collectives.end - self.collectives.start).sum()) / 1e3
-
-
-# ----------------------------------------------------------------------------- intervals
-def union(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The disjoint, sorted union of intervals [start, end)."""
-    if not len(start):
-        return start.astype(np.float64), end.astype(np.float64)
-    order = np.argsort(start, kind="stable")
-    s, e = start[order].astype(np.float64), np.maximum.accumulate(end[order].astype(np.float64))
-    new = np.ones(len(s), dtype=bool)
-    new[1:] = s[1:] > e[:-1]
-    idx = np.nonzero(new)[0]
-    ends = np.append(e[idx[1:] - 1], e[-1])
-    return s[idx], ends
-
-
-def covered(start: np.ndarray, end: np.ndarray, us: np.ndarray, ue: np.ndarray) -> np.ndarray:
-    """For each interval [start, end), the length covered by the disjoint sorted union (us, ue)."""
-    if not len(us):
-        return np.zeros(len(start))
-    # prefix sums of the union's lengths give the covered length below any point in O(log n)
-    cum = np.concatenate([[0.0], np.cumsum(ue - us)])
-
-    def below(t: np.ndarray) -> np.ndarray:
-        i = np.searchsorted(us, t, side="right")          # union intervals starting at or before t
-        full = cum[np.maximum(i - 1, 0)]
-        last = np.where(i > 0, np.clip(t - us[np.maximum(i - 1, 0)], 0, None), 0.0)
-        last = np.minimum(last, np.where(i > 0, ue[np.maximum(i - 1, 0)] - us[np.maximum(i - 1, 0)], 0.0))
-        return np.where(i > 0, full + last, 0.0)
-
-    return below(np.asarray(end, dtype=np.float64)) - below(np.asarray(start, dtype=np.float64))
 
 
 # ----------------------------------------------------------------------------- one rank
@@ -168,7 +138,7 @@ def exposure(trace: Trace, coll: Collectives, base_ns: float | None = None) -> t
         c10d = [i for i, n in enumerate(trace.names) if n.startswith("c10d::")]
         comp = np.nonzero((cat == CPU_OP) & ~np.isin(x["tid"], gloo_tids) & ~np.isin(nm, c10d))[0]
     us, ue = union(ts[comp], ts[comp] + dur[comp])
-    cov = covered(coll.start, coll.end, us, ue)
+    cov = coverage(us, ue)(coll.start, coll.end)
     total = float((coll.end - coll.start).sum())
     over = float(cov.sum())
     return (total - over) / 1e3, over / 1e3

@@ -34,6 +34,7 @@ import numpy as np
 from lltrace import names as region_names
 from lltrace.trace.attribution import _top_level, host_op_of, thread_key
 from lltrace.trace.events import CPU_OP, MEMCPY, RUNTIME, USER_ANNOTATION, Trace
+from lltrace.trace.intervals import coverage
 
 CAUSES = ("sync", "launch", "h2d", "gpu", "other")
 SYNC_CALLS = frozenset({"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
@@ -43,25 +44,6 @@ SYNC_CALLS = frozenset({"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaE
 WOULD_SYNC_OPS = frozenset({"aten::_local_scalar_dense", "aten::nonzero", "aten::nonzero_static",
                             "aten::masked_select"})
 _EPS_US = 2.0     # a sync "returned when the GPU drained" if it ended within this of the gap's start
-
-
-def _prefix(starts: np.ndarray, ends: np.ndarray):
-    """Covered time of sorted disjoint intervals inside [a, b], vectorised over (a, b)."""
-    cum = np.concatenate([[0.0], np.cumsum(ends - starts)])
-
-    def covered(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        if not len(starts):
-            return np.zeros(len(a))
-        i = np.searchsorted(ends, a, side="right")        # first interval ending after a
-        j = np.searchsorted(starts, b, side="left")       # intervals starting before b
-        tot = cum[np.maximum(j, i)] - cum[i]
-        # clip the first and last interval to [a, b]
-        first = np.minimum(i, len(starts) - 1)
-        tot -= np.where((i < j), np.clip(a - starts[first], 0, None), 0.0)
-        last = np.maximum(j - 1, 0)
-        tot -= np.where((i < j), np.clip(ends[last] - b, 0, None), 0.0)
-        return np.maximum(tot, 0.0)
-    return covered
 
 
 FORWARDS = ("step[", "context", "recache")
@@ -139,8 +121,8 @@ def analyze(trace: Trace, att, forest, region_path_of, blocks: int,
             ops = _top_level(trace, np.nonzero(on & (x["cat"] == CPU_OP))[0])
             rt = rt[np.argsort(x["ts"][rt])]
             ops = ops[np.argsort(x["ts"][ops])]
-            covers[th] = (_prefix(x["ts"][rt], x["ts"][rt] + x["dur"][rt]),
-                          _prefix(x["ts"][ops], x["ts"][ops] + x["dur"][ops]))
+            covers[th] = (coverage(x["ts"][rt], x["ts"][rt] + x["dur"][rt]),
+                          coverage(x["ts"][ops], x["ts"][ops] + x["dur"][ops]))
         return covers[th]
 
     site_idle: dict[tuple, float] = defaultdict(float)
