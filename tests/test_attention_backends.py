@@ -45,6 +45,31 @@ def test_flash4_on_cpu_needs_cuda_and_auto_never_picks_it(tmp_path, monkeypatch)
         att.resolve_backend("flash5", "cpu")
 
 
+@pytest.mark.parametrize("fa4, fa2, capability, want", [
+    (True, True, (9, 0), "flash4"),    # measured faster than SDPA on the H200: it comes first
+    (False, True, (9, 0), "flash"),
+    (True, False, (8, 0), "sdpa"),     # FA4's forward has Hopper and Blackwell kernels only
+    (True, True, (8, 0), "flash"),
+    (False, False, (9, 0), "sdpa"),
+])
+def test_auto_on_a_gpu_prefers_flash4_then_flash_attn_2_then_sdpa(monkeypatch, fa4, fa2, capability, want):
+    monkeypatch.setattr(att, "flash4_available", lambda: fa4)
+    monkeypatch.setattr(att, "flash_available", lambda: fa2)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert att.resolve_backend("auto", "cuda") == want
+
+
+def test_flash4_is_one_opaque_op_to_the_compiler():
+    """Traced with fake tensors (what dynamo and inductor see), flash4 is the custom op alone:
+    no FA4 Python is traced, so the doctor's compile checks find no graph break in it."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    q, k, v = (torch.randn(1, 6, 2, 8, dtype=torch.bfloat16) for _ in range(3))
+    graph = make_fx(lambda q, k, v: torch.ops.lltrace.flash4_attention(q, k, v) * 2,
+                    tracing_mode="fake")(q, k, v).graph
+    calls = [str(n.target) for n in graph.nodes if n.op == "call_function"]
+    assert calls == ["lltrace.flash4_attention.default", "aten.mul.Tensor"]
+
+
 def test_flash_backends_on_cpu_tensors_run_sdpa():
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, 6, 2, 8) for _ in range(3))

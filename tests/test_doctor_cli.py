@@ -136,6 +136,14 @@ def test_progress_is_a_line_per_check_on_stderr_and_json_stays_clean(denoise_jso
         assert "denoise: CUDA-graph capture and replay (position A)" not in checks
 
 
+def test_the_report_names_the_attention_kernel_that_ran(denoise_json_run, capsys):
+    from lltrace.pipeline.attention import describe_backend, resolve_backend
+    want = describe_backend(resolve_backend("auto", "cuda" if torch.cuda.is_available() else "cpu"))
+    assert json.loads(denoise_json_run[1])["attention"] == want
+    code, out, _ = run(capsys, "--preset", "baseline", "--stage", "denoise", "--no-compile")
+    assert code == 0 and f"attention: {want}" in " ".join(out.split())   # the text report, wrapped at 80
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="asserts the CPU behaviour")
 def test_what_graphs_would_save_needs_cuda_on_cpu(denoise_json_run, capsys):
     _, out, _ = denoise_json_run

@@ -141,6 +141,7 @@ class DoctorReport:
     stages: list[StageReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     stopped: str | None = None           # the error the pipeline's stream stopped at, if it did
+    attention: str | None = None         # the attention kernel the pipeline ran (describe_backend)
 
     def stage(self, name: str) -> StageReport:
         for s in self.stages:
@@ -161,4 +162,4 @@ class DoctorReport:
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "device": self.device, "model": self.model, "verdict": self.verdict,
                 "stages": [s.to_dict() for s in self.stages], "notes": list(self.notes),
-                "stopped": self.stopped}
+                "stopped": self.stopped, "attention": self.attention}

@@ -10,8 +10,10 @@ model and the KV cache use) and returns the same layout.
   (pip install 'lltrace[flash4]'; on the device scripts/device/fetch_fa4.sh). Its forward
   has a Hopper (SM 9.0, flash_fwd_sm90.py) and a Blackwell kernel; it compiles each shape once
   per process (JIT), which a CUDA-graph capture's warm-up absorbs.
-- "auto": flash-attn 2 where installed on a GPU, else SDPA. flash4 is opt-in while it is a
-  beta (4.0.0b36) and until BENCHMARKS.md shows it faster than cuDNN's SDPA on the H200.
+- "auto": on a GPU, flash-attn-4 where installed and the GPU is SM 9.0+, else flash-attn 2
+  where installed, else SDPA; on a CPU always SDPA. flash4 comes first because it was measured
+  faster than cuDNN's SDPA end to end on the H200 (BENCHMARKS.md, 2026-12-02: ultra 9.97 ->
+  9.26 ms per frame, balanced 33.70 -> 31.75); flash-attn 2 was never measured against it.
 
 "flash" and "flash4" run only where they can: CUDA, fp16/bf16 and no mask. Anything else (the
 static KV cache's validity mask, float32, CPU tensors) goes to SDPA, so a masked self-attention
@@ -70,6 +72,8 @@ def resolve_backend(name: str, device) -> str:
     if name == "sdpa":
         return "sdpa"
     if name == "auto":
+        if on_cuda and flash4_available() and torch.cuda.get_device_capability(device) >= (9, 0):
+            return "flash4"
         return "flash" if on_cuda and flash_available() else "sdpa"
     dist, label, extra = _PACKAGES[name]
     if not on_cuda:
@@ -110,11 +114,25 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str,
     """
     if flash_used(backend, q, mask):
         if backend == "flash4":
-            from flash_attn.cute import flash_attn_func as flash4_attn_func
-            out = flash4_attn_func(q, k, v)   # (out, lse)
-            return out[0] if isinstance(out, tuple) else out
+            return torch.ops.lltrace.flash4_attention(q, k, v)
         from flash_attn import flash_attn_func
         return flash_attn_func(q, k, v)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                          attn_mask=mask)
     return out.transpose(1, 2)
+
+
+# FA4's flash_attn_func is a Python autograd.Function over the CuTe DSL: dynamo would trace into
+# its JIT cache lookups (graph breaks that are the library's, and slow doctor compile checks).
+# As a custom op it is one opaque node to dynamo, inductor and the doctor; eager calls and CUDA
+# graph captures run the same kernel. The op is inference-only (no autograd formula).
+@torch.library.custom_op("lltrace::flash4_attention", mutates_args=(), device_types="cuda")
+def _flash4_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    from flash_attn.cute import flash_attn_func as flash4_attn_func
+    out = flash4_attn_func(q, k, v)   # out, or (out, lse) in some betas
+    return out[0] if isinstance(out, tuple) else out
+
+
+@_flash4_attention.register_fake
+def _(q, k, v):
+    return torch.empty_like(q)   # [B, Lq, H, D]: same shape, dtype and device as q (head_dim of v = of q)

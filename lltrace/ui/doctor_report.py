@@ -115,6 +115,8 @@ def doctor_renderable(report: DoctorReport) -> Group:
     overall = Text("CUDA graphs: ")
     overall.append(panel_verdict(report), style=STYLE.get(report.verdict, "yellow"))
     items.append(overall)
+    if report.attention:   # which kernel the checks ran: flash4 and SDPA trace and capture differently
+        items.append(Text(f"attention: {report.attention}", style="dim"))
     if report.stopped:
         items.append(_indented(Text(f"the doctor stopped {report.stopped}; the stages below are what it "
                                     "checked before", style="bold red"), 0))
