@@ -130,9 +130,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str,
 def _flash4_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     from flash_attn.cute import flash_attn_func as flash4_attn_func
     out = flash4_attn_func(q, k, v)   # out, or (out, lse) in some betas
-    return out[0] if isinstance(out, tuple) else out
+    return (out[0] if isinstance(out, tuple) else out).contiguous()   # the layout the fake promises
 
 
 @_flash4_attention.register_fake
 def _(q, k, v):
-    return torch.empty_like(q)   # [B, Lq, H, D]: same shape, dtype and device as q (head_dim of v = of q)
+    return q.new_empty(q.shape)   # contiguous [B, Lq, H, D], q's dtype and device (head_dim of v = of q)
