@@ -115,7 +115,8 @@ def _description(stage: str, pipe, plan: _Plan) -> str:
 def _text_compile_crashes(pipe) -> bool:
     """torch 2.11 (the H200 image's) segfaults in dynamo on the text encoder's second trace on
     CUDA (2026-12-02, twice); a native crash loses the whole report, so that check is skipped
-    there. 2.13 on the CPU traces it fine; other versions are not known to crash."""
+    there. 2.13 on the CPU traces it fine; other versions are not known to crash. Turning the
+    cyclic GC off is no way around it: the doctor then runs out of GPU memory (2026-12-02)."""
     return pipe.device.type == "cuda" and torch.__version__.startswith(("2.11.", "2.11+"))
 
 
