@@ -30,7 +30,6 @@ from lltrace.doctor.report import DoctorReport, Finding
 from lltrace.doctor.compile import compile_time_notes
 from lltrace.doctor.graph import StageProbe
 from lltrace.errors import LltraceError
-from lltrace.pipeline.attention import describe_backend
 
 STAGES = ("denoise", "kv_update", "recache", "decode", "text")
 PROMPTS = ("a red fox running through snow", "a red fox running through snow, at night",
@@ -242,7 +241,7 @@ def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
     if device == "cuda":
         device = f"cuda ({torch.cuda.get_device_name(pipe.device)})"
     report = DoctorReport(pipe.preset.name, device, pipe.model_config.name, notes=notes, stopped=stopped,
-                          attention=describe_backend(pipe.attention_backend))
+                          attention=pipe.optimizations.get("attention"))   # meta.json's own line
     for stage in stages:
         report.stages.append(probes[stage].report())
         probes[stage].release()
