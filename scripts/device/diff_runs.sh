@@ -8,6 +8,8 @@
 #   bal-sdpa   balanced with attention=sdpa (the attention before)
 #   ultra      the preset as shipped
 #   ult-ref    ultra with elementwise=reference (the elementwise before)
+#   bal-graph  balanced with the static KV cache and CUDA graphs (flash4's host time hidden)
+#   ult-dec    ultra with the four decoder knobs on (its fast decoder's layout transposes gone)
 # RUNS picks a subset (default: all five). Each run directory comes back as $OUT/<name>.tar.gz;
 # diff them here: lltrace diff <before> <after>. Carry FA4 (fetch_fa4.sh) for flash4.
 . scripts/device/setup.sh || exit 1
@@ -18,6 +20,8 @@ declare -A ARGS=(
   [bal-sdpa]="-p balanced --set attention=sdpa"
   [ultra]="-p ultra"
   [ult-ref]="-p ultra --set elementwise=reference"
+  [bal-graph]="-p balanced --set kv_cache=static --set cuda_graphs=true"
+  [ult-dec]="-p ultra --set decoder_layout=channels_last --set cudnn_benchmark=true --set decoder_compile=true --set decoder_graph=true"
 )
 # balanced: window 12 latent frames, 3 per block -> full from block 4; ultra: window 6 -> block 2.
 declare -A SHAPE=([balanced]="--frames 93 --profile-blocks 5:7" [ultra]="--frames 69 --profile-blocks 3:5")

@@ -2,7 +2,8 @@
 # Device call (nvidia-h200): A/B of one knob by alternating `lltrace bench` runs in fresh
 # processes (BENCHMARKS.md's method: >= 5 pairs for an overhead; a kernel choice may use fewer).
 #   PRESETS   presets to time, in turn (default "ultra balanced")
-#   A, B      the two --set values (default attention=sdpa, attention=flash4)
+#   A, B      the two sides' knobs, each space-separated KNOB=VALUE words turned into --set flags,
+#             or "shipped" for the preset as it is (default attention=sdpa, attention=flash4)
 #   PAIRS     A,B pairs per preset (default 3); LIMIT_S per bench (default 120)
 #   BUDGET_S  no new bench starts past this (default 420)
 # Prints one line per bench and the per-preset medians; JSON in $OUT/ab.tar.
@@ -14,7 +15,8 @@ T0=$SECONDS; dir=/tmp/ab; mkdir -p $dir
 for p in $PRESETS; do for i in $(seq 1 "$PAIRS"); do for side in A B; do
   [ $((SECONDS - T0 + 60)) -le "$BUDGET_S" ] || { echo "== budget spent: $p pair $i $side skipped"; continue; }
   set_=$A; [ $side = B ] && set_=$B
-  timeout "$LIMIT_S" python3 -m lltrace bench -p "$p" --set "$set_" --warmup 3 --blocks 6 \
+  flags=(); [ "$set_" = shipped ] || for kv in $set_; do flags+=(--set "$kv"); done
+  timeout "$LIMIT_S" python3 -m lltrace bench -p "$p" "${flags[@]}" --warmup 3 --blocks 6 \
     --out $dir/$p-$side-$i.json > $dir/$p-$side-$i.log 2>&1 || echo "== $p $side $i: exit $? $(tail -1 $dir/$p-$side-$i.log)"
 done; done; done
 tar -C /tmp -cf "$OUT/ab.tar" ab
@@ -28,7 +30,7 @@ for f in sorted(glob.glob("/tmp/ab/*.json")):
     if r.get("error"):
         print(f"{p} {side}{i} error: {r['error'][:60]}"); continue
     rows.setdefault((p, side), []).append(r)
-    print(f"{p:9s} {sides[side]:18s} #{i}  {r['ms_per_forward']:6.2f} ms/fwd  {r['ms_per_frame']:6.2f} ms/frame  "
+    print(f"{p:9s} {sides[side][:40]:40s} #{i}  {r['ms_per_forward']:6.2f} ms/fwd  {r['ms_per_frame']:6.2f} ms/frame  "
           f"first {r['first_frame_ms']:5.0f}  switch {r['prompt_switch_ms']:5.0f}  {r['attention_backend']}")
 for p in dict.fromkeys(k[0] for k in rows):
     med = {s: statistics.median(r["ms_per_frame"] for r in rows.get((p, s), [])) for s in "AB" if (p, s) in rows}

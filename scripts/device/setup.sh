@@ -1,5 +1,11 @@
 # Source me on the device machine: installs the carried wheels (.whl/) into /tmp/site.
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || return 1
+# Installed once per warm machine: a second script in the same call (or the next call) finds the
+# same wheels already there and skips pip's ~10 s.
+stamp=$(ls -l .whl/ | md5sum | cut -c1-32)
+if [ "$(cat /tmp/site/.lltrace-wheels 2>/dev/null)" != "$stamp" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || return 1
+  echo "$stamp" > /tmp/site/.lltrace-wheels
+fi
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 lltrace() { python3 -m lltrace "$@"; }
 python3 -c "import torch, torchao, textual; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name(), 'torchao', torchao.__version__)"
