@@ -41,9 +41,19 @@ def _progress(err, title: str):
 @click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
 @click.option("--set", "overrides", multiple=True, metavar="KNOB=VALUE", help="Override a preset knob.")
 @click.option("--no-compile", is_flag=True, help="Skip the torch.compile checks (explain, recompiles).")
+@click.option("--isolate/--no-isolate", default=None,
+              help="Run each stage group (denoise+kv_update, recache, decode, text) in a fresh process of its "
+                   "own, several at once: a native crash (torch 2.11's dynamo) costs only that group, which "
+                   "runs again without compile checks. Default: on with CUDA when more than one group is asked "
+                   "for, off on the CPU.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Isolated processes at once (default: half the CPU cores, at most one per group).")
+@click.option("--stage-timeout", type=click.FloatRange(min=1), default=None, metavar="SECONDS",
+              help="End an isolated group's process after this long and report it (default: 900).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--strict", is_flag=True, help="Exit with 1 when a stage is INCOMPATIBLE (for CI).")
-def doctor(preset, stages, module_spec, model, device, overrides, no_compile, as_json, strict):
+def doctor(preset, stages, module_spec, model, device, overrides, no_compile, isolate, jobs, stage_timeout,
+           as_json, strict):
     """For each pipeline stage, try a CUDA-graph capture and report COMPATIBLE or why not, with
     the line of code responsible: host syncs, Python values that change between calls,
     tensors whose address changes, dynamic shapes, CPU tensors, RNG. Also torch.compile
@@ -66,7 +76,8 @@ def doctor(preset, stages, module_spec, model, device, overrides, no_compile, as
             pass
     if module_spec is not None:
         given = [flag for flag, v in (("--preset", preset), ("--stage", stages), ("--model", model),
-                                      ("--set", overrides)) if v]
+                                      ("--set", overrides), ("--isolate", isolate), ("--jobs", jobs),
+                                      ("--stage-timeout", stage_timeout)) if v]
         if given:
             raise LltraceError(f"--module diagnoses your module: {', '.join(given)} do not apply to it")
         from lltrace.doctor.graph import diagnose_module, load_module_factory
@@ -89,7 +100,8 @@ def doctor(preset, stages, module_spec, model, device, overrides, no_compile, as
             err.print("[yellow]no CUDA: static and compile checks on the tiny model; capture needs CUDA[/yellow]")
         with _progress(err, f"diagnosing {preset or 'baseline'}: {', '.join(names)}") as show:
             report = diagnose_preset(preset or "baseline", names, device=str(dev), model=model,
-                                     overrides=knobs, compile_check=not no_compile, progress=show)
+                                     overrides=knobs, compile_check=not no_compile, isolate=isolate,
+                                     jobs=jobs, timeout=stage_timeout, progress=show)
 
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))

@@ -28,6 +28,7 @@ import torch
 
 from lltrace.doctor.report import DoctorReport, Finding
 from lltrace.doctor.compile import compile_time_notes
+from lltrace.doctor.gpu_lock import gpu_work
 from lltrace.doctor.graph import StageProbe
 from lltrace.errors import LltraceError
 
@@ -113,15 +114,19 @@ def _description(stage: str, pipe, plan: _Plan) -> str:
 
 def _text_compile_crashes(pipe) -> bool:
     """torch 2.11 (the H200 image's) segfaults in dynamo on the text encoder's second trace on
-    CUDA (2026-12-02, twice); a native crash loses the whole report, so that check is skipped
-    there. 2.13 on the CPU traces it fine; other versions are not known to crash. Turning the
-    cyclic GC off is no way around it: the doctor then runs out of GPU memory (2026-12-02)."""
+    CUDA (2026-12-02, twice, after the other stages' checks in the same process); a native
+    crash loses the whole report, so in one process that check is skipped there. 2.13 on the
+    CPU traces it fine; other versions are not known to crash. Turning the cyclic GC off is no
+    way around it: the doctor then runs out of GPU memory (2026-12-02). With the stage groups
+    in processes of their own (isolate.py) the check runs: a crash costs only the text
+    group's process, is reported, and the group runs again without compile checks, and a
+    fresh process may well trace it (the recache stage's crash needed the earlier stages)."""
     return pipe.device.type == "cuda" and torch.__version__.startswith(("2.11.", "2.11+"))
 
 
 def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
                       compile_check: bool | Sequence[str] = True, capture: bool | None = None,
-                      graph_savings: bool = False,
+                      graph_savings: bool = False, isolated: bool = False,
                       progress: Callable[[str], None] = lambda s: None) -> DoctorReport:
     """Probe each stage of a StreamingPipeline; see the module docstring.
 
@@ -132,6 +137,8 @@ def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
     default: `lltrace run`'s pre-flight check runs before the first frame, and its TUI bounds
     the savings from the run's own profiled window; `lltrace doctor` turns it on.
     `progress(text)`: told each stage's check as it starts ("denoise: CUDA-graph capture ...").
+    `isolated`: this process runs only these stages and nothing after them (isolate.py's
+    child): checks known to crash the process natively are run anyway (_text_compile_crashes).
     """
     stages = parse_stages(stages)
     compiled = set(stages) if compile_check is True else set(parse_stages(compile_check)) if compile_check else set()
@@ -139,7 +146,7 @@ def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
     if "decode" in stages and pipe.decoder is None:
         stages.remove("decode")
         notes.append("decode: skipped (the preset has decoder: none)")
-    if "text" in compiled and _text_compile_crashes(pipe):
+    if "text" in compiled and not isolated and _text_compile_crashes(pipe):
         compiled.discard("text")
         notes.append(f"text: torch.compile check skipped: torch {torch.__version__}'s dynamo crashes the process "
                      "(segfault in reset_user_object_tracking) tracing the text encoder on CUDA, seen on the "
@@ -220,18 +227,22 @@ def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
             pipe.decoder = None   # decoding blocks the doctor does not look at only costs time
         stopped, at = None, "the first prompt"
         try:
-            pipe.start(PROMPTS[0])
+            # gpu_work: with the stage groups in processes of their own, another process's timed
+            # section (savings.py) waits until no block runs here (and a block here for it).
+            with gpu_work():
+                pipe.start(PROMPTS[0])
             for b in range(plan.blocks):
                 at = f"block {b + 1}/{plan.blocks}"
                 if b == 3:
                     pipe.decoder = None   # the decode stage's three blocks are done
                 # Each probed call compiles / captures / replays its stage: seconds to minutes (fp8).
                 progress(f"block {b + 1}/{plan.blocks}" + (" after a prompt switch" if b in plan.switches else ""))
-                if b in plan.switches:
-                    where.update(phase="switch", switch=plan.switches.index(b), fwd=0)
-                    pipe.switch_prompt(PROMPTS[1 + plan.switches.index(b)])
-                where.update(phase="block", block=b, fwd=0)
-                pipe.generate_block()
+                with gpu_work():
+                    if b in plan.switches:
+                        where.update(phase="switch", switch=plan.switches.index(b), fwd=0)
+                        pipe.switch_prompt(PROMPTS[1 + plan.switches.index(b)])
+                    where.update(phase="block", block=b, fwd=0)
+                    pipe.generate_block()
                 where["phase"] = "idle"
         except Exception as exc:  # noqa: BLE001 - the stages checked so far are still reported
             text = (str(exc).strip().splitlines() or [""])[0]
@@ -276,13 +287,32 @@ def build_doctor_pipeline(preset: str, *, device: str = "auto", model: str | Non
 
 def diagnose_preset(preset: str, stages: Sequence[str] | str | None = None, *, device: str = "auto",
                     model: str | None = None, overrides: dict[str, Any] | None = None,
-                    compile_check: bool = True, graph_savings: bool = True,
+                    compile_check: bool | Sequence[str] = True, graph_savings: bool = True,
+                    isolate: bool | None = None, jobs: int | None = None, timeout: float | None = None,
                     progress: Callable[[str], None] = lambda s: None) -> DoctorReport:
-    """Build the doctor's pipeline for `preset` and diagnose it (what `lltrace doctor` runs)."""
+    """Build the doctor's pipeline for `preset` and diagnose it (what `lltrace doctor` runs).
+
+    `isolate`: each stage group in a fresh process of its own (isolate.py); default (None):
+    isolate.auto_isolate (on CUDA when more than one group is asked for, where a native
+    crash in dynamo after the earlier stages, torch 2.11, would lose the whole report).
+    `jobs`: children at once (default: isolate.default_jobs); `timeout`: seconds each child
+    may take (default: isolate.DEFAULT_TIMEOUT_S).
+    """
+    from lltrace.doctor import isolate as iso
+    from lltrace.pipeline.generator import resolve_device
+
     stages = parse_stages(stages)   # a bad stage is an error before minutes of model building
+    compiled = list(stages) if compile_check is True else parse_stages(compile_check) if compile_check else []
+    compiled = [s for s in compiled if s in stages]
+    if isolate is None:
+        isolate = iso.auto_isolate(resolve_device(device).type, stages)
+    if isolate:
+        return iso.diagnose_isolated(preset, stages, device=device, model=model, overrides=overrides,
+                                     compiled=compiled, graph_savings=graph_savings, progress=progress,
+                                     jobs=jobs, timeout=timeout)
     progress(f"building {preset}")
     pipe, notes = build_doctor_pipeline(preset, device=device, model=model, overrides=overrides)
-    report = diagnose_pipeline(pipe, stages, compile_check=compile_check, graph_savings=graph_savings,
+    report = diagnose_pipeline(pipe, stages, compile_check=compiled, graph_savings=graph_savings,
                                progress=progress)
     report.notes = notes + report.notes
     return report

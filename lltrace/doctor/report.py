@@ -1,7 +1,8 @@
 """What `lltrace doctor` reports: findings per stage, the CUDA-graph verdict, compile health.
 
-Plain dataclasses with `to_dict()` (JSON for `--json`, the TUI's CUDA-graph panel); the
-analyses that fill them live in graph.py, op_recorder.py and compile.py.
+Plain dataclasses with `to_dict()` (JSON for `--json`, the TUI's CUDA-graph panel) and
+`from_dict()` (its inverse: an isolated stage group's process sends its report to the parent
+as JSON, isolate.py); the analyses that fill them live in graph.py, op_recorder.py and compile.py.
 """
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Finding:
+        return cls(**_fields_of(cls, d))
 
     def line(self) -> str:
         loc = f" [{self.where}]" if self.where else ""
@@ -71,6 +76,10 @@ class CompileHealth:
         d["summary"] = self.summary()
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CompileHealth:
+        return cls(**_fields_of(cls, d))   # recompile_risk and summary follow from the fields
+
 
 @dataclass
 class GraphSavings:
@@ -100,6 +109,10 @@ class GraphSavings:
         d["by_cause"] = {k: round(v, 4) for k, v in self.by_cause.items()}
         d["text"] = self.text()
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GraphSavings:
+        return cls(**_fields_of(cls, d))   # text follows from the fields
 
 
 @dataclass
@@ -132,6 +145,15 @@ class StageReport:
                 "ops_per_call": self.ops_per_call, "seconds": round(self.seconds, 3),
                 "graph_savings": None if self.graph_savings is None else self.graph_savings.to_dict()}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StageReport:
+        kw = _fields_of(cls, d)
+        kw["findings"] = [Finding.from_dict(f) for f in d.get("findings") or []]
+        kw["fixes"] = list(d.get("fixes") or [])
+        kw["compile"] = None if d.get("compile") is None else CompileHealth.from_dict(d["compile"])
+        kw["graph_savings"] = None if d.get("graph_savings") is None else GraphSavings.from_dict(d["graph_savings"])
+        return cls(**kw)
+
 
 @dataclass
 class DoctorReport:
@@ -142,6 +164,10 @@ class DoctorReport:
     notes: list[str] = field(default_factory=list)
     stopped: str | None = None           # the error the pipeline's stream stopped at, if it did
     attention: str | None = None         # the attention kernel the pipeline ran (describe_backend)
+    # Stage groups run each in its own process (isolate.py), in order; None: all in this one.
+    isolated: list[list[str]] | None = None
+    # Processes that died (a signal, a timeout, no report): one dict each, isolate.py's Crash.
+    crashes: list[dict[str, Any]] = field(default_factory=list)
 
     def stage(self, name: str) -> StageReport:
         for s in self.stages:
@@ -162,4 +188,22 @@ class DoctorReport:
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "device": self.device, "model": self.model, "verdict": self.verdict,
                 "stages": [s.to_dict() for s in self.stages], "notes": list(self.notes),
-                "stopped": self.stopped, "attention": self.attention}
+                "stopped": self.stopped, "attention": self.attention,
+                "isolated": None if self.isolated is None else [list(g) for g in self.isolated],
+                "crashes": [dict(c) for c in self.crashes]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DoctorReport:
+        """The inverse of to_dict (the verdict follows from the stages)."""
+        kw = _fields_of(cls, d)
+        kw["stages"] = [StageReport.from_dict(s) for s in d.get("stages") or []]
+        kw["notes"] = list(d.get("notes") or [])
+        kw["crashes"] = [dict(c) for c in d.get("crashes") or []]
+        return cls(**kw)
+
+
+def _fields_of(cls, d: dict[str, Any]) -> dict[str, Any]:
+    """The keys of `d` that are fields of the dataclass `cls` (to_dict adds derived ones:
+    verdict_text, summary, text...)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in d.items() if k in names}

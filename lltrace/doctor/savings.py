@@ -33,10 +33,13 @@ def measure(call: Callable[[], object]) -> GraphSavings:
     from torch.profiler import ProfilerActivity, profile
 
     from lltrace.capture.profiler import native_stderr_to
+    from lltrace.doctor.gpu_lock import timed_gpu
 
     with tempfile.TemporaryDirectory(prefix="lltrace-doctor-") as tmp:
         # Kineto's native lines (USDT, warnings) go to a log here, not to the user's terminal.
-        with native_stderr_to(os.path.join(tmp, "profiler.log")):
+        # timed_gpu: with the stage groups in processes of their own (isolate.py), another
+        # one's kernels on the GPU would show as gaps in this call.
+        with native_stderr_to(os.path.join(tmp, "profiler.log")), timed_gpu():
             torch.cuda.synchronize()
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
                 t0 = time.perf_counter()

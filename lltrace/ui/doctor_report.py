@@ -102,7 +102,7 @@ def _compile(stage: StageReport) -> list[Text]:
             if r.get("where"):
                 t.append(f" @ {r['where']}", style="cyan")
             out.append(t)
-    if c.error:
+    if c.error and c.graphs is not None:   # without graphs the summary already is the error
         out.append(Text(c.error, style="red"))
     return out
 

@@ -1,0 +1,115 @@
+"""A cross-process lock between the doctor's isolated stage processes (isolate.py) sharing one GPU.
+
+The processes run at once (building the pipeline and tracing with dynamo are CPU work), but a
+section that is timed on the GPU (the profiled eager call of savings.py) must not overlap any
+other process's GPU work: kernels of another CUDA context time-slice the same GPU and show up
+as gaps in the profiled call, skewing what graphs would save. So it is a readers-writer lock:
+GPU work (building, each streamed block) holds it shared, a timed section exclusive.
+
+fcntl.flock on a file whose path the parent passes in LLTRACE_DOCTOR_GPU_LOCK (a lock held
+by a process that dies is released by the kernel: a crashed child never blocks the others).
+flock grants new shared locks while an exclusive one waits, so a timed section could starve
+while the other processes stream block after block; a second file (`<path>.gate`) gives the
+writer priority: a reader takes the gate only to get its shared lock, a writer holds it until
+it is done. Without the variable (the doctor in one process) every section is a no-op.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+ENV = "LLTRACE_DOCTOR_GPU_LOCK"
+
+
+class _GpuLock:
+    def __init__(self, path: str):
+        import fcntl
+
+        self._fcntl = fcntl
+        self._main = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._gate = os.open(path + ".gate", os.O_RDWR | os.O_CREAT, 0o600)
+        self._shared = 0      # nesting depth of shared sections
+        self._exclusive = 0
+
+    def _flock(self, fd: int, op: int) -> None:
+        self._fcntl.flock(fd, op)
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        if self._shared == 0 and self._exclusive == 0:
+            f = self._fcntl
+            self._flock(self._gate, f.LOCK_EX)   # waits while a timed section waits or runs
+            try:
+                self._flock(self._main, f.LOCK_SH)
+            finally:
+                self._flock(self._gate, f.LOCK_UN)
+        self._shared += 1
+        try:
+            yield
+        finally:
+            self._shared -= 1
+            if self._shared == 0 and self._exclusive == 0:
+                self._flock(self._main, self._fcntl.LOCK_UN)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        if self._exclusive:
+            self._exclusive += 1
+            try:
+                yield
+            finally:
+                self._exclusive -= 1
+            return
+        f = self._fcntl
+        # Our own shared lock goes first: holding it while waiting for the gate would deadlock
+        # with a writer that holds the gate and waits for our shared lock to go.
+        if self._shared:
+            self._flock(self._main, f.LOCK_UN)
+        self._flock(self._gate, f.LOCK_EX)
+        try:
+            self._flock(self._main, f.LOCK_EX)
+            self._exclusive = 1
+            try:
+                yield
+            finally:
+                self._exclusive = 0
+                # back to what the caller held (a shared section around this one)
+                self._flock(self._main, f.LOCK_SH if self._shared else f.LOCK_UN)
+        finally:
+            self._flock(self._gate, f.LOCK_UN)
+
+
+_LOCK: _GpuLock | None = None
+
+
+def _lock() -> _GpuLock | None:
+    global _LOCK
+    path = os.environ.get(ENV)
+    if not path:
+        return None
+    if _LOCK is None:
+        _LOCK = _GpuLock(path)
+    return _LOCK
+
+
+@contextmanager
+def gpu_work() -> Iterator[None]:
+    """Untimed GPU work (building, streaming a block): other processes may do theirs at the same time."""
+    lock = _lock()
+    if lock is None:
+        yield
+        return
+    with lock.shared():
+        yield
+
+
+@contextmanager
+def timed_gpu() -> Iterator[None]:
+    """A section timed on the GPU: no other process's GPU work runs during it."""
+    lock = _lock()
+    if lock is None:
+        yield
+        return
+    with lock.exclusive():
+        yield
