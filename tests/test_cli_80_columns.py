@@ -307,3 +307,17 @@ def test_diff_cli_piped_is_80_columns(capsys, monkeypatch):
     assert "layer[0..29]" in out and "GPU ms per block (whole run)" in out
     assert main(["diff", str(EXAMPLES / "h200-baseline"), str(EXAMPLES / "h200-balanced"), "--expand"]) == 0
     assert "layer[29]" in capsys.readouterr().out
+
+
+def test_a_diffs_spread_names_members_by_their_own_change():
+    """Δ % per layer: +0.4% against a median of +0.1% is no outlier (a relative difference of
+    the two percentages, "+300%", once read as the layer's own change); +16.5% is, as itself."""
+    from lltrace.ui import siblings
+    pct = [0.1] * 29 + [0.4]
+    g = siblings.group([(f"step[{i}]", v) for i, v in enumerate(pct)], lambda c: c[0])[0]
+    fmt = lambda v: f"{v:+.1f}%"   # noqa: E731 - the diff's own format
+    line = siblings.spread_line(g, lambda c: c[1], unit="", fmt=fmt, off_by=5.0)
+    assert line.endswith("; all within 5 points"), line
+    g = siblings.group([(f"step[{i}]", v) for i, v in enumerate([4.6, 4.5, 4.7, 16.5, -1.6])], lambda c: c[0])[0]
+    line = siblings.spread_line(g, lambda c: c[1], unit="", fmt=fmt, off_by=5.0)
+    assert line.endswith("; step[3] +16.5%, step[4] -1.6%"), line

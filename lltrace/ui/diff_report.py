@@ -24,6 +24,7 @@ from lltrace.ui.budget_report import WIDE, Col, column_widths, fitted_table
 _STYLE = {noise.FASTER: "green", noise.SLOWER: "bold red", noise.NOISE: "dim", noise.SAME: "dim",
           noise.ONLY_A: "yellow", noise.ONLY_B: "yellow"}
 HIDE_BELOW = 0.001      # tree rows under 0.1% of the root (in both A and B) are folded away
+DELTA_SPREAD_PP = 5.0   # a repeated sibling whose Δ % is this many points from its group's median is named
 
 
 def _num(v: float | None, unit: str = "") -> str:
@@ -151,7 +152,8 @@ def _visible(d: Diff, depth: int | None, expand: bool = False,
                 rows.append((g, level + 1, child_prefix + ("└─ " if is_last else "├─ "), False))
                 if spreads is not None:
                     where = "/".join(p for p in c.members[0][1].path[:-1] if p != "block")
-                    line = siblings.spread_line(c, lambda m: m.pct, unit="", fmt=lambda v: f"{v:+.1f}%")
+                    line = siblings.spread_line(c, lambda m: m.pct, unit="", fmt=lambda v: f"{v:+.1f}%",
+                                                off_by=DELTA_SPREAD_PP)
                     spreads.append(f"{where + '/' if where else ''}{c.label} Δ: {line}")
                 continue
             add(c, level + 1, child_prefix, is_last)

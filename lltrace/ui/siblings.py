@@ -50,9 +50,15 @@ def group(children: Sequence[T], name_of: Callable[[T], str]) -> list[T | Group[
 
 
 def spread_line(g: Group[T], value: Callable[[T], float | None], unit: str = "ms",
-                fmt: Callable[[float], str] = lambda v: f"{v:,.3f}", over: str = "") -> str:
+                fmt: Callable[[float], str] = lambda v: f"{v:,.3f}", over: str = "",
+                off_by: float | None = None) -> str:
     """`median 5.40 ms per layer, 5.37–5.42; layer[0] +12%` (members more than OUTLIER
-    off the median, slowest first; 3 at most). `over` qualifies the unit ("call")."""
+    off the median, slowest first; 3 at most). `over` qualifies the unit ("call").
+
+    `off_by`: for values that are themselves changes (a diff's Δ %), a member is named when it
+    is more than `off_by` units from the median, and shown by its own value (`layer[3] +16.5%`):
+    a relative difference of two percentages (+0.4% against a median of +0.1% is "+311%")
+    would read as the layer's own change."""
     vals = [(i, value(n)) for i, n in g.members]
     vals = [(i, v) for i, v in vals if v is not None]
     if not vals:
@@ -61,16 +67,23 @@ def spread_line(g: Group[T], value: Callable[[T], float | None], unit: str = "ms
     lo, hi = min(v for _, v in vals), max(v for _, v in vals)
     per = f"a {over}" if over else f"per {g.kind}"
     line = f"median {fmt(med)}{' ' + unit if unit else ''} {per}, {fmt(lo)}–{fmt(hi)}"
-    if med <= 0:
-        return line
-    off = sorted(((v - med) / med, i) for i, v in vals if abs(v - med) > OUTLIER * abs(med))
-    off.sort(key=lambda x: -abs(x[0]))
-    if off:
-        line += "; " + ", ".join(f"{g.kind}[{i}] {d:+.0%}" for d, i in off[:3])
-        if len(off) > 3:
-            line += f" and {len(off) - 3} more"
+    if off_by is not None:
+        far = sorted(((v - med, i, v) for i, v in vals if abs(v - med) > off_by), key=lambda x: -abs(x[0]))
+        named = [f"{g.kind}[{i}] {fmt(v)}" for _, i, v in far]
+        none = f"; all within {off_by:g} points"
     else:
-        line += f"; none >{OUTLIER:.0%} off"
+        if med <= 0:
+            return line
+        far = sorted(((v - med) / med, i) for i, v in vals if abs(v - med) > OUTLIER * abs(med))
+        far.sort(key=lambda x: -abs(x[0]))
+        named = [f"{g.kind}[{i}] {d:+.0%}" for d, i in far]
+        none = f"; none >{OUTLIER:.0%} off"
+    if named:
+        line += "; " + ", ".join(named[:3])
+        if len(named) > 3:
+            line += f" and {len(named) - 3} more"
+    else:
+        line += none
     return line
 
 
