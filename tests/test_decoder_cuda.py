@@ -53,6 +53,28 @@ def test_graphed_decode_replays_the_eager_decode(kind):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m, i=i: f"block {i}: {m}")
 
 
+@pytest.mark.parametrize("kind", ["wan", "fast"])
+def test_decode_block_captures_on_a_stream_of_its_own(kind):
+    """What a user's torch.cuda.graph (or the doctor) does: decode_block, last used on a side
+    stream, captured on another. Its stream ordering must not wait on the uncaptured stream
+    inside the capture (the H200 doctor's decode capture failed so, 2026-12-02)."""
+    dec = fresh(kind)
+    z = latents(BLOCK * 3, 0)
+    dec.decode_block(z[:, :, :BLOCK])
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        dec.decode_block(z[:, :, BLOCK:2 * BLOCK])   # warm-up on a side stream, as torch.cuda.graph asks
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        dec.decode_block(z[:, :, 2 * BLOCK:])
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.ones(3, device="cuda").sum().item() == 3.0   # CUDA still usable
+
+
 def test_a_reallocated_state_is_captured_again_not_replayed_stale():
     """State made under torch.inference_mode cannot be reused outside it: a reset there drops
     it and the next decode allocates new tensors. The graph must not replay into the old ones."""

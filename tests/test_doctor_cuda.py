@@ -67,6 +67,8 @@ def test_eager_baseline_denoise_states_what_graphs_would_save():
         assert g.text().startswith("<= ") and "of the call's GPU time" in g.text()
     den = report.stage("denoise").graph_savings
     assert den.ms > 0, den
+    dec = report.stage("decode")   # the Wan decoder's decode_block captures (vae.py's stream order)
+    assert dec.verdict == COMPATIBLE, [f.line() for f in dec.findings]
     assert torch.ones(3, device="cuda").sum().item() == 3.0
 
 

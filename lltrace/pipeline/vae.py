@@ -82,6 +82,12 @@ class StreamingDecoder(nn.Module):
             device = last.device
         if device.type != "cuda":
             return
+        if torch.cuda.is_current_stream_capturing():
+            # Inside a CUDA-graph capture a wait on work outside it is an error ("dependency
+            # created on uncaptured work in another stream", the H200 doctor's decode capture,
+            # 2026-12-02); whoever captures has ordered the streams before capture_begin. The
+            # capture stream is not kept as the last one: it ends with the capture.
+            return
         current = torch.cuda.current_stream(device)
         if last is not None and last != current:
             current.wait_stream(last)
