@@ -68,9 +68,11 @@ def test_overrides_from_the_command_line():
 
 def test_cpu_fallback_turns_off_gpu_only_knobs_and_says_so():
     p, notes = cpu_fallback(load_preset("ultra"))
-    assert not (p.fp8 or p.cuda_graphs or p.compile)
+    assert not (p.fp8 or p.cuda_graphs or p.compile or p.decoder_graph or p.decoder_compile)
     assert p.denoising_steps == (1000, 500) and p.kv_cache == "static"
-    assert len(notes) == 3 and all("needs CUDA" in n for n in notes)
+    assert p.decoder_layout == "channels_last"   # runs on a CPU too: kept
+    assert all("needs CUDA" in n for n in notes)
+    assert {n.split()[0] for n in notes} == {"fp8", "cuda_graphs", "compile", "decoder_graph", "decoder_compile"}
     assert "fp8" in KNOBS
 
 
