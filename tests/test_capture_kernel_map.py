@@ -104,7 +104,7 @@ def test_compiled_blocks_get_self_attn_around_their_eager_attention(tmp_path, mo
 
     monkeypatch.setattr(optimize, "COMPILE_BACKEND", "eager")
     torch._dynamo.reset()
-    pipe = StreamingPipeline(load_preset("balanced", {"decoder": "fast", **{"decoder_compile": "off", "decoder_graph": "off"}}), model="tiny", device="cpu")
+    pipe = StreamingPipeline(load_preset("balanced", {"decoder": "fast", **{"decoder_compile": "off", "decoder_graph": "off", "cuda_graphs": "off", "kv_cache": "dynamic"}}), model="tiny", device="cpu")
     run_session(pipe, num_blocks=2, prompt="a cat", run_dir=tmp_path / "run", profile_blocks=(1, 2),
                 handle_signals=False)
     torch._dynamo.reset()

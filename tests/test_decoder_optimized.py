@@ -159,13 +159,13 @@ def test_wan_cache_readiness_follows_the_input_shape(tiny):
 
 
 def test_decoder_knobs_are_preset_knobs_and_on_where_the_h200_run_chose_them():
-    """The Wan-decoder presets that compile ship perf_decoder.sh's winners (BENCHMARKS.md);
-    baseline is LongLive as published, ultra's fast decoder was not measured with them, and
-    decode_async is off everywhere (its overlap is unproven on the H200)."""
+    """The presets that compile ship the knobs (perf_decoder.sh's winners for the Wan decoder,
+    knob_ab.sh's pairs for ultra's fast decoder: BENCHMARKS.md); baseline is LongLive as
+    published, and decode_async is off everywhere (its overlap is unproven on the H200)."""
     assert set(DECODER_KNOBS) <= set(KNOBS)
     for name in available_presets():
         p = load_preset(name)
-        on = name in ("balanced", "turbo", "turbo-fp8")
+        on = name in ("balanced", "turbo", "turbo-fp8", "ultra")
         assert p.decoder_layout == ("channels_last" if on else "contiguous"), name
         assert (p.cudnn_benchmark, p.decoder_compile, p.decoder_graph) == (on, on, on), name
         assert not p.decode_async, name

@@ -122,7 +122,7 @@ def test_the_knob_sets_every_fused_module_and_is_validated():
 def test_the_pipeline_applies_and_records_the_knob():
     from lltrace.pipeline.generator import StreamingPipeline
 
-    pipe = StreamingPipeline(load_preset("balanced", {"compile": "false", "elementwise": "fused", **{"decoder_compile": "off", "decoder_graph": "off"}}), model="tiny", device="cpu")
+    pipe = StreamingPipeline(load_preset("balanced", {"compile": "false", "elementwise": "fused", **{"decoder_compile": "off", "decoder_graph": "off", "cuda_graphs": "off", "kv_cache": "dynamic"}}), model="tiny", device="cpu")
     assert pipe.generator.elementwise == "fused" and pipe.generator.blocks[0].norm1.fused
     described = pipe.describe()["optimizations"]
     assert described["elementwise"] == "fused"

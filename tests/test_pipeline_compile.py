@@ -10,9 +10,10 @@ from lltrace.pipeline import optimize
 from lltrace.pipeline.generator import StreamingPipeline
 from lltrace.pipeline.presets import load_preset
 
-# balanced ships a compiled, CUDA-graphed decoder: off here (the graph needs CUDA; the decoder
-# compile is tests/test_decoder_optimized.py's)
-CPU_DECODER = {"decoder_compile": "off", "decoder_graph": "off"}
+# balanced ships a compiled, CUDA-graphed decoder and CUDA graphs over the static cache: off
+# here (graphs need CUDA; the decoder compile is tests/test_decoder_optimized.py's), so these
+# tests keep the compiled forward over the dynamic cache.
+CPU_DECODER = {"decoder_compile": "off", "decoder_graph": "off", "cuda_graphs": "off", "kv_cache": "dynamic"}
 
 
 @pytest.mark.slow
