@@ -481,12 +481,16 @@ def _atomic(out: Path, level: int | None, body: Callable[[BinaryIO], Any]) -> An
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb", buffering=1 << 20) as raw_f:
-            f, _ = gzip_writer(raw_f, level) if level is not None else (raw_f, None)
-            try:
-                done = body(f)
-            finally:
-                if level is not None:
-                    f.close()   # ends the gzip member; raw_f stays open until the with
+            if level is None:
+                done = body(raw_f)
+            else:
+                f, _ = gzip_writer(raw_f, level)
+                try:
+                    done = body(f)
+                except BaseException:
+                    f.abort()   # stops the compression thread; the temp file goes below
+                    raise
+                f.close()   # ends the gzip member (raising the compression's errors); raw_f stays open
         os.replace(tmp, out)
         return done
     except (OSError, _WriteError) as exc:
