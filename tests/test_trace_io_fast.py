@@ -131,6 +131,152 @@ def test_gzip_level_on_the_command_line(tmp_path, capsys):
     assert _json(out)["traceEvents"][:10] == _json(DATA)["traceEvents"][:10]
 
 
+# -- export's compression thread (lltrace.trace.deflate.gzip_writer) --
+
+import errno
+import functools
+import threading
+import time
+
+from lltrace.errors import LltraceError
+
+
+class _Spy:
+    """The temp file under the gzip stream: records which thread writes it; optionally slow,
+    or failing (disk full) after `fail_after` bytes, `fail_delay` s late (the writer's queue is
+    full by then)."""
+
+    def __init__(self, f, fail_after=None, fail_delay=0.0, delay=0.0):
+        self.f, self.fail_after, self.fail_delay, self.delay = f, fail_after, fail_delay, delay
+        self.threads, self.n = set(), 0
+
+    def write(self, b):
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay)
+        self.n += len(b)
+        if self.fail_after is not None and self.n > self.fail_after:
+            time.sleep(self.fail_delay)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.f.write(b)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def _spied_export(monkeypatch, out, thread, left=None, **spy):
+    """pe.export(DATA, out) with the compression thread on or off; returns the _Spy. When it
+    raises, `left` gets the compression threads still alive then (while the traceback holds
+    the export's frames: a stream nobody closed is not yet collected)."""
+    spies = []
+
+    def writer(f, level):
+        spies.append(_Spy(f, **spy))
+        out = deflate.gzip_writer(spies[-1], level, thread=thread)
+        spies[-1].threads.clear()   # the gzip header, written by the constructor
+        return out
+    with monkeypatch.context() as m:
+        m.setattr(pe, "gzip_writer", writer)
+        try:
+            pe.export(DATA, out)
+        except BaseException:
+            if left is not None:
+                left += _gzip_threads()
+            raise
+        finally:
+            assert len(spies) == 1
+    return spies[0]
+
+
+def _gzip_threads():
+    return [t for t in threading.enumerate() if t.name == "lltrace-gzip"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("buffer", [deflate.BUFFER, 1 << 16], ids=["1MB", "64KB"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gzip_thread_writes_the_same_bytes(backend, buffer, tmp_path, monkeypatch):
+    """The compression thread gets the same write() calls as the caller's-thread path: the
+    same gzip bytes, for every backend (64 KB: a buffer and reader batches smaller than the
+    copies, so that more pieces go through the queue)."""
+    monkeypatch.setenv("LLTRACE_DEFLATE", backend)
+    monkeypatch.setattr(deflate, "BUFFER", buffer)
+    if buffer < deflate.BUFFER:
+        monkeypatch.setattr(rd, "CHUNK", 1 << 16)   # 9 copies of <= 1 MB, not 2 of 5.2 and 3.6 MB
+    one, two = tmp_path / "thread.json.gz", tmp_path / "plain.json.gz"
+    spy = _spied_export(monkeypatch, one, thread=True)
+    assert spy.threads == {"lltrace-gzip"}                    # compressed off the main thread
+    assert _spied_export(monkeypatch, two, thread=False).threads == {threading.current_thread().name}
+    assert gzip.decompress(one.read_bytes()) == gzip.decompress(two.read_bytes())
+    assert one.read_bytes() == two.read_bytes()
+    assert not _gzip_threads()
+
+
+def test_gzip_thread_is_the_default_on_several_cores_only(monkeypatch):
+    import io
+
+    monkeypatch.setattr(deflate, "_usable_cores", lambda: 2)
+    f, _ = deflate.gzip_writer(io.BytesIO())
+    assert isinstance(f.raw, deflate._ThreadSink)
+    f.close()
+    monkeypatch.setattr(deflate, "_usable_cores", lambda: 1)   # e.g. taskset -c 0: no gain there
+    f, _ = deflate.gzip_writer(io.BytesIO())
+    assert type(f.raw) is deflate._Sink
+    f.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("thread", [True, False], ids=["thread", "no-thread"])
+def test_gzip_write_error_in_the_compression_thread_is_the_exports_error(thread, tmp_path, monkeypatch):
+    """Disk full under the compression thread: the same one-line error as without it, no hang,
+    no temp file, no thread left."""
+    monkeypatch.setattr(deflate, "BUFFER", 1 << 16)
+    monkeypatch.setattr(rd, "CHUNK", 1 << 16)   # 9 pieces through the queue (DEPTH 4): it fills
+    out = tmp_path / "out.json.gz"
+    left = []
+    with pytest.raises(LltraceError, match="cannot write .*out.json.gz: No space left on device"):
+        _spied_export(monkeypatch, out, thread, left, fail_after=200_000, fail_delay=0.5)
+    assert not list(tmp_path.iterdir())                       # neither the output nor the temp file
+    assert not left and not _gzip_threads()
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("error", [_Stop, KeyboardInterrupt])
+@pytest.mark.parametrize("when", ["mid-copy", "at-close"])
+def test_main_thread_error_stops_the_compression_thread(error, when, tmp_path, monkeypatch):
+    """The caller fails (or Ctrl-C) while the queue is full behind a slow disk: its own error
+    comes out, no hang, no temp file, no thread left (abort() joined it)."""
+    monkeypatch.setattr(deflate, "BUFFER", 1 << 16)
+    monkeypatch.setattr(rd, "CHUNK", 1 << 16)   # 9 copies of <= 1 MB
+    if when == "mid-copy":
+        calls = []
+        real_chunk = pe._Sink.chunk
+
+        def chunk(self, data, n):
+            calls.append(n)
+            if len(calls) == 6:
+                raise error("stop")
+            real_chunk(self, data, n)
+        monkeypatch.setattr(pe._Sink, "chunk", chunk)
+    else:
+        def close(self, trailer):
+            for _ in range(3 * deflate.THREAD_DEPTH):   # more than the queue holds
+                self._put(b" " * deflate.BUFFER)
+            raise error("stop")
+        monkeypatch.setattr(pe._Writer, "close", close)
+    out = tmp_path / "out.json.gz"
+    left = []
+    t = time.perf_counter()
+    with pytest.raises(error, match="stop"):
+        _spied_export(monkeypatch, out, True, left, delay=0.05)
+    assert time.perf_counter() - t < 30
+    assert not list(tmp_path.iterdir())
+    assert not left and not _gzip_threads()
+
+
 # -- reader: bounded inflate, the fast inflate backends, in-place batch brackets --
 
 from lltrace.trace import reader as rd

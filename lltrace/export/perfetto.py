@@ -200,6 +200,14 @@ def _make_filter(trace: Trace, window: Window | None) -> _Filter:
 
 # ----------------------------------------------------------------------------- writing
 
+class _WriteError(Exception):
+    """An OSError of the output file, carried past read_events' `except OSError`."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
 class _Writer:
     """Streams `{header..., "traceEvents": [e, e, ...], trailer...}` into a binary file.
     The header may come later (`start`): the one-pass export learns it while reading."""
@@ -220,7 +228,10 @@ class _Writer:
                   + b'"traceEvents":[\n')
 
     def _put(self, b) -> None:
-        self.f.write(b)
+        try:
+            self.f.write(b)
+        except OSError as exc:   # e.g. disk full; inside the reader's callback, which would call it "cannot read"
+            raise _WriteError(exc) from exc
         self.bytes += len(b)
 
     def event(self, raw) -> None:
@@ -470,15 +481,20 @@ def _atomic(out: Path, level: int | None, body: Callable[[BinaryIO], Any]) -> An
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb", buffering=1 << 20) as raw_f:
-            f, _ = gzip_writer(raw_f, level) if level is not None else (raw_f, None)
-            try:
-                done = body(f)
-            finally:
-                if level is not None:
-                    f.close()   # ends the gzip member; raw_f stays open until the with
+            if level is None:
+                done = body(raw_f)
+            else:
+                f, _ = gzip_writer(raw_f, level)
+                try:
+                    done = body(f)
+                except BaseException:
+                    f.abort()   # stops the compression thread; the temp file goes below
+                    raise
+                f.close()   # ends the gzip member (raising the compression's errors); raw_f stays open
         os.replace(tmp, out)
         return done
-    except OSError as exc:
+    except (OSError, _WriteError) as exc:
+        exc = exc.error if isinstance(exc, _WriteError) else exc
         raise LltraceError(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
