@@ -16,7 +16,7 @@ it is done. Without the variable (the doctor in one process) every section is a 
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Iterator
 
 ENV = "LLTRACE_DOCTOR_GPU_LOCK"
@@ -93,23 +93,13 @@ def _lock() -> _GpuLock | None:
     return _LOCK
 
 
-@contextmanager
-def gpu_work() -> Iterator[None]:
+def gpu_work() -> AbstractContextManager[None]:
     """Untimed GPU work (building, streaming a block): other processes may do theirs at the same time."""
     lock = _lock()
-    if lock is None:
-        yield
-        return
-    with lock.shared():
-        yield
+    return lock.shared() if lock else nullcontext()
 
 
-@contextmanager
-def timed_gpu() -> Iterator[None]:
+def timed_gpu() -> AbstractContextManager[None]:
     """A section timed on the GPU: no other process's GPU work runs during it."""
     lock = _lock()
-    if lock is None:
-        yield
-        return
-    with lock.exclusive():
-        yield
+    return lock.exclusive() if lock else nullcontext()

@@ -166,7 +166,7 @@ class DoctorReport:
     attention: str | None = None         # the attention kernel the pipeline ran (describe_backend)
     # Stage groups run each in its own process (isolate.py), in order; None: all in this one.
     isolated: list[list[str]] | None = None
-    # Processes that died (a signal, a timeout, no report): one dict each, isolate.py's Crash.
+    # Processes that died (a signal, a timeout, no report): one dict each (isolate.merge).
     crashes: list[dict[str, Any]] = field(default_factory=list)
 
     def stage(self, name: str) -> StageReport:
