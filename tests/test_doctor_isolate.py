@@ -190,6 +190,71 @@ def test_timed_gpu_sections_wait_for_other_processes_gpu_work(tmp_path):
     assert order[-1] == "free"
 
 
+def _timed_in_thread(lock: _GpuLock, done: list[str], tag: str) -> threading.Thread:
+    def timed():
+        with lock.exclusive():
+            done.append(tag)
+    t = threading.Thread(target=timed, daemon=True)
+    t.start()
+    return t
+
+
+def test_cpu_work_inside_gpu_work_lets_a_timed_section_run(tmp_path):
+    """dynamo tracing a stage takes seconds of CPU inside a streamed block's GPU work: another
+    process's timed section runs meanwhile, but not while a compiled graph runs (GPU work
+    again) nor after the tracing (the block's GPU work holds the lock again)."""
+    path = str(tmp_path / "gpu.lock")
+    a, b = _GpuLock(path), _GpuLock(path)
+    done: list[str] = []
+    with a.shared():
+        with a.suspended():
+            _timed_in_thread(b, done, "during cpu work").join(5)
+            assert done == ["during cpu work"]
+            with a.shared():                     # a graph's run inside the tracing
+                t = _timed_in_thread(b, done, "after the graph")
+                time.sleep(0.3)
+                assert done == ["during cpu work"]
+            t.join(5)
+            assert done[-1] == "after the graph"
+        t = _timed_in_thread(b, done, "after the block")
+        time.sleep(0.3)
+        assert done[-1] == "after the graph"     # the block's shared lock is back
+    t.join(5)
+    assert done[-1] == "after the block"
+
+
+def test_the_compile_check_traces_outside_the_lock_and_runs_graphs_inside(tmp_path, monkeypatch):
+    from lltrace.doctor import gpu_lock
+    from lltrace.doctor.compile import CompileProbe
+
+    monkeypatch.setenv(gpu_lock.ENV, str(tmp_path / "gpu.lock"))
+    monkeypatch.setattr(gpu_lock, "_LOCK", None)
+    lock = gpu_lock._lock()
+    modes = []
+
+    @torch._dynamo.disable   # runs eagerly, between two graphs
+    def between(x):
+        modes.append(("eager", lock._mode))
+        return x
+
+    def stage(x):
+        return between(x * 2) + 1
+
+    from torch._dynamo.backends.debugging import ExplainWithBackend
+    real = ExplainWithBackend.__call__
+
+    def spy(self, gm, example_inputs):
+        run = real(self, gm, example_inputs)
+        return lambda *args: modes.append(("graph", lock._mode)) or run(*args)
+    monkeypatch.setattr(ExplainWithBackend, "__call__", spy)
+    probe = CompileProbe(stage)
+    with gpu_lock.gpu_work():
+        probe.first((torch.ones(3),))
+        assert lock._mode == "sh"
+    assert probe.health.error is None and probe.health.graphs == 2
+    assert modes == [("graph", "sh"), ("eager", None), ("graph", "sh")]
+
+
 def test_isolation_by_default_on_cuda_with_more_than_one_group(monkeypatch):
     assert isolate.auto_isolate("cuda", STAGES) and isolate.auto_isolate("cuda", ["recache", "text"])
     assert not isolate.auto_isolate("cuda", ["denoise", "kv_update"])   # one group: nothing to isolate from

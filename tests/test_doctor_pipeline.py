@@ -190,3 +190,26 @@ def test_the_text_compile_check_is_skipped_only_where_dynamo_crashes_on_it(monke
     assert _text_compile_crashes(cuda) and not _text_compile_crashes(cpu)
     monkeypatch.setattr(torch, "__version__", "2.13.0+cpu")
     assert not _text_compile_crashes(cuda)
+
+
+@pytest.mark.parametrize("stages, forwards", [
+    # baseline: 4 denoising steps + the clean forward a block; a 12-frame window of 4 chunks of
+    # 3 frames, so the switches come before blocks 4, 5, 6 (7 blocks).
+    ("decode", 0), ("text", 0),                      # neither reads the generator's work
+    ("denoise", 3),               # the 3 blocks' clean forwards (they write the cache)
+    ("kv_update", 3),             # the first steps, which write the block before the probed call
+    ("recache", 7 * 2 + 3 * 3),   # first step + clean forward a block, each switch's chunks 2-4
+])
+def test_the_doctor_runs_only_the_forwards_its_stages_need(monkeypatch, stages, forwards):
+    """The denoising steps no probe examines (and every forward, for a group without generator
+    stages) are not run: the isolated recache group streamed 47 forwards on the H200 only to
+    reach its switches. The forwards that move the KV cache's state still run, so the probed
+    calls see the cache a run gives them (test_a_stages_compile_findings_... checks that)."""
+    pipe, _ = build_doctor_pipeline("baseline", device="cpu")
+    assert (len(pipe.timesteps), pipe.preset.local_attn_size, pipe.frames_per_block) == (4, 12, 3)
+    ran = []
+    real = pipe.forward
+    monkeypatch.setattr(pipe, "forward", lambda x, t, start: ran.append(t) or real(x, t, start))
+    report = diagnose(pipe, stages, compile_check=False)
+    assert report.stopped is None and len(ran) == forwards
+    assert set(ran) <= {pipe.timesteps[0], float(pipe.preset.context_noise)}   # no middle step

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from lltrace.doctor.gpu_lock import cpu_work, gpu_work
 from lltrace.doctor.report import CompileHealth
 from lltrace.doctor.op_recorder import display_path, is_user_file
 
@@ -108,6 +109,20 @@ def _dedupe(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(out.values())
 
 
+def _gpu_locked(backend: Callable[..., Any]) -> Callable[..., Any]:
+    """`backend`, with each compiled graph's run held as GPU work (gpu_lock.gpu_work). The eager
+    code between graph breaks runs outside the lock: a few small ops a break, next to a whole
+    graph's kernels."""
+    def compile_graph(gm, example_inputs):
+        run = backend(gm, example_inputs)
+
+        def locked(*args):
+            with gpu_work():
+                return run(*args)
+        return locked
+    return compile_graph
+
+
 class CompileProbe:
     """Call `first(args)` at the first position, `next(args)` at the next."""
 
@@ -128,7 +143,7 @@ class CompileProbe:
         try:
             torch._dynamo.reset()
             explained = ExplainWithBackend("eager")
-            self._compiled = torch.compile(self.fn, backend=explained)
+            self._compiled = torch.compile(self.fn, backend=_gpu_locked(explained))
             self.health.recompiles_first_call = self._monitored(args)
         except Exception as exc:  # noqa: BLE001 - a stage dynamo cannot trace at all is a finding, not a crash
             self.health.error = f"explain failed: {_error(exc)}"
@@ -163,6 +178,8 @@ class CompileProbe:
     def _monitored(self, args: tuple) -> list[dict[str, Any]]:
         from lltrace.capture.recompiles import RecompileMonitor
 
-        with quiet_dynamo(), RecompileMonitor() as mon:
+        # cpu_work: tracing takes seconds of CPU; other doctor processes' timed sections may
+        # run meanwhile (the graphs' own GPU work takes the lock again, _gpu_locked).
+        with quiet_dynamo(), RecompileMonitor() as mon, cpu_work():
             self._compiled(*args)
         return _dedupe([parse_recompile(e) for e in mon.events if e.kind == "recompile"])

@@ -38,14 +38,16 @@ def measure(call: Callable[[], object]) -> GraphSavings:
     with tempfile.TemporaryDirectory(prefix="lltrace-doctor-") as tmp:
         # Kineto's native lines (USDT, warnings) go to a log here, not to the user's terminal.
         # timed_gpu: with the stage groups in processes of their own (isolate.py), another
-        # one's kernels on the GPU would show as gaps in this call.
-        with native_stderr_to(os.path.join(tmp, "profiler.log")), timed_gpu():
-            torch.cuda.synchronize()
-            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-                t0 = time.perf_counter()
-                call()
+        # one's kernels on the GPU would show as gaps in this call; the others wait while it
+        # holds the lock, so it holds it for the profiled call only, not for the export.
+        with native_stderr_to(os.path.join(tmp, "profiler.log")):
+            with timed_gpu():
                 torch.cuda.synchronize()
-                wall_ms = (time.perf_counter() - t0) * 1e3
+                with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                    t0 = time.perf_counter()
+                    call()
+                    torch.cuda.synchronize()
+                    wall_ms = (time.perf_counter() - t0) * 1e3
             path = Path(tmp) / "stage.json"   # not gzipped: it is read once, right away
             prof.export_chrome_trace(str(path))
         return from_trace(path, wall_ms)
