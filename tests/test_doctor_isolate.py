@@ -255,6 +255,34 @@ def test_the_compile_check_traces_outside_the_lock_and_runs_graphs_inside(tmp_pa
     assert modes == [("graph", "sh"), ("eager", None), ("graph", "sh")]
 
 
+def test_a_child_is_done_when_it_exits_not_when_what_it_left_behind_does(tmp_path, monkeypatch):
+    """A child that leaves a process behind holding its stderr (inductor's compile workers do)
+    is done when it exits: the parent waited 5 s a group for that pipe on the H200. What it left
+    is ended with it."""
+    import queue
+
+    pid_file = tmp_path / "left.pid"
+    script = ("import json, os, subprocess, sys\n"
+              "p = subprocess.Popen(['sleep', '60'], stdout=2)\n"   # stderr, as the child's fd 1 is
+              f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+              "print(json.dumps({'report': {'ok': 1}}), flush=True)\n"
+              "os._exit(0)\n")
+    monkeypatch.setattr(isolate, "_child_command", lambda spec: [sys.executable, "-c", script])
+    t0 = time.perf_counter()
+    run = isolate._run_child({"stages": ["decode"], "compile_check": []}, "decode", dict(os.environ), 60,
+                             isolate._Children(), queue.Queue())
+    assert time.perf_counter() - t0 < 3 and run.report == {"ok": 1} and run.returncode == 0
+    left = int(pid_file.read_text())
+    for _ in range(50):   # SIGKILLed; gone once init reaps it
+        try:
+            os.kill(left, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"process {left} the child left is still running")
+
+
 def test_isolation_by_default_on_cuda_with_more_than_one_group(monkeypatch):
     assert isolate.auto_isolate("cuda", STAGES) and isolate.auto_isolate("cuda", ["recache", "text"])
     assert not isolate.auto_isolate("cuda", ["denoise", "kv_update"])   # one group: nothing to isolate from

@@ -152,9 +152,13 @@ def test_eager_takes_graphs_and_compiled_blocks_off_and_puts_the_same_ones_back(
     block = pipe.generator.blocks[0]
     compiled = {a: block.__dict__[a] for a in COMPILED_BLOCK_ATTRS}
     graphed = pipe.graphed_forward = object()
+    # the decoder's decoder_compile code and decoder_graph replays too (the H200 doctor once
+    # tried to capture ultra's graph replays inside its own capture)
+    dec = pipe.decoder
+    dec_graphed, dec_steady = dec.graphed, dec._steady = object(), object()
     with pipe.eager():
-        assert pipe.graphed_forward is None
+        assert pipe.graphed_forward is None and dec.graphed is None and dec._steady is None
         assert not any(a in b.__dict__ for b in pipe.generator.blocks for a in COMPILED_BLOCK_ATTRS)
         assert block.forward.__func__ is type(block).forward
-    assert pipe.graphed_forward is graphed
+    assert pipe.graphed_forward is graphed and dec.graphed is dec_graphed and dec._steady is dec_steady
     assert all(block.__dict__[a] is compiled[a] for a in COMPILED_BLOCK_ATTRS)

@@ -180,6 +180,19 @@ def _end(p: subprocess.Popen, grace: float = 3.0) -> None:
         pass
 
 
+def _end_session(p: subprocess.Popen) -> None:
+    """SIGKILL whatever is left of the child's session (it is the session's leader: its pid is
+    the process group's id, which the kernel keeps while any member lives)."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _child_command(spec: dict[str, Any]) -> list[str]:
+    return [sys.executable, "-m", "lltrace.doctor.child", json.dumps(spec)]
+
+
 def _child_env(lock_path: str) -> dict[str, str]:
     import lltrace
 
@@ -199,7 +212,7 @@ def _run_child(spec: dict[str, Any], label: str, env: dict[str, str], timeout: f
     if children.cancelled.is_set():
         run.returncode = -signal.SIGINT
         return run
-    cmd = [sys.executable, "-m", "lltrace.doctor.child", json.dumps(spec)]
+    cmd = _child_command(spec)
     # stdin stays open and unused: the child ends itself when it closes (this process died).
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=env, start_new_session=True)
@@ -240,6 +253,10 @@ def _run_child(spec: dict[str, Any], label: str, env: dict[str, str], timeout: f
     finally:
         timer.cancel()
         _end(p)
+        # What the child started and left behind (a compile worker pool, say) goes too: it
+        # would hold the stderr pipe open, and the reader below wait on it (5 s a group on the
+        # H200, after every doctor's last check).
+        _end_session(p)
         children.discard(p)
         err_reader.join(5)
         for stream in (p.stdin, p.stdout, p.stderr):

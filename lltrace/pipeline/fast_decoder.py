@@ -91,7 +91,6 @@ class FastDecoder(StreamingDecoder):
         # per MemBlock index: its input at the last frame decoded, [B, C, H, W]
         self.memory: dict[int, Tensor] = {}
         self._mem_blocks = sum(isinstance(m, MemBlock) for m in self.decoder)
-        self._steady: Callable[[Tensor, bool], Tensor] | None = None  # compile_steady's compiled _decode
         self._ready = False                 # every memory exists and fits input `_ready_for`
         self._ready_for: tuple | None = None
 

@@ -25,7 +25,7 @@ block's KV-update forward and the next block's denoising; then
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,13 +237,15 @@ class StreamingPipeline:
 
     @contextmanager
     def eager(self) -> Iterator[None]:
-        """Run the generator without the preset's CUDA graphs and compiled blocks until the context
-        closes; the same graphs and compiled code come back after (nothing compiles again)."""
+        """Run the generator and the decoder without the preset's CUDA graphs and compiled code
+        until the context closes; the same graphs and compiled code come back after (nothing
+        compiles again)."""
         from lltrace.pipeline.optimize import uncompiled_blocks
 
         graphed, self.graphed_forward = self.graphed_forward, None
         try:
-            with uncompiled_blocks(self.generator):
+            with uncompiled_blocks(self.generator), \
+                    (self.decoder.eager() if self.decoder is not None else nullcontext()):
                 yield
         finally:
             self.graphed_forward = graphed

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,6 +65,8 @@ class StreamingDecoder(nn.Module):
         # set by lltrace.pipeline.decoders.optimize_decoder (the preset's decoder_* knobs)
         self.memory_format: torch.memory_format | None = None   # channels-last, when asked for
         self.graphed: Callable[[Tensor, bool], Tensor] | None = None   # per-block CUDA graphs
+        # compile_steady's compiled code (what it compiles is the subclass's: a block, a frame)
+        self._steady: Callable[..., Tensor] | None = None
         self._last_stream: torch.cuda.Stream | None = None   # the CUDA stream that last used the state
 
     def reset(self) -> None:
@@ -92,6 +95,17 @@ class StreamingDecoder(nn.Module):
         if last is not None and last != current:
             current.wait_stream(last)
         self._last_stream = current
+
+    @contextmanager
+    def eager(self) -> Iterator[None]:
+        """Decode without the decoder_graph replays and the decoder_compile code until the context
+        closes (`lltrace doctor` captures and compiles the decode itself); both come back after."""
+        graphed, steady = self.graphed, self._steady
+        self.graphed = self._steady = None
+        try:
+            yield
+        finally:
+            self.graphed, self._steady = graphed, steady
 
     def frames_for(self, num_latent_frames: int, first: bool) -> int:
         """Video frames that `num_latent_frames` latent frames decode to (`video_frames`)."""
@@ -431,7 +445,6 @@ class WanDecoder(StreamingDecoder):
         self.register_buffer("latent_mean", torch.empty(z_dim), persistent=False)
         self.register_buffer("latent_std", torch.empty(z_dim), persistent=False)
         self.cache = FeatureCache()
-        self._steady_frame: Callable[..., Tensor] | None = None  # compile_steady's compiled Decoder3d
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> WanDecoder:
@@ -467,7 +480,7 @@ class WanDecoder(StreamingDecoder):
         # the compiled code sees one cache layout: in-place updates of fixed tensors.
         # (the bound forward, not the module: an OptimizedModule attribute would be a submodule,
         # and its keys would leak into state_dict)
-        self._steady_frame = torch.compile(self.decoder.forward, dynamic=False, backend=backend)
+        self._steady = torch.compile(self.decoder.forward, dynamic=False, backend=backend)
 
     def to_channels_last(self) -> None:
         super().to_channels_last()
@@ -497,8 +510,8 @@ class WanDecoder(StreamingDecoder):
         for i in range(x.shape[2]):
             self.cache.begin_frame()
             first_frame = first and i == 0
-            steady = self._steady_frame is not None and not first_frame and self.cache.ready
-            out.append((self._steady_frame if steady else self.decoder)(x[:, :, i:i + 1], self.cache,
+            steady = self._steady is not None and not first_frame and self.cache.ready
+            out.append((self._steady if steady else self.decoder)(x[:, :, i:i + 1], self.cache,
                                                                         first=first_frame))
             # a non-first frame runs every causal conv: each slot exists from here on
             self.cache.ready = self.cache.ready or not first_frame

@@ -3,7 +3,7 @@
 # same wheels already there and skips pip's ~10 s.
 stamp=$(ls -l .whl/ | md5sum | cut -c1-32)
 if [ "$(cat /tmp/site/.lltrace-wheels 2>/dev/null)" != "$stamp" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || return 1
+  python3 -m pip install -q --no-index --no-deps --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || return 1
   echo "$stamp" > /tmp/site/.lltrace-wheels
 fi
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
