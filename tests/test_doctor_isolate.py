@@ -283,6 +283,32 @@ def test_a_child_is_done_when_it_exits_not_when_what_it_left_behind_does(tmp_pat
         raise AssertionError(f"process {left} the child left is still running")
 
 
+def test_a_group_is_done_at_its_report_not_at_its_exit(monkeypatch):
+    """A child's exit after its report is its CUDA context's teardown (seconds on the H200, after
+    each group's last check): the parent goes on at the report, says the group is done, and
+    ends the process in the background."""
+    import queue
+
+    script = ("import json, time\n"
+              "print(json.dumps({'progress': 'decode: block 1/3'}), flush=True)\n"
+              "print(json.dumps({'report': {'ok': 1}}), flush=True)\n"
+              "time.sleep(30)\n")   # a slow teardown
+    monkeypatch.setattr(isolate, "_child_command", lambda spec: [sys.executable, "-c", script])
+    events: queue.Queue = queue.Queue()
+    children = isolate._Children()
+    t0 = time.perf_counter()
+    run = isolate._run_child({"stages": ["decode"], "compile_check": []}, "decode", dict(os.environ), 60,
+                             children, events)
+    assert time.perf_counter() - t0 < 5
+    assert run.report == {"ok": 1} and run.returncode == 0 and not run.died
+    assert [events.get_nowait() for _ in range(events.qsize())] == ["decode: block 1/3", "decode: done"]
+    for _ in range(100):   # ended in the background (SIGTERM, at once: it is sleeping)
+        if not children._procs:
+            break
+        time.sleep(0.05)
+    assert not children._procs
+
+
 def test_isolation_by_default_on_cuda_with_more_than_one_group(monkeypatch):
     assert isolate.auto_isolate("cuda", STAGES) and isolate.auto_isolate("cuda", ["recache", "text"])
     assert not isolate.auto_isolate("cuda", ["denoise", "kv_update"])   # one group: nothing to isolate from

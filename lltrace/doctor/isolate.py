@@ -234,6 +234,19 @@ def _run_child(spec: dict[str, Any], label: str, env: dict[str, str], timeout: f
     timer.daemon = True
     timer.start()
     prefixes = tuple(f"{s}: " for s in run.stages)
+
+    def clean_up() -> None:
+        timer.cancel()
+        _end(p)
+        # What the child started and left behind (a compile worker pool, say) goes too: it
+        # would hold the stderr pipe open, and the reader below wait on it.
+        _end_session(p)
+        children.discard(p)
+        err_reader.join(5)
+        for stream in (p.stdin, p.stdout, p.stderr):
+            stream.close()
+
+    said_all = False
     try:
         for raw in p.stdout:   # the child's protocol: one JSON object a line
             try:
@@ -243,25 +256,34 @@ def _run_child(spec: dict[str, Any], label: str, env: dict[str, str], timeout: f
             if "progress" in msg:
                 run.last = str(msg["progress"])
                 events.put(run.last if run.last.startswith(prefixes) else f"{label}: {run.last}")
-            elif "report" in msg:
+                continue
+            if "report" in msg:
                 run.report = msg["report"]
             elif "error" in msg:
                 run.error = msg["error"]
             elif "failed" in msg:
                 run.failed = str(msg["failed"])
-        run.returncode = p.wait()
-    finally:
-        timer.cancel()
-        _end(p)
-        # What the child started and left behind (a compile worker pool, say) goes too: it
-        # would hold the stderr pipe open, and the reader below wait on it (5 s a group on the
-        # H200, after every doctor's last check).
-        _end_session(p)
-        children.discard(p)
-        err_reader.join(5)
-        for stream in (p.stdin, p.stdout, p.stderr):
-            stream.close()
-    run.stderr = list(tail)
+            else:
+                continue
+            said_all = True   # the last message: the child exits right after it (child.py)
+            break
+        if said_all:
+            # Its exit is its CUDA context's teardown (seconds on the H200, after every
+            # group's last check) and nobody waits for it: the exit code is the one child.py
+            # gives this message, and the process is ended and reaped in the background.
+            run.returncode = 0 if run.report is not None else 2 if run.error is not None else 1
+            events.put(f"{label}: done")
+        else:
+            run.returncode = p.wait()
+    except BaseException:
+        clean_up()
+        raise
+    if said_all:
+        run.stderr = list(tail)
+        threading.Thread(target=clean_up, daemon=True, name="lltrace-doctor-reap").start()
+    else:
+        clean_up()
+        run.stderr = list(tail)
     return run
 
 
