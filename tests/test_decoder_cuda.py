@@ -127,8 +127,11 @@ def test_decode_async_gives_the_same_frames_and_latents():
 
 
 def _sleep_cycles(ms: float) -> int:
-    """torch.cuda._sleep cycles that take about `ms` on this GPU."""
+    """torch.cuda._sleep cycles that take about `ms` on this GPU, at the clock it runs at under
+    load: an idle GPU measured first runs its clock low, and the sleeps in the run then took a
+    third less than asked (the H200, 2026-12-03: a serial block of 124.5 ms for 180 ms asked)."""
     n = 10_000_000
+    torch.cuda._sleep(20 * n)   # about 100 ms of load first: the clock is up when measured
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     torch.cuda._sleep(n)

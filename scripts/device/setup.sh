@@ -7,10 +7,6 @@ if [ "$(cat /tmp/site/.lltrace-wheels 2>/dev/null)" != "$stamp" ]; then
   echo "$stamp" > /tmp/site/.lltrace-wheels
 fi
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
-# The image's venv has no byte code and cannot take any: every process compiled ~1,800 modules
-# from source (5.1 s of a doctor child's 16.8 s build, 2026-12-03). A pip install leaves byte
-# code; this cache gives it to the second process on a warm machine onwards.
-export PYTHONPYCACHEPREFIX=/tmp/pycache
 lltrace() { python3 -m lltrace "$@"; }
 python3 -c "import torch, torchao, textual; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name(), 'torchao', torchao.__version__)"
 # flash-attn-4 (attention: flash4), when scripts/device/fetch_fa4.sh's chunks were carried.
