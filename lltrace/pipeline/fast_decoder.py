@@ -11,7 +11,6 @@ takes the normalised latents the DiT produces (TAEHV applies no latent mean/std)
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
