@@ -208,12 +208,12 @@ def diagnose_pipeline(pipe, stages: Sequence[str] | str | None = None, *,
 
     def forward(default, x, t, start_frame):
         picked = forward_stage()
-        if not needed(picked):
+        run = needed(picked)
+        where["fwd"] += 1
+        if not run:
             # The stage's inputs only need their shapes and positions: a zero flow keeps the
             # latents (and so the decoder's input) the right shape at no GPU cost.
-            where["fwd"] += 1
             return torch.zeros_like(x)
-        where["fwd"] += 1
         if picked is None or picked[0] not in probes or picked[1] is None:
             return default(x, t, start_frame)
         stage, role = picked

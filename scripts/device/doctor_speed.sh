@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Issue #13's doctor on the H200 in one call: where one uncontended build of its pipeline spends
-# its seconds (imports by -X importtime, then cProfile by own time), the isolated baseline doctor's timings (doctor_timings.sh, TESTS=0, cut at
-# 150 s), the ultra doctor (the same), then the decoder's and the doctor's CUDA tests (cut at
-# 200 s; TESTS=0 skips them, TEST=node runs one with its whole failure). In $OUT.
+# Issue #13's doctor on the H200 in one call: where one uncontended build of its pipeline
+# spends its seconds (imports by -X importtime, then cProfile by own time), the isolated
+# baseline doctor's timings (doctor_timings.sh, TESTS=0, cut at 150 s), the ultra doctor (the
+# same), then the decoder's and the doctor's CUDA tests (cut at 200 s; TESTS=0 skips them,
+# TEST=node runs one with its whole failure). In $OUT.
 #     bash scripts/device/doctor_speed.sh
 # PROFILE=0 skips the build profile, PRESETS="baseline" picks the doctors. Carry [".whl",
 # ".fa4/last"], after fa4_env.sh's chunk calls (fetch_fa4.sh says which).

@@ -1,6 +1,7 @@
 # Source me on the device machine: installs the carried wheels (.whl/) into /tmp/site.
 # Installed once per warm machine: a second script in the same call (or the next call) finds the
-# same wheels already there and skips pip's ~10 s.
+# same wheels already there and skips pip's ~10 s. pip writes their byte code, as a user's
+# install does: the image's own venv has none (each process compiles its modules from source).
 stamp=$(ls -l .whl/ | md5sum | cut -c1-32)
 if [ "$(cat /tmp/site/.lltrace-wheels 2>/dev/null)" != "$stamp" ]; then
   python3 -m pip install -q --no-index --no-deps --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || return 1
