@@ -256,9 +256,8 @@ def test_the_compile_check_traces_outside_the_lock_and_runs_graphs_inside(tmp_pa
 
 
 def test_a_child_is_done_when_it_exits_not_when_what_it_left_behind_does(tmp_path, monkeypatch):
-    """A child that leaves a process behind holding its stderr (inductor's compile workers do)
-    is done when it exits: the parent waited 5 s a group for that pipe on the H200. What it left
-    is ended with it."""
+    """A child that leaves a process behind holding its stderr (a compile worker pool, say) is
+    done when it exits, not when the pipe closes; what it left is ended with it."""
     import queue
 
     pid_file = tmp_path / "left.pid"

@@ -19,6 +19,9 @@ parent merges the reports in stage order.
   faulthandler prints the Python stack, in the report's `crashes`). When its compile checks
   were on, the group runs once more without them, so its capture verdict is still reported.
 - A child that runs out of GPU memory while others ran at once runs again alone afterwards.
+- A group is done at the child's last message (its report, or why it has none): the child's
+  exit, its CUDA context's teardown, is not waited for; the process and whatever it left in
+  its session are ended and reaped in the background.
 
 subprocess rather than multiprocessing (spawn): a native crash in a child is just an exit
 status here (a child dying inside a multiprocessing queue's lock can leave it unusable), and
